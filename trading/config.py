@@ -1,0 +1,164 @@
+"""All configuration in one place: environment variables (prefix ``OCW_``) and ``.env``.
+
+Defaults are the numbers of SPEC.md. Secrets are read here only to tell whether they are set;
+they never travel in a workflow or activity payload (``public_dict`` leaves them out).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+INTERVAL_SECONDS: dict[str, int] = {
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "2h": 7200,
+    "4h": 14400,
+    "6h": 21600,
+    "8h": 28800,
+    "12h": 43200,
+    "1d": 86400,
+}
+
+SECRET_FIELDS = {"binance_api_key", "binance_api_secret"}
+
+
+def interval_seconds(interval: str) -> int:
+    try:
+        return INTERVAL_SECONDS[interval]
+    except KeyError:
+        raise ValueError(
+            f"unknown interval {interval!r}; use one of {', '.join(INTERVAL_SECONDS)}"
+        ) from None
+
+
+class Settings(BaseSettings):
+    """The engine's settings. Every field can be set as ``OCW_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OCW_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    mode: Literal["live", "paper", "replay"] = "paper"
+    home: Path = Field(default=Path(".ocw"), description="state directory (OCW_HOME)")
+
+    # Temporal
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    trading_task_queue: str = "ocw-trading"
+    market_task_queue: str = "ocw-market"
+    account: str = "paper"
+
+    # market
+    symbols: list[str] = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "PAXG/USDT"]
+    decision_interval: str = "4h"
+    intervals: list[str] = ["1h", "4h"]
+    binance_ws_url: str = "wss://stream.binance.com:9443"
+    speed: float = Field(default=1.0, gt=0, description="replay speed factor; 1 = real time")
+    min_timer_s: float = Field(default=1.0, gt=0, description="dev server timer granularity")
+
+    # portfolio and risk (SPEC §3, §8)
+    initial_cash: float = Field(default=10_000.0, gt=0)
+    max_position_pct: float = Field(default=0.30, gt=0, le=1)
+    max_exposure: float = Field(default=0.70, gt=0, le=1)
+    drawdown_halt_pct: float = Field(default=0.12, gt=0, lt=1)
+    min_order_notional: float = Field(default=10.0, ge=0)
+    default_position_pct: float = Field(default=0.20, gt=0, le=1)
+
+    # execution
+    fee_rate: float = Field(default=0.001, ge=0, lt=0.05)
+    slippage_bps: float = Field(default=5.0, ge=0, lt=500)
+    live_trading: bool = Field(default=False, description="LIVE_TRADING=true to send real orders")
+
+    # positions (SPEC §4)
+    safety_interval_s: float = 30.0
+    agent_interval_s: float = 180.0
+    stop_loss_pct: float = 0.04
+    trail_activate_pct: float = 0.08
+    trail_pct: float = 0.12
+    max_drawdown_guard_pct: float = 0.15
+    time_stop_hours: float | None = None
+    exit_score: float = -0.3
+    add_score: float = 0.4
+
+    # secrets: read from the environment by activities only
+    binance_api_key: SecretStr | None = None
+    binance_api_secret: SecretStr | None = None
+
+    @field_validator("symbols", "intervals", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _check_symbols(cls, value: list[str]) -> list[str]:
+        for symbol in value:
+            base, sep, quote = symbol.partition("/")
+            if not sep or not base or not quote:
+                raise ValueError(f"symbol {symbol!r} must look like BASE/QUOTE, e.g. BTC/USDT")
+        return value
+
+    @field_validator("decision_interval")
+    @classmethod
+    def _check_interval(cls, value: str) -> str:
+        interval_seconds(value)
+        return value
+
+    @field_validator("intervals")
+    @classmethod
+    def _check_intervals(cls, value: list[str]) -> list[str]:
+        for interval in value:
+            interval_seconds(interval)
+        return value
+
+    # ------------------------------------------------------------ derived
+
+    @property
+    def decision_workflow_id(self) -> str:
+        return f"ocw-decision-{self.account}"
+
+    @property
+    def stream_intervals(self) -> list[str]:
+        """Intervals the listener subscribes to: configured ones plus the decision interval."""
+        out = list(dict.fromkeys([*self.intervals, self.decision_interval]))
+        return sorted(out, key=interval_seconds)
+
+    def scaled(self, seconds: float) -> float:
+        """A wall-clock duration on the replay clock, never below the server's timer grain."""
+        return max(self.min_timer_s, seconds / self.speed)
+
+    def paths(self) -> dict[str, Path]:
+        home = self.home
+        return {
+            "home": home,
+            "temporal_db": home / "temporal.db",
+            "broker_db": home / "paper_broker.db",
+            "journal_db": home / "journal.db",
+            "logs": home / "logs",
+        }
+
+    def public_dict(self) -> dict[str, object]:
+        """Settings safe to print or log: secrets reduced to whether they are set."""
+        data = self.model_dump(mode="json", exclude=SECRET_FIELDS)
+        for name in SECRET_FIELDS:
+            data[f"{name}_set"] = getattr(self, name) is not None
+        data["anthropic_api_key_set"] = bool(os.environ.get("ANTHROPIC_API_KEY"))
+        return data
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

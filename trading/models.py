@@ -1,0 +1,260 @@
+"""Domain models shared by the listener, the workflows, the activities and the backtester.
+
+Every payload that crosses a process or Temporal boundary is one of these pydantic models.
+They are plain data: no I/O, no numpy, so workflow code may import them. Non-finite numbers
+are rejected at construction (``allow_inf_nan=False``): a NaN price never gets in.
+Times are UTC epoch milliseconds (Binance's own unit) so that they compare cheaply and
+serialise without time-zone surprises.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Model(BaseModel):
+    """Base for every payload: finite numbers only, no silent extra fields."""
+
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
+
+
+# ---------------------------------------------------------------- market data
+
+
+class Bar(Model):
+    """One kline. ``closed`` is False for the bar still in progress."""
+
+    symbol: str  # unified form, e.g. "BTC/USDT"
+    interval: str  # Binance form: "1m", "5m", "15m", "1h", "4h", "1d"
+    open_time: int  # epoch ms of the bar's open
+    close_time: int  # epoch ms of the bar's last millisecond (Binance "T")
+    open: float = Field(gt=0)
+    high: float = Field(gt=0)
+    low: float = Field(gt=0)
+    close: float = Field(gt=0)
+    volume: float = Field(ge=0)
+    closed: bool = True
+
+
+class PriceTick(Model):
+    """The latest known price of a symbol and the market time it refers to."""
+
+    symbol: str
+    price: float = Field(gt=0)
+    time_ms: int  # market time of the price (event time of the frame)
+    stale: bool = False
+
+
+class SymbolFeatures(Model):
+    """Indicators of one symbol on the decision interval (SPEC §2), computed in activities.
+
+    Optional fields are None when there are not enough bars; ``missing`` names them.
+    """
+
+    symbol: str
+    interval: str
+    time_ms: int  # market time of ``price``
+    price: float = Field(gt=0)
+    n_bars: int = 0
+    ret_1h: float | None = None
+    ret_4h: float | None = None
+    ret_24h: float | None = None
+    ret_7d: float | None = None
+    volume: float | None = None
+    volume_z: float | None = None
+    rsi14: float | None = None
+    ema9: float | None = None
+    ema21: float | None = None
+    ema50: float | None = None
+    sma72: float | None = None
+    bb_upper: float | None = None
+    bb_lower: float | None = None
+    bb_pct_b: float | None = None
+    bb_width: float | None = None
+    atr_pct: float | None = None
+    momentum14: float | None = None  # fractional change over 14 bars
+    efficiency_ratio30: float | None = None
+    regime: str = "unknown"  # "trending" | "ranging" | "unknown" (SPEC §7)
+    missing: list[str] = Field(default_factory=list)
+
+
+class MarketView(Model):
+    """Features of every symbol at one moment, as served by the listener."""
+
+    as_of_ms: int
+    symbols: dict[str, SymbolFeatures] = Field(default_factory=dict)
+    missing: list[str] = Field(default_factory=list)  # symbols with no data at all
+
+
+# ---------------------------------------------------------------- wakes
+
+
+class Wake(Model):
+    """Signal payload that wakes the DecisionWorkflow.
+
+    ``temporal workflow signal --name wake --input '{"reason": "manual"}'`` is a valid Wake:
+    every other field has a default.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False, extra="ignore")
+
+    reason: str = "manual"
+    reasons: list[str] = Field(default_factory=list)
+    symbols: list[str] = Field(default_factory=list)
+    market_time_ms: int | None = None
+    wake_id: str | None = None
+
+    def all_reasons(self) -> list[str]:
+        return [self.reason, *[r for r in self.reasons if r != self.reason]]
+
+
+# ---------------------------------------------------------------- decisions
+
+
+class Action(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+    HOLD = "HOLD"
+    ADD = "ADD"
+
+
+class TradeDecision(Model):
+    """One decision of the agent (LLM or rule policy) for one ticker (SPEC §3)."""
+
+    ticker: str
+    action: Action
+    position_pct: float = Field(default=0.0, ge=0.0)  # share of portfolio value
+    confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    reasoning: str = ""
+    signal_weights: dict[str, float] = Field(default_factory=dict)
+
+
+class WakeCondition(Model):
+    metric: str
+    operator: str
+    threshold: float
+    reason: str = ""
+
+
+class AgentDecision(Model):
+    """A validated answer of the agent. ``source`` says who decided: "rule" or "llm"."""
+
+    source: str = "rule"
+    decisions: list[TradeDecision] = Field(default_factory=list)
+    rejected: list[str] = Field(default_factory=list)  # reasons for decisions dropped
+    market_assessment: str = ""
+    regime_agreement: str = ""
+    learning_note: str = ""
+    next_check_seconds: int | None = None
+    wake_conditions: list[WakeCondition] | None = None
+    memory_update: str | None = None
+
+
+# ---------------------------------------------------------------- orders
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderStatus(StrEnum):
+    FILLED = "FILLED"
+    REJECTED = "REJECTED"
+
+
+class OrderRequest(Model):
+    """An order to the broker. ``client_order_id`` is deterministic (position id + sequence)."""
+
+    client_order_id: str
+    position_id: str
+    seq: int = Field(ge=1)
+    symbol: str
+    side: Side
+    qty: float = Field(gt=0)
+    ref_price: float = Field(gt=0)  # last price the caller saw; paper fills around it
+    market_time_ms: int
+    reason: str = ""
+
+
+class Fill(Model):
+    """The broker's answer to an order. A REJECTED fill is final: nothing to track."""
+
+    client_order_id: str
+    position_id: str
+    symbol: str
+    side: Side
+    status: OrderStatus
+    qty: float = Field(ge=0)
+    price: float = Field(ge=0)
+    fee: float = Field(ge=0)  # in quote currency
+    market_time_ms: int
+    reason: str = ""
+
+    @property
+    def notional(self) -> float:
+        return self.qty * self.price
+
+
+class Balances(Model):
+    cash: float
+    holdings: dict[str, float] = Field(default_factory=dict)  # symbol -> base qty
+
+
+# ---------------------------------------------------------------- positions
+
+
+class PositionStatus(StrEnum):
+    OPEN = "OPEN"
+    CLOSING = "CLOSING"
+    CLOSED = "CLOSED"
+
+
+class PositionParams(Model):
+    """Limits of one position's monitor (SPEC §4). Durations are wall seconds, already scaled."""
+
+    stop_loss_pct: float = 0.04
+    trail_activate_pct: float = 0.08
+    trail_pct: float = 0.12
+    trail_multiplier: float = 1.0
+    max_drawdown_guard_pct: float = 0.15
+    time_stop_hours: float | None = None  # market hours
+    fee_rate: float = 0.001
+    safety_interval_s: float = 30.0
+    agent_interval_s: float = 180.0
+    exit_score: float = -0.3
+    add_score: float = 0.4
+
+
+class ClosedTrade(Model):
+    """A position that has ended; its id is the position id, so learner updates are idempotent."""
+
+    trade_id: str
+    symbol: str
+    qty: float
+    entry_price: float
+    exit_price: float
+    entry_time_ms: int
+    exit_time_ms: int
+    fees: float
+    pnl: float  # net of fees, quote currency
+    pnl_pct: float  # net, relative to entry cost
+    exit_reason: str
+    signal_weights: dict[str, float] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- journal
+
+
+class DecisionRecord(Model):
+    """One decision cycle as the journal keeps it. ``decision_id`` makes the write idempotent."""
+
+    decision_id: str
+    account: str
+    market_time_ms: int | None = None
+    wake_reasons: list[str] = Field(default_factory=list)
+    source: str = "rule"
+    decision: AgentDecision
+    executed: list[str] = Field(default_factory=list)  # what was done, one line per order
