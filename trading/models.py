@@ -177,6 +177,7 @@ class OrderRequest(Model):
     ref_price: float = Field(gt=0)  # last price the caller saw; paper fills around it
     market_time_ms: int
     reason: str = ""
+    account: str = ""
 
 
 class Fill(Model):

@@ -1,0 +1,104 @@
+"""Activities of the trading worker: decide, place orders, evaluate positions, journal.
+
+The class owns its broker and journal, so a test or another mode hands it different ones
+(money-transfer template style). SQLite work runs in a thread so the worker's event loop keeps
+serving workflow tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from temporalio import activity
+
+from activities.journal import Journal
+from activities.paper_broker import PaperBroker
+from trading.models import AgentDecision, DecisionRecord, Fill, OrderRequest
+from trading.rule_policy import decide as rule_decide
+from trading.scorer import ScorerInputs, score_position
+from trading.state import DecideRequest, EvaluateRequest, JournalTrade, PositionVerdict
+from workflows import activity_api as api
+
+log = logging.getLogger(__name__)
+
+
+class TradingActivities:
+    def __init__(self, broker: PaperBroker, journal: Journal) -> None:
+        self.broker = broker
+        self.journal = journal
+
+    def all(self) -> list:
+        return [
+            self.decide,
+            self.place_order,
+            self.evaluate_position,
+            self.journal_decision,
+            self.journal_trade,
+        ]
+
+    @activity.defn(name=api.DECIDE)
+    async def decide(self, req: DecideRequest) -> AgentDecision:
+        """The rule policy (SPEC §7); the LLM trader plugs in here with the same contract."""
+        held = {p.symbol for p in req.account_view.positions}
+        decision = rule_decide(
+            req.market,
+            held,
+            position_pct=req.default_position_pct,
+            max_position_pct=req.max_position_pct,
+        )
+        acted = [f"{d.ticker} {d.action}" for d in decision.decisions if d.action != "HOLD"]
+        log.info("decision %s (%s): %s", req.decision_id, ", ".join(req.wake_reasons), acted or "hold")
+        return decision
+
+    @activity.defn(name=api.PLACE_ORDER)
+    async def place_order(self, req: OrderRequest) -> Fill:
+        """Idempotent by client order id: a retry returns the first answer, never a second fill."""
+        fill = await asyncio.to_thread(self.broker.place_order, req)
+        await asyncio.to_thread(self.journal.record_fill, req.account, fill)
+        log.info(
+            "order %s %s %s %.8g @ %.8g: %s %s",
+            fill.client_order_id,
+            fill.side,
+            fill.symbol,
+            fill.qty,
+            fill.price,
+            fill.status,
+            fill.reason,
+        )
+        return fill
+
+    @activity.defn(name=api.EVALUATE_POSITION)
+    async def evaluate_position(self, req: EvaluateRequest) -> PositionVerdict:
+        """The 5-signal scorer of SPEC §4 on the position and the latest 1h features."""
+        pos = req.position
+        fee = req.params.fee_rate
+        net = lambda price: price * (1 - fee) / (pos.avg_entry * (1 + fee)) - 1  # noqa: E731
+        f, btc = req.features, req.btc_features
+        inputs = ScorerInputs(
+            pnl_pct=net(pos.last_price),
+            peak_pnl_pct=net(pos.peak_price),
+            hours_held=max(0.0, (pos.last_price_ms - pos.entry_time_ms) / 3_600_000),
+            entry_regime=pos.entry_regime,
+            current_regime=f.regime if f else "unknown",
+            momentum14=f.momentum14 if f else None,
+            rsi14=f.rsi14 if f else None,
+            btc_ret_1h=btc.ret_1h if btc else None,
+            symbol_ret_1h=f.ret_1h if f else None,
+            is_btc=pos.symbol == "BTC/USDT",
+        )
+        result = score_position(inputs, exit_score=req.params.exit_score, add_score=req.params.add_score)
+        return PositionVerdict(
+            verdict=result.verdict,
+            score=result.score,
+            components=dict(result.components),
+            reasons=list(result.reasons),
+        )
+
+    @activity.defn(name=api.JOURNAL_DECISION)
+    async def journal_decision(self, rec: DecisionRecord) -> bool:
+        return await asyncio.to_thread(self.journal.record_decision, rec)
+
+    @activity.defn(name=api.JOURNAL_TRADE)
+    async def journal_trade(self, rec: JournalTrade) -> bool:
+        return await asyncio.to_thread(self.journal.record_trade, rec.account, rec.trade)

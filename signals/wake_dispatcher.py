@@ -1,0 +1,112 @@
+"""Delivers wake reasons to the DecisionWorkflow with signal-with-start.
+
+Reasons are queued as the gate produces them; the dispatcher sends everything queued at that
+moment as one Wake (four symbols closing the same candle become one decision cycle, not four).
+If Temporal is unreachable the reasons stay queued and go out with the next successful send:
+none is ever dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+
+from trading.models import Wake
+from trading.state import DecisionInput
+from workflows.decision import DecisionWorkflow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PendingReason:
+    reason: str
+    symbol: str
+    market_time_ms: int
+
+
+class WakeDispatcher:
+    def __init__(
+        self,
+        client: Client,
+        workflow_id: str,
+        task_queue: str,
+        start_input: Callable[[], DecisionInput],
+        on_sent: Callable[[Wake], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.workflow_id = workflow_id
+        self.task_queue = task_queue
+        self.start_input = start_input
+        self.on_sent = on_sent
+        self.queue: asyncio.Queue[PendingReason] = asyncio.Queue()
+        self.sent = 0
+        self.failures = 0
+
+    def push(self, reason: str, symbol: str, market_time_ms: int) -> None:
+        self.queue.put_nowait(PendingReason(reason, symbol, market_time_ms))
+
+    def idle(self) -> bool:
+        return self.queue.empty() and not self._sending
+
+    _sending = False
+
+    async def run(self) -> None:
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            self._sending = True
+            try:
+                await self._send_until_done(batch)
+            finally:
+                self._sending = False
+
+    async def _send_until_done(self, batch: list[PendingReason]) -> None:
+        delay = 0.5
+        while True:
+            wake = self._wake(batch)
+            try:
+                await self.client.start_workflow(
+                    DecisionWorkflow.run,
+                    self.start_input(),
+                    id=self.workflow_id,
+                    task_queue=self.task_queue,
+                    start_signal="wake",
+                    start_signal_args=[wake],
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                )
+            except Exception as err:  # noqa: BLE001 - keep the reasons and retry
+                self.failures += 1
+                log.warning("wake not delivered (%s); retrying in %.1fs", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15.0)
+                while not self.queue.empty():  # fold in what arrived meanwhile
+                    batch.append(self.queue.get_nowait())
+                continue
+            self.sent += 1
+            if self.on_sent:
+                self.on_sent(wake)
+            return
+
+    @staticmethod
+    def _wake(batch: list[PendingReason]) -> Wake:
+        reasons = list(dict.fromkeys(p.reason for p in batch))
+        symbols = list(dict.fromkeys(p.symbol for p in batch))
+        market_time = max(p.market_time_ms for p in batch)
+        key = f"{market_time}|{'|'.join(sorted(reasons))}"
+        wake_id = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+        return Wake(
+            reason=reasons[0],
+            reasons=reasons[1:],
+            symbols=symbols,
+            market_time_ms=market_time,
+            wake_id=wake_id,
+        )

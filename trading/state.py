@@ -1,0 +1,286 @@
+"""Durable state of the workflows and the requests they send to activities.
+
+Plain pydantic data: the workflows carry these across continue-as-new, the activities take
+them as input, ``ocw status`` renders them. Nothing here may hold a secret.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from trading.models import (
+    ClosedTrade,
+    Fill,
+    MarketView,
+    Model,
+    PositionParams,
+    PositionStatus,
+    SymbolFeatures,
+    Wake,
+    WakeCondition,
+)
+
+RECENT_TRADES_KEPT = 50
+DECISION_LOG_KEPT = 20
+MEMORY_MAX_CHARS = 500
+
+
+class EngineConfig(Model):
+    """What the DecisionWorkflow needs to know of the settings; durations already scaled."""
+
+    account: str
+    symbols: list[str]
+    decision_interval: str = "4h"
+    trading_task_queue: str = "ocw-trading"
+    market_task_queue: str = "ocw-market"
+    speed: float = 1.0
+    initial_cash: float = 10_000.0
+    max_position_pct: float = 0.30
+    max_exposure: float = 0.70
+    drawdown_halt_pct: float = 0.12
+    min_order_notional: float = 10.0
+    default_position_pct: float = 0.20
+    position: PositionParams = Field(default_factory=PositionParams)
+    # continue-as-new after this many handled items even if Temporal does not suggest it;
+    # None = only when suggested. Tests use a small number to exercise the hand-over.
+    max_cycles_per_run: int | None = None
+    max_ticks_per_run: int | None = None
+
+
+# ---------------------------------------------------------------- decision workflow
+
+
+class OpenPosition(Model):
+    """The DecisionWorkflow's view of one open position (the PositionWorkflow owns the detail)."""
+
+    position_id: str
+    workflow_id: str
+    symbol: str
+    qty: float
+    avg_entry: float
+    entry_time_ms: int
+    cost: float  # quote spent including fees
+    fees: float = 0.0
+    last_price: float
+    exit_requested: bool = False
+    pending_add_notional: float = 0.0
+    signal_weights: dict[str, float] = Field(default_factory=dict)
+
+
+class Portfolio(Model):
+    cash: float
+    peak_equity: float
+    equity: float
+    drawdown: float = 0.0
+    halted: bool = False  # automatic drawdown halt
+    manual_halt: bool = False
+    halt_reason: str = ""
+    realized_pnl: float = 0.0
+    fees_paid: float = 0.0
+
+    @property
+    def entries_blocked(self) -> bool:
+        return self.halted or self.manual_halt
+
+
+class WorkItem(Model):
+    """One queued piece of work of the DecisionWorkflow: a wake or an add request."""
+
+    kind: str  # "wake" | "add_request" | "close_all"
+    wake: Wake | None = None
+    position_id: str | None = None
+    received_ms: int = 0
+
+
+class DecisionLogEntry(Model):
+    cycle: int
+    time_ms: int
+    market_time_ms: int | None
+    wake_reasons: list[str]
+    source: str
+    actions: list[str]
+    rejected: list[str] = Field(default_factory=list)
+
+
+class GateSettings(Model):
+    """What the agent asked of the gate; the listener reads it by query."""
+
+    next_check_seconds: int | None = None
+    wake_conditions: list[WakeCondition] = Field(default_factory=list)
+    set_at_ms: int | None = None
+    version: int = 0
+
+
+class Counters(Model):
+    wakes_received: int = 0
+    wakes_handled: int = 0
+    cycles: int = 0
+    orders: int = 0
+    orders_rejected: int = 0
+    positions_opened: int = 0
+    positions_closed: int = 0
+    continued_as_new: int = 0
+
+
+class DecisionState(Model):
+    config: EngineConfig
+    epoch: str = ""  # random per account history, keeps position ids unique across resets
+    portfolio: Portfolio
+    positions: dict[str, OpenPosition] = Field(default_factory=dict)  # by symbol
+    entry_seq: dict[str, int] = Field(default_factory=dict)  # by symbol
+    queue: list[WorkItem] = Field(default_factory=list)
+    recent_trades: list[ClosedTrade] = Field(default_factory=list)
+    seen_trade_ids: list[str] = Field(default_factory=list)
+    decision_log: list[DecisionLogEntry] = Field(default_factory=list)
+    handled_wake_ids: list[str] = Field(default_factory=list)
+    memory: str = ""
+    gate: GateSettings = Field(default_factory=GateSettings)
+    counters: Counters = Field(default_factory=Counters)
+    last_market_time_ms: int | None = None
+    last_prices: dict[str, float] = Field(default_factory=dict)
+
+
+class DecisionInput(Model):
+    config: EngineConfig
+    state: DecisionState | None = None
+
+
+class StatusView(Model):
+    """Answer of the DecisionWorkflow's ``status`` query."""
+
+    account: str
+    portfolio: Portfolio
+    positions: list[OpenPosition]
+    gate: GateSettings
+    memory: str
+    last_decision: DecisionLogEntry | None
+    recent_trades: list[ClosedTrade]
+    counters: Counters
+    queue_length: int
+    busy: bool
+
+
+# ---------------------------------------------------------------- position workflow
+
+
+class PositionState(Model):
+    position_id: str
+    account: str
+    symbol: str
+    qty: float
+    avg_entry: float
+    entry_time_ms: int
+    entry_fees: float
+    cost: float  # quote spent including fees
+    peak_price: float
+    trough_price: float
+    last_price: float
+    last_price_ms: int
+    next_seq: int = 2  # seq 1 was the entry order
+    status: PositionStatus = PositionStatus.OPEN
+    exit_requested: str | None = None  # reason of a pending exit request
+    pending_adds: list[AddOrder] = Field(default_factory=list)
+    signal_weights: dict[str, float] = Field(default_factory=dict)
+    entry_regime: str = "unknown"
+    last_score: float | None = None
+    last_verdict: str | None = None
+    safety_checks: int = 0
+    agent_checks: int = 0
+    next_safety_ms: int | None = None  # workflow-time deadlines, carried over CAN
+    next_agent_ms: int | None = None
+    fills: list[Fill] = Field(default_factory=list)
+    exit_reason: str | None = None
+    trade: ClosedTrade | None = None
+
+
+class AddOrder(Model):
+    qty: float
+    ref_price: float
+    reason: str = "add"
+
+
+class PositionInput(Model):
+    state: PositionState
+    params: PositionParams
+    decision_workflow_id: str
+    trading_task_queue: str
+    market_task_queue: str
+    max_ticks_per_run: int | None = None
+
+
+class PositionUpdate(Model):
+    """Sent by a PositionWorkflow to the DecisionWorkflow after an ADD fill."""
+
+    position_id: str
+    symbol: str
+    qty: float
+    avg_entry: float
+    cost: float
+    fill: Fill
+
+
+# ---------------------------------------------------------------- activity requests
+
+
+class PricesRequest(Model):
+    symbols: list[str]
+
+
+class PricesResult(Model):
+    prices: dict[str, float] = Field(default_factory=dict)
+    time_ms: dict[str, int] = Field(default_factory=dict)
+    missing: list[str] = Field(default_factory=list)
+
+
+class MarketViewRequest(Model):
+    symbols: list[str]
+    interval: str
+
+
+class AccountView(Model):
+    portfolio_value: float
+    cash: float
+    exposure: float  # fraction of portfolio in positions
+    drawdown: float
+    halted: bool
+    positions: list[OpenPosition]
+    recent_trades: list[ClosedTrade]
+
+
+class DecideRequest(Model):
+    account: str
+    decision_id: str
+    market: MarketView
+    account_view: AccountView
+    wake_reasons: list[str]
+    memory: str = ""
+    default_position_pct: float = 0.20
+    max_position_pct: float = 0.30
+
+
+class EvaluateRequest(Model):
+    position: PositionState
+    features: SymbolFeatures | None = None
+    btc_features: SymbolFeatures | None = None
+    params: PositionParams
+
+
+class PositionVerdict(Model):
+    verdict: str  # HOLD | EXIT | ADD
+    score: float
+    components: dict[str, float] = Field(default_factory=dict)
+    reasons: list[str] = Field(default_factory=list)
+    source: str = "scorer"
+
+
+class JournalTrade(Model):
+    account: str
+    trade: ClosedTrade
+
+
+class JournalFill(Model):
+    account: str
+    fill: Fill
+
+
+PositionState.model_rebuild()

@@ -1,0 +1,282 @@
+"""``ocw``: the command line of the engine.
+
+Every command reads its settings from the environment / ``.env`` through ``Settings``; flags
+override them for one run. Problems the user can fix are printed as one clear line (exit 2).
+Entry points end with ``os._exit`` after a clean shutdown: the Temporal SDK's native threads can
+otherwise abort the interpreter at exit (sdk-python issue 300).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from trading.config import Settings
+from workers.temporal_env import SetupError
+
+log = logging.getLogger("ocw")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("temporalio", "websockets", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def load_settings(overrides: dict[str, object] | None = None) -> Settings:
+    try:
+        settings = Settings()
+        if overrides:
+            settings = Settings(**{**settings.model_dump(), **overrides})
+        return settings
+    except ValidationError as err:
+        problems = "; ".join(
+            f"OCW_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in err.errors()
+        )
+        raise SetupError(f"invalid settings: {problems}") from None
+
+
+def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[int | None]]) -> int:
+    """Run ``main(stop)`` with Ctrl-C / SIGTERM setting ``stop``; return its exit code."""
+
+    async def runner() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        return int(await main(stop) or 0)
+
+    return asyncio.run(runner())
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from workers.temporal_env import start_dev_server, stop_process
+
+    settings = load_settings()
+    paths = settings.paths()
+    paths["logs"].mkdir(parents=True, exist_ok=True)
+    proc = start_dev_server(settings, log_file=paths["logs"] / "temporal.log", ui=not args.headless)
+    print(f"Temporal dev server on {settings.temporal_address}, state in {paths['temporal_db']}")
+    if not args.headless:
+        print(f"Web UI: http://localhost:{settings.temporal_ui_port}")
+
+    async def main(stop: asyncio.Event) -> int:
+        while not stop.is_set() and proc.poll() is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        return 0 if stop.is_set() else 1
+
+    code = run_until_stopped(main)
+    stop_process(proc)
+    return code
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.trading_worker import run_trading_worker
+
+    settings = load_settings()
+    return run_until_stopped(lambda stop: run_trading_worker(settings, stop))
+
+
+def _parse_time(text: str | None) -> int | None:
+    if not text:
+        return None
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from workers.listener_worker import ListenerService, ReplayOptions
+
+    overrides: dict[str, object] = {}
+    replay = None
+    if args.replay:
+        missing = [f for f in args.replay if not Path(f).is_file()]
+        if missing:
+            raise SetupError(f"replay file not found: {', '.join(missing)}")
+        overrides = {"mode": "replay", "speed": args.speed}
+        replay = ReplayOptions(
+            files=[Path(f) for f in args.replay],
+            speed=args.speed,
+            days=args.days,
+            warmup_days=args.warmup_days,
+            start_ms=_parse_time(args.start),
+        )
+    settings = load_settings(overrides)
+    service = ListenerService(settings, replay)
+    if replay is not None:
+        plan = service.prepare_replay()
+        print(f"replaying {plan.days:.1f} days at speed {args.speed:g}", flush=True)
+
+    async def main(stop: asyncio.Event) -> int:
+        await service.run(stop, exit_when_replay_done=args.exit_when_done)
+        print(json.dumps(service.stats(), default=str), flush=True)
+        return 0
+
+    return run_until_stopped(main)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from workers.status_view import render_status
+    from workers.temporal_env import connect
+    from workflows.decision import DecisionWorkflow
+
+    settings = load_settings()
+
+    async def main(stop: asyncio.Event) -> int:
+        client = await connect(settings)
+        handle = client.get_workflow_handle(settings.decision_workflow_id)
+        try:
+            view = await handle.query(DecisionWorkflow.status)
+        except Exception as err:  # noqa: BLE001 - reported as a user-level problem
+            raise SetupError(
+                f"no DecisionWorkflow {settings.decision_workflow_id} to query ({err}); "
+                "is `ocw worker` running and has `ocw listen` woken it?"
+            ) from None
+        print(view.model_dump_json(indent=2) if args.json else render_status(view))
+        return 0
+
+    return run_until_stopped(main)
+
+
+def cmd_trades(args: argparse.Namespace) -> int:
+    from activities.journal import Journal
+
+    settings = load_settings()
+    db = settings.paths()["journal_db"]
+    if not db.exists():
+        raise SetupError(f"no journal at {db}: nothing has traded yet under OCW_HOME={settings.home}")
+    journal = Journal(db)
+    account = None if args.all_accounts else settings.account
+    if args.csv:
+        journal.export_csv(args.kind, sys.stdout, account=account)
+        return 0
+    summary = journal.summary(account) if account else None
+    for row in getattr(journal, args.kind)(account):
+        print(row.model_dump_json() if hasattr(row, "model_dump_json") else json.dumps(row, default=str))
+    if summary:
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+def _signal(name: str) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        from workers.temporal_env import connect
+
+        settings = load_settings()
+
+        async def main(stop: asyncio.Event) -> int:
+            client = await connect(settings)
+            handle = client.get_workflow_handle(settings.decision_workflow_id)
+            payload = {"reason": args.reason} if args.reason else {}
+            await handle.signal(name, payload)
+            print(f"sent {name} to {settings.decision_workflow_id}")
+            return 0
+
+        return run_until_stopped(main)
+
+    return command
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workers.demo import run_demo
+
+    return run_demo(args)
+
+
+# ------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ocw",
+        description="OCW: durable, event-driven crypto trading on Temporal. "
+        "Settings come from OCW_* environment variables or .env.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("server", help="run the embedded Temporal dev server (state in OCW_HOME)")
+    p.add_argument("--headless", action="store_true", help="no web UI")
+    p.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("worker", help="run the trading worker (decision and position workflows)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("listen", help="run the market listener (Binance, or a replay with --replay)")
+    p.add_argument("--replay", nargs="+", metavar="FILE", help="CSV files to replay (binance_BTCUSDT_1h.csv, ...)")
+    p.add_argument("--speed", type=float, default=60.0, help="replay speed factor (default 60)")
+    p.add_argument("--days", type=float, default=None, help="days of market to replay (default: all)")
+    p.add_argument("--warmup-days", type=float, default=40.0, help="history loaded before the replay")
+    p.add_argument("--start", default=None, help="replay start, ISO UTC (default: last --days of data)")
+    p.add_argument("--exit-when-done", action="store_true", help="exit when the replay is over")
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("demo", help="replay real (or generated) bars through the whole engine")
+    p.add_argument("--days", type=float, default=14.0, help="days of market to replay (default 14)")
+    p.add_argument("--duration", type=float, default=120.0, help="wall seconds for the replay (default 120)")
+    p.add_argument("--data", default=None, help="folder of binance_<SYM>_1h.csv files (default ../shared/data)")
+    p.add_argument("--generated", action="store_true", help="use the built-in generated market")
+    p.add_argument("--keep", action="store_true", help="keep the server and web UI up at the end")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("status", help="query the DecisionWorkflow: portfolio, positions, gate, last decision")
+    p.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("trades", help="read the trade journal")
+    p.add_argument("--csv", action="store_true", help="export as CSV to stdout")
+    p.add_argument("--kind", choices=["fills", "trades", "decisions"], default="trades")
+    p.add_argument("--all-accounts", action="store_true", help="every account, not only OCW_ACCOUNT")
+    p.set_defaults(func=cmd_trades)
+
+    for name, text in (
+        ("wake", "wake the DecisionWorkflow now"),
+        ("halt", "stop new entries (exits continue)"),
+        ("resume", "lift a halt"),
+        ("close_all", "exit every open position"),
+    ):
+        p = sub.add_parser(name.replace("_", "-"), help=text)
+        p.add_argument("--reason", default="manual" if name == "wake" else "")
+        p.set_defaults(func=_signal(name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        code = args.func(args)
+    except SetupError as err:
+        print(f"ocw: {err}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""``ocw demo``: the whole engine on one machine, on a fast clock.
+
+Starts the Temporal dev server (state under OCW_HOME/demo), the trading worker as its own
+process, and the listener on a replay feed in this process; replays real 1h bars from
+``../shared/data`` (or a generated market) and prints wakes, decisions, orders and exits as
+they happen, then a summary against buy-and-hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from trading.config import Settings
+from trading.market_data import find_symbol_csv, generate_market, shared_data_dir, write_ohlcv_csv
+from workers.status_view import fmt_time, render_decision, render_trade
+from workers.temporal_env import SetupError, connect, start_dev_server, stop_process
+
+DEMO_INTERVAL = "1h"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as OCW_* variables, so a child process sees exactly the same ones."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump(mode="json", exclude={"binance_api_key", "binance_api_secret"}).items():
+        if value is None:
+            env.pop(f"OCW_{name.upper()}", None)
+            continue
+        env[f"OCW_{name.upper()}"] = value if isinstance(value, str) else __import__("json").dumps(value)
+    return env
+
+
+def demo_files(args: argparse.Namespace, settings: Settings, home: Path) -> tuple[list[Path], str]:
+    if not args.generated:
+        data_dir = Path(args.data) if args.data else shared_data_dir()
+        if data_dir is not None:
+            files = [find_symbol_csv(data_dir, s, DEMO_INTERVAL) for s in settings.symbols]
+            found = [f for f in files if f is not None]
+            if found:
+                return found, f"real Binance 1h bars from {data_dir}"
+        if args.data:
+            raise SetupError(f"no binance_<SYMBOL>_1h.csv files for {settings.symbols} in {args.data}")
+    market_dir = home / "market"
+    market_dir.mkdir(parents=True, exist_ok=True)
+    n_bars = int((args.days + 45) * 24)
+    bars = generate_market(settings.symbols, DEMO_INTERVAL, n_bars, seed=7)
+    files = []
+    for symbol, series in bars.items():
+        files.append(write_ohlcv_csv(series, market_dir / f"{symbol.replace('/', '')}_{DEMO_INTERVAL}.csv"))
+    return files, "a generated regime-switching market (seed 7)"
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from workers.cli import load_settings, run_until_stopped
+
+    base = load_settings()
+    home = base.home / "demo"
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    speed = args.days * 86_400 / args.duration
+    settings = load_settings({"home": home, "mode": "replay", "speed": speed, "account": "demo"})
+    logs = settings.paths()["logs"]
+    logs.mkdir(parents=True, exist_ok=True)
+    files, source = demo_files(args, settings, home)
+
+    print(f"OCW demo: {args.days:g} days of {source}, replayed in ~{args.duration:g}s (speed {speed:,.0f}x)")
+    server = start_dev_server(settings, log_file=logs / "temporal.log", ui=True)
+    print(f"Temporal dev server up; web UI http://localhost:{settings.temporal_ui_port}")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "worker"],
+        env=settings_env(settings),
+        stdout=open(logs / "worker.log", "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        return run_until_stopped(lambda stop: _demo(stop, args, settings, files))
+    finally:
+        stop_process(worker)
+        stop_process(server)
+
+
+async def _demo(stop: asyncio.Event, args: argparse.Namespace, settings: Settings, files: list[Path]) -> int:
+    from workers.listener_worker import ListenerService, ReplayOptions
+    from workflows.decision import DecisionWorkflow
+
+    service = ListenerService(settings, ReplayOptions(files=files, speed=settings.speed, days=args.days))
+    plan = service.prepare_replay()
+    print(f"market {fmt_time(plan.start_ms)} -> {fmt_time(plan.end_ms)} UTC, symbols {', '.join(plan.replay)}")
+    listener_stop = asyncio.Event()
+    listener = asyncio.create_task(service.run(listener_stop))
+    client = await connect(settings, attempts=30)
+    handle = client.get_workflow_handle(settings.decision_workflow_id)
+    printed_cycles: set[int] = set()
+    printed_trades: set[str] = set()
+    started = time.monotonic()
+
+    async def poll() -> None:
+        with contextlib.suppress(Exception):
+            view = await handle.query(DecisionWorkflow.state)
+            for entry in view.decision_log:
+                if entry.cycle not in printed_cycles and (entry.source != "none" or entry.actions):
+                    printed_cycles.add(entry.cycle)
+                    if entry.actions:
+                        print("  decision " + render_decision(entry), flush=True)
+            for trade in view.recent_trades:
+                if trade.trade_id not in printed_trades:
+                    printed_trades.add(trade.trade_id)
+                    print("  exit     " + render_trade(trade), flush=True)
+
+    async def wait_for(cond, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not stop.is_set():
+            await poll()
+            if await cond():
+                return True
+            await asyncio.sleep(0.25)
+        return False
+
+    async def replay_done() -> bool:
+        return service.server is not None and service.server.done.is_set()
+
+    async def engine_idle() -> bool:
+        view = await handle.query(DecisionWorkflow.status)
+        return view.queue_length == 0 and not view.busy and service.dispatcher.idle()
+
+    async def flat() -> bool:
+        view = await handle.query(DecisionWorkflow.status)
+        return not view.positions
+
+    try:
+        while service.server is None or service.dispatcher is None:
+            await asyncio.sleep(0.05)
+        await wait_for(replay_done, timeout=args.duration * 10 + 60)
+        if stop.is_set():
+            print("interrupted")
+            return 130
+        print(f"replay over after {time.monotonic() - started:.0f}s; closing open positions")
+        await wait_for(engine_idle, timeout=60)
+        await handle.signal(DecisionWorkflow.close_all)
+        await wait_for(flat, timeout=60)
+        await poll()
+        view = await handle.query(DecisionWorkflow.status)
+        _summary(view, plan, service, settings)
+        if args.keep and not stop.is_set():
+            print(f"server and web UI stay up: http://localhost:{settings.temporal_ui_port} (Ctrl-C to stop)")
+            await stop.wait()
+        return 0
+    finally:
+        listener_stop.set()
+        with contextlib.suppress(Exception):
+            await listener
+
+
+def _summary(view, plan, service, settings: Settings) -> None:
+    from trading.state import StatusView
+
+    assert isinstance(view, StatusView)
+    p = view.portfolio
+    trades = view.counters.positions_closed
+    wins = sum(1 for t in view.recent_trades if t.pnl > 0)
+    first = {s: bars[0].open for s, bars in plan.replay.items() if bars}
+    last = {s: bars[-1].close for s, bars in plan.replay.items() if bars}
+    bh = sum(last[s] / first[s] for s in first) / len(first) - 1 if first else 0.0
+    ret = p.equity / settings.initial_cash - 1
+    gate = service.gate.counters
+    print("=" * 72)
+    print(f"summary ({fmt_time(plan.start_ms)} -> {fmt_time(plan.end_ms)}, {plan.days:.1f} days)")
+    print(f"  wakes sent {service.dispatcher.sent}; gate ticks {gate.ticks}, skipped {gate.skip_rate:.1%}")
+    print(f"  decision cycles {view.counters.cycles}; orders {view.counters.orders} ({view.counters.orders_rejected} rejected)")
+    print(f"  trades {trades} (wins {wins} of the last {len(view.recent_trades)})")
+    print(f"  realized PnL {p.realized_pnl:+,.2f}; fees {p.fees_paid:,.2f}")
+    print(f"  final equity {p.equity:,.2f} from {settings.initial_cash:,.2f}: {ret:+.2%}")
+    print(f"  buy-and-hold (equal weight {', '.join(first)}): {bh:+.2%}")
+    print("=" * 72, flush=True)

@@ -1,0 +1,67 @@
+"""Human-readable rendering of the DecisionWorkflow's status (``ocw status``, the demo)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from trading.state import DecisionLogEntry, StatusView
+from trading.models import ClosedTrade
+
+
+def fmt_time(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def render_status(view: StatusView) -> str:
+    p = view.portfolio
+    lines = [
+        f"account {view.account}",
+        f"  equity {p.equity:,.2f}  cash {p.cash:,.2f}  peak {p.peak_equity:,.2f}  "
+        f"drawdown {p.drawdown:.2%}  realized {p.realized_pnl:+,.2f}  fees {p.fees_paid:,.2f}",
+        f"  entries {'HALTED: ' + p.halt_reason if p.entries_blocked else 'allowed'}",
+        f"  open positions ({len(view.positions)}):",
+    ]
+    for pos in view.positions:
+        pnl = pos.qty * pos.last_price - pos.cost
+        lines.append(
+            f"    {pos.position_id:<28} {pos.symbol:<10} qty {pos.qty:.6g} entry {pos.avg_entry:,.4g} "
+            f"last {pos.last_price:,.4g} pnl {pnl:+,.2f}{'  (exit requested)' if pos.exit_requested else ''}"
+        )
+    g = view.gate
+    lines.append(
+        f"  gate: next_check_seconds={g.next_check_seconds} wake_conditions={len(g.wake_conditions)} "
+        f"(version {g.version})"
+    )
+    c = view.counters
+    lines.append(
+        f"  wakes received {c.wakes_received}, handled {c.wakes_handled}, queued {view.queue_length}; "
+        f"cycles {c.cycles}; orders {c.orders} ({c.orders_rejected} rejected); "
+        f"positions opened {c.positions_opened}, closed {c.positions_closed}; "
+        f"continued-as-new {c.continued_as_new}"
+    )
+    if view.last_decision:
+        lines.append("  last decision: " + render_decision(view.last_decision))
+    if view.memory:
+        lines.append(f"  memory: {view.memory}")
+    if view.recent_trades:
+        lines.append("  recent trades:")
+        lines.extend("    " + render_trade(t) for t in view.recent_trades)
+    return "\n".join(lines)
+
+
+def render_decision(entry: DecisionLogEntry) -> str:
+    actions = "; ".join(entry.actions) if entry.actions else "hold"
+    return (
+        f"#{entry.cycle} at {fmt_time(entry.market_time_ms)} ({', '.join(entry.wake_reasons)}) "
+        f"[{entry.source}] {actions}"
+    )
+
+
+def render_trade(t: ClosedTrade) -> str:
+    return (
+        f"{t.trade_id:<28} {t.symbol:<10} {fmt_time(t.entry_time_ms)} -> {fmt_time(t.exit_time_ms)} "
+        f"{t.entry_price:,.4g} -> {t.exit_price:,.4g} pnl {t.pnl:+,.2f} ({t.pnl_pct:+.2%}) "
+        f"fees {t.fees:,.2f} exit {t.exit_reason}"
+    )

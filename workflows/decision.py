@@ -1,0 +1,551 @@
+"""DecisionWorkflow: one per account, the engine's durable brain.
+
+Signals only enqueue (they never await), so no wake is ever lost; the main loop takes one work
+item at a time: fetch the market view, ask the policy, apply risk limits, place entry orders,
+start a PositionWorkflow per entry, signal exits and adds to running positions. Portfolio,
+positions, recent trades, agent memory and the gate settings live in ``DecisionState`` and
+travel across continue-as-new together with any queued work.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from trading.models import (
+        AgentDecision,
+        Action,
+        ClosedTrade,
+        DecisionRecord,
+        Fill,
+        MarketView,
+        Model,
+        OrderRequest,
+        OrderStatus,
+        Side,
+        Wake,
+    )
+    from trading.orders import client_order_id
+    from trading.risk import drawdown_update, size_entry
+    from trading.state import (
+        DECISION_LOG_KEPT,
+        MEMORY_MAX_CHARS,
+        RECENT_TRADES_KEPT,
+        AccountView,
+        AddOrder,
+        DecideRequest,
+        DecisionInput,
+        DecisionLogEntry,
+        DecisionState,
+        EngineConfig,
+        GateSettings,
+        MarketViewRequest,
+        OpenPosition,
+        Portfolio,
+        PositionInput,
+        PositionState,
+        PositionUpdate,
+        StatusView,
+        WorkItem,
+    )
+    from workflows import activity_api as api
+    from workflows.position import PositionWorkflow
+
+WAKE_IDS_KEPT = 500
+
+
+class ControlRequest(Model):
+    """Optional payload of ``halt`` / ``resume`` / ``close_all``: a reason for the log."""
+
+    model_config = Model.model_config | {"extra": "ignore"}
+    reason: str = ""
+
+
+@workflow.defn(name="DecisionWorkflow")
+class DecisionWorkflow:
+    @workflow.init
+    def __init__(self, inp: DecisionInput) -> None:
+        if inp.state is not None:
+            self._s = inp.state
+            self._s.config = inp.config
+        else:
+            cash = inp.config.initial_cash
+            self._s = DecisionState(
+                config=inp.config,
+                portfolio=Portfolio(cash=cash, peak_equity=cash, equity=cash),
+                epoch=str(workflow.uuid4())[:6],
+            )
+        self._busy = False
+
+    # ------------------------------------------------------------ signals (enqueue only)
+
+    @workflow.signal
+    def wake(self, wake: Wake | None = None) -> None:
+        wake = wake or Wake()
+        s = self._s
+        s.counters.wakes_received += 1
+        if wake.wake_id:
+            if wake.wake_id in s.handled_wake_ids:
+                return  # a retried signal-with-start: already queued once
+            s.handled_wake_ids.append(wake.wake_id)
+            del s.handled_wake_ids[:-WAKE_IDS_KEPT]
+        s.queue.append(WorkItem(kind="wake", wake=wake, received_ms=self._now_ms()))
+
+    @workflow.signal
+    def halt(self, req: ControlRequest | None = None) -> None:
+        p = self._s.portfolio
+        p.manual_halt = True
+        p.halt_reason = f"manual: {req.reason}" if req and req.reason else "manual"
+
+    @workflow.signal
+    def resume(self, req: ControlRequest | None = None) -> None:
+        """Lift any halt; the drawdown is measured afresh from the current equity."""
+        p = self._s.portfolio
+        p.manual_halt = False
+        p.halted = False
+        p.halt_reason = ""
+        p.peak_equity = p.equity
+        p.drawdown = 0.0
+
+    @workflow.signal
+    def close_all(self, req: ControlRequest | None = None) -> None:
+        self._s.queue.append(WorkItem(kind="close_all", received_ms=self._now_ms()))
+
+    @workflow.signal
+    def configure(self, config: EngineConfig) -> None:
+        self._s.config = config
+
+    @workflow.signal
+    def add_request(self, position_id: str) -> None:
+        self._s.queue.append(
+            WorkItem(kind="add_request", position_id=position_id, received_ms=self._now_ms())
+        )
+
+    @workflow.signal
+    def position_closed(self, trade: ClosedTrade) -> None:
+        s = self._s
+        if trade.trade_id in s.seen_trade_ids:
+            return
+        s.seen_trade_ids.append(trade.trade_id)
+        del s.seen_trade_ids[:-RECENT_TRADES_KEPT * 4]
+        pos = s.positions.get(trade.symbol)
+        if pos is not None and pos.position_id == trade.trade_id:
+            del s.positions[trade.symbol]
+            proceeds = pos.cost + trade.pnl
+            s.portfolio.cash += proceeds
+            s.portfolio.fees_paid += max(0.0, trade.fees - pos.fees)
+        s.portfolio.realized_pnl += trade.pnl
+        s.recent_trades.append(trade)
+        del s.recent_trades[:-RECENT_TRADES_KEPT]
+        s.counters.positions_closed += 1
+
+    @workflow.signal
+    def position_update(self, update: PositionUpdate) -> None:
+        s = self._s
+        pos = s.positions.get(update.symbol)
+        if pos is None or pos.position_id != update.position_id:
+            return
+        pos.pending_add_notional = 0.0
+        fill = update.fill
+        s.counters.orders += 1
+        if fill.status == OrderStatus.FILLED:
+            s.portfolio.cash -= fill.qty * fill.price + fill.fee
+            s.portfolio.fees_paid += fill.fee
+            pos.fees += fill.fee
+        else:
+            s.counters.orders_rejected += 1
+        pos.qty, pos.avg_entry, pos.cost = update.qty, update.avg_entry, update.cost
+
+    # ------------------------------------------------------------ queries
+
+    @workflow.query
+    def status(self) -> StatusView:
+        s = self._s
+        return StatusView(
+            account=s.config.account,
+            portfolio=s.portfolio,
+            positions=list(s.positions.values()),
+            gate=s.gate,
+            memory=s.memory,
+            last_decision=s.decision_log[-1] if s.decision_log else None,
+            recent_trades=s.recent_trades[-10:],
+            counters=s.counters,
+            queue_length=len(s.queue),
+            busy=self._busy,
+        )
+
+    @workflow.query
+    def gate(self) -> GateSettings:
+        return self._s.gate
+
+    @workflow.query
+    def state(self) -> DecisionState:
+        return self._s
+
+    # ------------------------------------------------------------ main loop
+
+    @workflow.run
+    async def run(self, inp: DecisionInput) -> None:
+        s = self._s
+        handled = 0
+        while True:
+            await workflow.wait_condition(lambda: bool(s.queue) or self._should_continue(handled))
+            if s.queue:
+                item = s.queue.pop(0)
+                self._busy = True
+                try:
+                    await self._handle(item)
+                finally:
+                    self._busy = False
+                handled += 1
+            if self._should_continue(handled):
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                s.counters.continued_as_new += 1
+                workflow.continue_as_new(DecisionInput(config=s.config, state=s))
+
+    def _should_continue(self, handled: int) -> bool:
+        limit = self._s.config.max_cycles_per_run
+        if limit is not None and handled >= limit:
+            return True
+        return workflow.info().is_continue_as_new_suggested()
+
+    async def _handle(self, item: WorkItem) -> None:
+        if item.kind == "wake":
+            await self._cycle(item.wake or Wake())
+        elif item.kind == "add_request" and item.position_id:
+            await self._add_request(item.position_id)
+        elif item.kind == "close_all":
+            for pos in self._s.positions.values():
+                await self._request_exit(pos, "close_all")
+
+    # ------------------------------------------------------------ one decision cycle
+
+    async def _cycle(self, wake: Wake) -> None:
+        s = self._s
+        cfg = s.config
+        s.counters.cycles += 1
+        s.counters.wakes_handled += 1
+        cycle = s.counters.cycles
+        reasons = wake.all_reasons()
+        log = DecisionLogEntry(
+            cycle=cycle,
+            time_ms=self._now_ms(),
+            market_time_ms=wake.market_time_ms,
+            wake_reasons=reasons,
+            source="none",
+            actions=[],
+        )
+        self._log(log)
+        view = await self._market_view(cfg.symbols, cfg.decision_interval)
+        if view is None:
+            log.actions.append("skipped: market data unavailable")
+            return
+        log.market_time_ms = view.as_of_ms
+        s.last_market_time_ms = view.as_of_ms
+        for symbol, features in view.symbols.items():
+            s.last_prices[symbol] = features.price
+        self._mark_to_market()
+
+        decision_id = f"{cfg.account}-{s.epoch}-{cycle}"
+        try:
+            decision = await workflow.execute_activity(
+                api.DECIDE,
+                DecideRequest(
+                    account=cfg.account,
+                    decision_id=decision_id,
+                    market=view,
+                    account_view=self._account_view(),
+                    wake_reasons=reasons,
+                    memory=s.memory,
+                    default_position_pct=cfg.default_position_pct,
+                    max_position_pct=cfg.max_position_pct,
+                ),
+                task_queue=cfg.trading_task_queue,
+                result_type=AgentDecision,
+                start_to_close_timeout=api.DECIDE_TIMEOUT,
+                retry_policy=api.DECIDE_RETRY,
+            )
+        except ActivityError as err:
+            log.actions.append(f"skipped: decide failed ({err.cause or err})")
+            return
+        log.source = decision.source
+        log.rejected = list(decision.rejected)
+        for d in decision.decisions:
+            note = await self._apply(d.ticker, d.action, d.position_pct, d.signal_weights, view)
+            if note:
+                log.actions.append(note)
+        self._apply_agent_settings(decision)
+        await workflow.execute_activity(
+            api.JOURNAL_DECISION,
+            DecisionRecord(
+                decision_id=decision_id,
+                account=cfg.account,
+                market_time_ms=view.as_of_ms,
+                wake_reasons=reasons,
+                source=decision.source,
+                decision=decision,
+                executed=log.actions,
+            ),
+            task_queue=cfg.trading_task_queue,
+            start_to_close_timeout=api.JOURNAL_TIMEOUT,
+            retry_policy=api.JOURNAL_RETRY,
+        )
+
+    async def _apply(
+        self,
+        symbol: str,
+        action: Action,
+        position_pct: float,
+        weights: dict[str, float],
+        view: MarketView,
+    ) -> str | None:
+        s = self._s
+        if symbol not in s.config.symbols:
+            return f"{symbol} {action}: rejected, not in the universe"
+        pos = s.positions.get(symbol)
+        if action == Action.HOLD:
+            return None
+        if action == Action.SELL:
+            if pos is None:
+                return f"{symbol} SELL: rejected, no open position"
+            return await self._request_exit(pos, "decision_sell")
+        features = view.symbols.get(symbol)
+        if features is None:
+            return f"{symbol} {action}: skipped, no price"
+        if s.portfolio.entries_blocked:
+            return f"{symbol} {action}: skipped, entries halted ({s.portfolio.halt_reason})"
+        if action == Action.BUY:
+            if pos is not None:
+                return f"{symbol} BUY: ignored, position {pos.position_id} already open"
+            return await self._open(symbol, position_pct, features.price, view.as_of_ms, weights)
+        if action == Action.ADD:
+            if pos is None:
+                return f"{symbol} ADD: rejected, no open position"
+            return await self._add(pos, position_pct, features.price)
+        return None
+
+    async def _open(
+        self, symbol: str, position_pct: float, price: float, time_ms: int, weights: dict[str, float]
+    ) -> str:
+        s = self._s
+        cfg = s.config
+        sizing = size_entry(
+            portfolio_value=s.portfolio.equity,
+            cash=s.portfolio.cash,
+            exposure_value=self._exposure_value(),
+            position_pct=position_pct,
+            max_position_pct=cfg.max_position_pct,
+            max_exposure=cfg.max_exposure,
+            price=price,
+            min_notional=cfg.min_order_notional,
+            fee_rate=cfg.position.fee_rate,
+        )
+        if sizing.skipped_reason:
+            return f"{symbol} BUY: skipped, {sizing.skipped_reason}"
+        n = s.entry_seq.get(symbol, 0) + 1
+        s.entry_seq[symbol] = n
+        base = symbol.split("/")[0]
+        position_id = f"{cfg.account}-{s.epoch}-{base}-{n}"
+        order = OrderRequest(
+            client_order_id=client_order_id(position_id, 1),
+            position_id=position_id,
+            seq=1,
+            symbol=symbol,
+            side=Side.BUY,
+            qty=sizing.qty,
+            ref_price=price,
+            market_time_ms=time_ms,
+            reason="entry",
+            account=cfg.account,
+        )
+        fill = await self._place(order)
+        if fill.status != OrderStatus.FILLED:
+            return f"{symbol} BUY: rejected by broker, {fill.reason}"
+        cost = fill.qty * fill.price + fill.fee
+        s.portfolio.cash -= cost
+        s.portfolio.fees_paid += fill.fee
+        workflow_id = f"ocw-position-{position_id}"
+        s.positions[symbol] = OpenPosition(
+            position_id=position_id,
+            workflow_id=workflow_id,
+            symbol=symbol,
+            qty=fill.qty,
+            avg_entry=fill.price,
+            entry_time_ms=time_ms,
+            cost=cost,
+            fees=fill.fee,
+            last_price=price,
+            signal_weights=weights,
+        )
+        s.counters.positions_opened += 1
+        await workflow.start_child_workflow(
+            PositionWorkflow.run,
+            PositionInput(
+                state=PositionState(
+                    position_id=position_id,
+                    account=cfg.account,
+                    symbol=symbol,
+                    qty=fill.qty,
+                    avg_entry=fill.price,
+                    entry_time_ms=time_ms,
+                    entry_fees=fill.fee,
+                    cost=cost,
+                    peak_price=fill.price,
+                    trough_price=fill.price,
+                    last_price=price,
+                    last_price_ms=time_ms,
+                    signal_weights=weights,
+                    fills=[fill],
+                ),
+                params=cfg.position,
+                decision_workflow_id=workflow.info().workflow_id,
+                trading_task_queue=cfg.trading_task_queue,
+                market_task_queue=cfg.market_task_queue,
+                max_ticks_per_run=cfg.max_ticks_per_run,
+            ),
+            id=workflow_id,
+            task_queue=cfg.trading_task_queue,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+        )
+        self._mark_to_market()
+        return f"{symbol} BUY {fill.qty:.6g} @ {fill.price:.6g} -> {position_id}"
+
+    async def _add(self, pos: OpenPosition, position_pct: float, price: float) -> str:
+        s = self._s
+        cfg = s.config
+        if pos.exit_requested:
+            return f"{pos.symbol} ADD: ignored, position is closing"
+        sizing = size_entry(
+            portfolio_value=s.portfolio.equity,
+            cash=s.portfolio.cash - pos.pending_add_notional,
+            exposure_value=self._exposure_value() + pos.pending_add_notional,
+            position_pct=position_pct,
+            max_position_pct=cfg.max_position_pct,
+            max_exposure=cfg.max_exposure,
+            price=price,
+            min_notional=cfg.min_order_notional,
+            existing_position_value=pos.qty * price + pos.pending_add_notional,
+            fee_rate=cfg.position.fee_rate,
+        )
+        if sizing.skipped_reason:
+            return f"{pos.symbol} ADD: skipped, {sizing.skipped_reason}"
+        pos.pending_add_notional += sizing.notional
+        await workflow.get_external_workflow_handle(pos.workflow_id).signal(
+            PositionWorkflow.add, AddOrder(qty=sizing.qty, ref_price=price, reason="add")
+        )
+        return f"{pos.symbol} ADD {sizing.qty:.6g} requested on {pos.position_id}"
+
+    async def _add_request(self, position_id: str) -> None:
+        s = self._s
+        for pos in s.positions.values():
+            if pos.position_id == position_id:
+                if s.portfolio.entries_blocked or pos.pending_add_notional > 0:
+                    return
+                price = s.last_prices.get(pos.symbol, pos.last_price)
+                note = await self._add(pos, s.config.default_position_pct / 2, price)
+                self._log_note(f"agent layer: {note}")
+                return
+
+    async def _request_exit(self, pos: OpenPosition, reason: str) -> str:
+        if pos.exit_requested:
+            return f"{pos.symbol} SELL: exit already requested"
+        pos.exit_requested = True
+        await workflow.get_external_workflow_handle(pos.workflow_id).signal(
+            PositionWorkflow.exit, reason
+        )
+        return f"{pos.symbol} SELL: exit requested on {pos.position_id} ({reason})"
+
+    async def _place(self, order: OrderRequest) -> Fill:
+        s = self._s
+        fill = await workflow.execute_activity(
+            api.PLACE_ORDER,
+            order,
+            task_queue=s.config.trading_task_queue,
+            result_type=Fill,
+            start_to_close_timeout=api.ORDER_TIMEOUT,
+            retry_policy=api.ORDER_RETRY,
+        )
+        s.counters.orders += 1
+        if fill.status != OrderStatus.FILLED:
+            s.counters.orders_rejected += 1
+        return fill
+
+    async def _market_view(self, symbols: list[str], interval: str) -> MarketView | None:
+        try:
+            return await workflow.execute_activity(
+                api.MARKET_VIEW,
+                MarketViewRequest(symbols=symbols, interval=interval),
+                task_queue=self._s.config.market_task_queue,
+                result_type=MarketView,
+                start_to_close_timeout=api.MARKET_TIMEOUT,
+                retry_policy=api.MARKET_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("market view unavailable: %s", err.cause or err)
+            return None
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _apply_agent_settings(self, decision: AgentDecision) -> None:
+        s = self._s
+        if decision.memory_update is not None:
+            s.memory = decision.memory_update[:MEMORY_MAX_CHARS]
+        changed = False
+        if decision.next_check_seconds is not None:
+            s.gate.next_check_seconds = decision.next_check_seconds
+            changed = True
+        if decision.wake_conditions is not None:  # empty list clears, None leaves
+            s.gate.wake_conditions = list(decision.wake_conditions)
+            changed = True
+        if changed:
+            s.gate.version += 1
+            s.gate.set_at_ms = s.last_market_time_ms
+
+    def _exposure_value(self) -> float:
+        s = self._s
+        return sum(p.qty * s.last_prices.get(sym, p.last_price) for sym, p in s.positions.items())
+
+    def _mark_to_market(self) -> None:
+        s = self._s
+        for sym, pos in s.positions.items():
+            pos.last_price = s.last_prices.get(sym, pos.last_price)
+        p = s.portfolio
+        p.equity = p.cash + self._exposure_value()
+        dd = drawdown_update(
+            peak_equity=p.peak_equity,
+            equity=p.equity,
+            halt_pct=s.config.drawdown_halt_pct,
+            halted=p.halted,
+        )
+        p.peak_equity, p.drawdown = dd.peak, dd.drawdown
+        if dd.halted != p.halted:
+            p.halted = dd.halted
+            p.halt_reason = dd.reason or ""
+            workflow.logger.warning("drawdown halt %s: %s", "on" if dd.halted else "off", dd.reason)
+
+    def _account_view(self) -> AccountView:
+        s = self._s
+        p = s.portfolio
+        return AccountView(
+            portfolio_value=p.equity,
+            cash=p.cash,
+            exposure=self._exposure_value() / p.equity if p.equity > 0 else 0.0,
+            drawdown=p.drawdown,
+            halted=p.entries_blocked,
+            positions=list(s.positions.values()),
+            recent_trades=s.recent_trades[-10:],
+        )
+
+    def _log(self, entry: DecisionLogEntry) -> None:
+        s = self._s
+        s.decision_log.append(entry)
+        del s.decision_log[:-DECISION_LOG_KEPT]
+
+    def _log_note(self, note: str) -> None:
+        if self._s.decision_log:
+            self._s.decision_log[-1].actions.append(note)
+
+    @staticmethod
+    def _now_ms() -> int:
+        return int(workflow.time() * 1000)
