@@ -10,25 +10,31 @@ from __future__ import annotations
 import hashlib
 import re
 
-MAX_LEN = 36
-_INVALID = re.compile(r"[^A-Za-z0-9._:/-]")
-_VALID = re.compile(r"^[A-Za-z0-9._:/-]{1,36}$")
-
-
-def is_valid_client_order_id(value: str) -> bool:
-    return bool(_VALID.match(value))
+CLIENT_ORDER_ID_MAX = 36
+_HASH_BYTES = 6
+_INVALID_CHAR = re.compile(r"[^A-Za-z0-9._:/-]")
 
 
 def client_order_id(position_id: str, seq: int) -> str:
-    """``<position id>-<seq>``; a too-long position id keeps a prefix plus a stable hash."""
+    """Deterministic Binance-valid order id for the ``seq``-th order of a position.
+
+    The id is ``f"{pid}-{seq}"`` where ``pid`` is ``position_id`` as is, when that is valid
+    (only ``[A-Za-z0-9._:/-]``) and short enough (36 characters in all). Otherwise ``pid``
+    becomes ``f"{prefix}.{hash}"``: the sanitized id (invalid characters replaced by ``-``)
+    cut to fit, then 12 hex characters of blake2b over the *original* position id. The hash
+    keeps distinct position ids distinct even when they share a long prefix or differ only in
+    characters that sanitizing merges. Being a pure function of (position_id, seq), a retried
+    activity recomputes the same id and the broker recognises the order.
+    """
     if seq < 1:
-        raise ValueError(f"order sequence must be >= 1, got {seq}")
-    pid = _INVALID.sub("-", position_id) or "p"
+        raise ValueError(f"seq must be >= 1, got {seq}")
     suffix = f"-{seq}"
-    if len(pid) + len(suffix) <= MAX_LEN:
-        return pid + suffix
-    digest = hashlib.blake2b(position_id.encode(), digest_size=5).hexdigest()  # 10 chars
-    keep = MAX_LEN - len(suffix) - len(digest) - 1
-    if keep < 1:
-        raise ValueError(f"order sequence {seq} too large for a client order id")
-    return f"{pid[:keep]}.{digest}{suffix}"
+    sanitized = _INVALID_CHAR.sub("-", position_id)
+    plain = f"{sanitized}{suffix}"
+    if sanitized == position_id and position_id and len(plain) <= CLIENT_ORDER_ID_MAX:
+        return plain
+    digest = hashlib.blake2b(position_id.encode("utf-8"), digest_size=_HASH_BYTES).hexdigest()
+    room = CLIENT_ORDER_ID_MAX - len(suffix) - len(digest) - 1
+    if room < 0:
+        raise ValueError(f"seq {seq} too large for a {CLIENT_ORDER_ID_MAX}-char order id")
+    return f"{sanitized[:room]}.{digest}{suffix}"

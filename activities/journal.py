@@ -1,0 +1,288 @@
+"""Append-only trade journal: decisions, fills and closed trades, one SQLite file.
+
+Every write is ``INSERT OR IGNORE`` on a natural key (decision id, client order id, trade id),
+so an activity retried after a crash records each event exactly once. The file is shared
+between the trading worker and the CLI, hence WAL mode and a busy timeout.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from activities.paper_broker import connect
+from trading.models import AgentDecision, ClosedTrade, DecisionRecord, Fill
+
+Kind = Literal["fills", "trades", "decisions"]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS decisions (
+        decision_id    TEXT PRIMARY KEY,
+        account        TEXT NOT NULL,
+        market_time_ms INTEGER,
+        recorded_at    TEXT NOT NULL,
+        source         TEXT NOT NULL,
+        wake_reasons   TEXT NOT NULL,
+        decision       TEXT NOT NULL,
+        executed       TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS fills (
+        client_order_id TEXT PRIMARY KEY,
+        account         TEXT NOT NULL,
+        position_id     TEXT NOT NULL,
+        symbol          TEXT NOT NULL,
+        side            TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        qty             REAL NOT NULL,
+        price           REAL NOT NULL,
+        fee             REAL NOT NULL,
+        market_time_ms  INTEGER NOT NULL,
+        reason          TEXT NOT NULL,
+        recorded_at     TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS trades (
+        trade_id       TEXT PRIMARY KEY,
+        account        TEXT NOT NULL,
+        symbol         TEXT NOT NULL,
+        qty            REAL NOT NULL,
+        entry_price    REAL NOT NULL,
+        exit_price     REAL NOT NULL,
+        entry_time_ms  INTEGER NOT NULL,
+        exit_time_ms   INTEGER NOT NULL,
+        fees           REAL NOT NULL,
+        pnl            REAL NOT NULL,
+        pnl_pct        REAL NOT NULL,
+        exit_reason    TEXT NOT NULL,
+        signal_weights TEXT NOT NULL,
+        recorded_at    TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS decisions_account ON decisions (account, market_time_ms)",
+    "CREATE INDEX IF NOT EXISTS fills_account ON fills (account, market_time_ms)",
+    "CREATE INDEX IF NOT EXISTS trades_account ON trades (account, exit_time_ms)",
+)
+
+# Column order of each table and the market-time column its rows are sorted by.
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    "decisions": (
+        "decision_id",
+        "account",
+        "market_time_ms",
+        "recorded_at",
+        "source",
+        "wake_reasons",
+        "decision",
+        "executed",
+    ),
+    "fills": (
+        "client_order_id",
+        "account",
+        "position_id",
+        "symbol",
+        "side",
+        "status",
+        "qty",
+        "price",
+        "fee",
+        "market_time_ms",
+        "reason",
+        "recorded_at",
+    ),
+    "trades": (
+        "trade_id",
+        "account",
+        "symbol",
+        "qty",
+        "entry_price",
+        "exit_price",
+        "entry_time_ms",
+        "exit_time_ms",
+        "fees",
+        "pnl",
+        "pnl_pct",
+        "exit_reason",
+        "signal_weights",
+        "recorded_at",
+    ),
+}
+_TIME_KEY = {"decisions": "market_time_ms", "fills": "market_time_ms", "trades": "exit_time_ms"}
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ms_to_iso(ms: int | None) -> str:
+    """Epoch ms as ISO 8601 UTC (``2024-01-01T00:00:00.000Z``); '' for None."""
+    if ms is None:
+        return ""
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+class Journal:
+    """Idempotent writer and reader of the journal tables."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = Path(db_path)
+        self._lock = threading.Lock()
+        self._conn = connect(self.db_path)
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _SCHEMA:
+                    self._conn.execute(stmt)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ writes
+
+    def _insert(self, table: str, values: dict[str, Any]) -> bool:
+        """One ``INSERT OR IGNORE`` (atomic on its own); True when a row was added."""
+        cols = _COLUMNS[table]
+        sql = (
+            f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) "
+            f"VALUES ({', '.join('?' for _ in cols)})"
+        )
+        with self._lock:
+            cur = self._conn.execute(sql, tuple(values[c] for c in cols))
+        return cur.rowcount == 1
+
+    def record_decision(self, rec: DecisionRecord) -> bool:
+        return self._insert(
+            "decisions",
+            {
+                "decision_id": rec.decision_id,
+                "account": rec.account,
+                "market_time_ms": rec.market_time_ms,
+                "recorded_at": _now_iso(),
+                "source": rec.source,
+                "wake_reasons": json.dumps(rec.wake_reasons),
+                "decision": rec.decision.model_dump_json(),
+                "executed": json.dumps(rec.executed),
+            },
+        )
+
+    def record_fill(self, account: str, fill: Fill) -> bool:
+        return self._insert(
+            "fills",
+            {
+                **fill.model_dump(mode="json"),
+                "account": account,
+                "recorded_at": _now_iso(),
+            },
+        )
+
+    def record_trade(self, account: str, trade: ClosedTrade) -> bool:
+        values = trade.model_dump(mode="json")
+        values["signal_weights"] = json.dumps(trade.signal_weights, sort_keys=True)
+        return self._insert("trades", {**values, "account": account, "recorded_at": _now_iso()})
+
+    # ------------------------------------------------------------ reads
+
+    def rows(self, kind: Kind, account: str | None = None) -> list[dict[str, Any]]:
+        """Raw rows of one table as dicts (JSON columns still text), in market-time order.
+
+        Rows are sorted by market time (decisions and fills) or exit time (trades), ties by
+        insertion order; decisions without a market time come first.
+        """
+        if kind not in _COLUMNS:
+            raise ValueError(f"unknown journal kind {kind!r}")
+        sql = f"SELECT {', '.join(_COLUMNS[kind])} FROM {kind}"
+        args: tuple[str, ...] = ()
+        if account is not None:
+            sql += " WHERE account = ?"
+            args = (account,)
+        sql += f" ORDER BY {_TIME_KEY[kind]}, rowid"
+        with self._lock:
+            return [dict(r) for r in self._conn.execute(sql, args).fetchall()]
+
+    def decisions(self, account: str | None = None) -> list[DecisionRecord]:
+        return [
+            DecisionRecord(
+                decision_id=r["decision_id"],
+                account=r["account"],
+                market_time_ms=r["market_time_ms"],
+                wake_reasons=json.loads(r["wake_reasons"]),
+                source=r["source"],
+                decision=AgentDecision.model_validate_json(r["decision"]),
+                executed=json.loads(r["executed"]),
+            )
+            for r in self.rows("decisions", account)
+        ]
+
+    def fills(self, account: str | None = None) -> list[Fill]:
+        fields = set(Fill.model_fields)
+        return [
+            Fill.model_validate({k: v for k, v in r.items() if k in fields})
+            for r in self.rows("fills", account)
+        ]
+
+    def trades(self, account: str | None = None) -> list[ClosedTrade]:
+        fields = set(ClosedTrade.model_fields)
+        out = []
+        for r in self.rows("trades", account):
+            r["signal_weights"] = json.loads(r["signal_weights"])
+            out.append(ClosedTrade.model_validate({k: v for k, v in r.items() if k in fields}))
+        return out
+
+    def summary(self, account: str | None = None) -> dict[str, Any]:
+        """Trade statistics; a trade is a win when its net pnl > 0, otherwise a loss."""
+        sql = (
+            "SELECT COUNT(*), COALESCE(SUM(pnl > 0), 0), COALESCE(SUM(pnl), 0.0), "
+            "COALESCE(SUM(fees), 0.0) FROM trades"
+        )
+        args: tuple[str, ...] = ()
+        if account is not None:
+            sql += " WHERE account = ?"
+            args = (account,)
+        with self._lock:
+            n, wins, total_pnl, total_fees = self._conn.execute(sql, args).fetchone()
+        return {
+            "n_trades": n,
+            "wins": wins,
+            "losses": n - wins,
+            "total_pnl": float(total_pnl),
+            "total_fees": float(total_fees),
+            "win_rate": wins / n if n else 0.0,
+        }
+
+    # ------------------------------------------------------------ export
+
+    def export_csv(self, kind: Kind, out: TextIO, account: str | None = None) -> int:
+        """Write one table as CSV with a header; each ``*_ms`` column is followed by its ISO
+        UTC rendering (``*_ms`` → ``*``, e.g. ``market_time``). Returns data rows written."""
+        columns: list[str] = []
+        for c in _COLUMNS.get(kind, ()):
+            columns.append(c)
+            if c.endswith("_ms"):
+                columns.append(c.removesuffix("_ms"))
+        rows = self.rows(kind, account)  # validates kind
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        for r in rows:
+            for c in list(r):
+                if c.endswith("_ms"):
+                    r[c.removesuffix("_ms")] = ms_to_iso(r[c])
+            writer.writerow(["" if r[c] is None else r[c] for c in columns])
+        return len(rows)

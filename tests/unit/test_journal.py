@@ -1,0 +1,226 @@
+"""Journal: idempotent writes, time-ordered reads, CSV export and summary numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from activities.journal import Journal, ms_to_iso
+from trading.models import (
+    Action,
+    AgentDecision,
+    ClosedTrade,
+    DecisionRecord,
+    Fill,
+    OrderStatus,
+    Side,
+    TradeDecision,
+)
+
+T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+
+
+@pytest.fixture
+def journal(tmp_path: Path):
+    j = Journal(tmp_path / "j" / "journal.db")
+    yield j
+    j.close()
+
+
+def make_fill(coid: str, t: int, side: Side = Side.BUY, price: float = 50_025.0) -> Fill:
+    return Fill(
+        client_order_id=coid,
+        position_id=coid.rsplit("-", 1)[0],
+        symbol="BTC/USDT",
+        side=side,
+        status=OrderStatus.FILLED,
+        qty=0.1,
+        price=price,
+        fee=0.1 * price * 0.001,
+        market_time_ms=t,
+        reason="entry, with comma",
+    )
+
+
+def make_trade(
+    tid: str, pnl: float, fees: float = 1.5, exit_ms: int = T0 + 3_600_000
+) -> ClosedTrade:
+    return ClosedTrade(
+        trade_id=tid,
+        symbol="ETH/USDT",
+        qty=2.0,
+        entry_price=2_000.0,
+        exit_price=2_000.0 + pnl / 2,
+        entry_time_ms=T0,
+        exit_time_ms=exit_ms,
+        fees=fees,
+        pnl=pnl,
+        pnl_pct=pnl / 4_000.0,
+        exit_reason="trailing_stop",
+        signal_weights={"momentum": 0.6, "rsi": 0.4},
+    )
+
+
+def make_decision(did: str, t: int | None, account: str = "paper") -> DecisionRecord:
+    return DecisionRecord(
+        decision_id=did,
+        account=account,
+        market_time_ms=t,
+        wake_reasons=["schedule", "price_move"],
+        source="llm",
+        decision=AgentDecision(
+            source="llm",
+            decisions=[
+                TradeDecision(
+                    ticker="BTC/USDT", action=Action.BUY, position_pct=0.2, confidence=0.7
+                )
+            ],
+            market_assessment="risk-on",
+            next_check_seconds=600,
+        ),
+        executed=["BUY 0.1 BTC/USDT @ 50025"],
+    )
+
+
+def test_writes_are_idempotent(journal: Journal, tmp_path: Path) -> None:
+    rec, fill, trade = make_decision("d1", T0), make_fill("pos-1-1", T0), make_trade("pos-1", 10.0)
+    assert journal.record_decision(rec) is True
+    assert journal.record_decision(rec) is False
+    assert journal.record_fill("paper", fill) is True
+    assert journal.record_fill("paper", fill) is False
+    assert journal.record_trade("paper", trade) is True
+    assert journal.record_trade("paper", trade) is False
+
+    # A second connection (another process, e.g. a restarted worker) sees the same rows.
+    with Journal(tmp_path / "j" / "journal.db") as other:
+        assert other.record_fill("paper", fill) is False
+        assert other.decisions() == [rec]
+        assert other.fills() == [fill]
+        assert other.trades() == [trade]
+
+
+def test_reads_filter_by_account_and_sort_by_market_time(journal: Journal) -> None:
+    late, early = make_fill("pos-2-1", T0 + 60_000), make_fill("pos-1-1", T0)
+    journal.record_fill("paper", late)
+    journal.record_fill("paper", early)
+    journal.record_fill("other", make_fill("pos-9-1", T0 + 1))
+    assert journal.fills("paper") == [early, late]
+    assert len(journal.fills()) == 3
+
+    journal.record_decision(make_decision("d2", T0 + 5))
+    journal.record_decision(make_decision("d1", T0))
+    journal.record_decision(make_decision("x", T0, account="other"))
+    assert [d.decision_id for d in journal.decisions("paper")] == ["d1", "d2"]
+
+    journal.record_trade("paper", make_trade("b", 1.0, exit_ms=T0 + 2))
+    journal.record_trade("paper", make_trade("a", 1.0, exit_ms=T0 + 1))
+    assert [t.trade_id for t in journal.trades("paper")] == ["a", "b"]
+    assert journal.trades("nobody") == []
+
+
+def test_export_fills_csv_round_trips(journal: Journal) -> None:
+    fills = [make_fill("pos-1-1", T0), make_fill("pos-1-2", T0 + 1_500, Side.SELL, 51_234.5678)]
+    for f in fills:
+        journal.record_fill("paper", f)
+    journal.record_fill("other", make_fill("pos-7-1", T0))
+
+    buf = io.StringIO()
+    assert journal.export_csv("fills", buf, account="paper") == 2
+    rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert list(rows[0]) == [
+        "client_order_id",
+        "account",
+        "position_id",
+        "symbol",
+        "side",
+        "status",
+        "qty",
+        "price",
+        "fee",
+        "market_time_ms",
+        "market_time",
+        "reason",
+        "recorded_at",
+    ]
+    for row, f in zip(rows, fills, strict=True):
+        assert row["client_order_id"] == f.client_order_id
+        assert row["account"] == "paper"
+        assert row["position_id"] == f.position_id
+        assert row["side"] == f.side.value
+        assert row["status"] == f.status.value
+        assert float(row["qty"]) == f.qty
+        assert float(row["price"]) == f.price  # floats survive exactly
+        assert float(row["fee"]) == f.fee
+        assert int(row["market_time_ms"]) == f.market_time_ms
+        assert row["reason"] == "entry, with comma"
+        assert row["recorded_at"].endswith("Z")
+    assert rows[0]["market_time"] == "2023-11-14T22:13:20.000Z"
+    assert rows[1]["market_time"] == "2023-11-14T22:13:21.500Z"
+
+    everything = io.StringIO()
+    assert journal.export_csv("fills", everything) == 3
+
+
+def test_export_trades_and_decisions_csv(journal: Journal) -> None:
+    trade = make_trade("pos-1", -12.25)
+    journal.record_trade("paper", trade)
+    buf = io.StringIO()
+    assert journal.export_csv("trades", buf) == 1
+    (row,) = csv.DictReader(io.StringIO(buf.getvalue()))
+    assert row["trade_id"] == "pos-1"
+    assert float(row["pnl"]) == -12.25
+    assert float(row["pnl_pct"]) == trade.pnl_pct
+    assert float(row["exit_price"]) == trade.exit_price
+    assert row["entry_time"] == ms_to_iso(T0) == "2023-11-14T22:13:20.000Z"
+    assert row["exit_time"] == "2023-11-14T23:13:20.000Z"
+    assert int(row["exit_time_ms"]) == trade.exit_time_ms
+    assert json.loads(row["signal_weights"]) == trade.signal_weights
+
+    rec = make_decision("d1", T0)
+    journal.record_decision(rec)
+    journal.record_decision(make_decision("d0", None))
+    buf = io.StringIO()
+    assert journal.export_csv("decisions", buf, account="paper") == 2
+    rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert [r["decision_id"] for r in rows] == ["d0", "d1"]  # no market time sorts first
+    assert rows[0]["market_time_ms"] == "" and rows[0]["market_time"] == ""
+    assert rows[1]["market_time"] == "2023-11-14T22:13:20.000Z"
+    assert json.loads(rows[1]["wake_reasons"]) == rec.wake_reasons
+    assert json.loads(rows[1]["executed"]) == rec.executed
+    assert AgentDecision.model_validate_json(rows[1]["decision"]) == rec.decision
+
+
+def test_export_empty_and_unknown_kind(journal: Journal) -> None:
+    buf = io.StringIO()
+    assert journal.export_csv("trades", buf) == 0
+    assert buf.getvalue().splitlines()[0].startswith("trade_id,account,symbol")
+    with pytest.raises(ValueError):
+        journal.export_csv("nope", io.StringIO())  # type: ignore[arg-type]
+
+
+def test_summary(journal: Journal) -> None:
+    assert journal.summary("paper") == {
+        "n_trades": 0,
+        "wins": 0,
+        "losses": 0,
+        "total_pnl": 0.0,
+        "total_fees": 0.0,
+        "win_rate": 0.0,
+    }
+    journal.record_trade("paper", make_trade("t1", 10.0, fees=1.0))
+    journal.record_trade("paper", make_trade("t2", -4.0, fees=2.0))
+    journal.record_trade("paper", make_trade("t3", 6.0, fees=0.5))
+    journal.record_trade("paper", make_trade("t3", 6.0, fees=0.5))  # retried: ignored
+    journal.record_trade("other", make_trade("t9", -100.0, fees=9.0))
+    s = journal.summary("paper")
+    assert s["n_trades"] == 3
+    assert s["wins"] == 2
+    assert s["losses"] == 1
+    assert s["total_pnl"] == pytest.approx(12.0)
+    assert s["total_fees"] == pytest.approx(3.5)
+    assert s["win_rate"] == pytest.approx(2 / 3)
+    assert journal.summary()["n_trades"] == 4
