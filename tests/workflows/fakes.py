@@ -1,0 +1,141 @@
+"""Test doubles at the activity seam: scripted market and decisions, a sink for position signals.
+
+Orders go to the real PaperBroker and journal (on a temp path): only the market and the
+policy are scripted, because a workflow test must control what the engine sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from temporalio import activity, workflow
+
+from trading.models import AgentDecision, ClosedTrade, MarketView, SymbolFeatures, TradeDecision
+from trading.state import (
+    DecideRequest,
+    EvaluateRequest,
+    MarketViewRequest,
+    PositionUpdate,
+    PositionVerdict,
+    PricesRequest,
+    PricesResult,
+)
+from workflows import activity_api as api
+
+
+def now_ms() -> int:
+    """Server time of this activity attempt: on the time-skipping server it is the skipped clock."""
+    return int(activity.info().current_attempt_scheduled_time.timestamp() * 1000)
+
+
+@dataclass
+class PriceScript:
+    """Price as a step function of (server) time since ``t0_ms``: [(seconds, price), ...]."""
+
+    steps: list[tuple[float, float]]
+    t0_ms: int | None = None
+    calls: list[tuple[int, float]] = field(default_factory=list)
+
+    def price_at(self, t_ms: int) -> float:
+        if self.t0_ms is None:
+            self.t0_ms = t_ms
+        elapsed = (t_ms - self.t0_ms) / 1000
+        price = self.steps[0][1]
+        for at, value in self.steps:
+            if elapsed >= at:
+                price = value
+        return price
+
+
+class FakeMarket:
+    def __init__(self, scripts: dict[str, PriceScript] | None = None, default: float = 100.0) -> None:
+        self.scripts = scripts or {}
+        self.default = default
+        self.view_calls = 0
+
+    def price(self, symbol: str, t_ms: int) -> float:
+        script = self.scripts.get(symbol)
+        if script is None:
+            return self.default
+        price = script.price_at(t_ms)
+        script.calls.append((t_ms, price))
+        return price
+
+    @activity.defn(name=api.MARKET_PRICES)
+    async def market_prices(self, req: PricesRequest) -> PricesResult:
+        t = now_ms()
+        return PricesResult(
+            prices={s: self.price(s, t) for s in req.symbols}, time_ms={s: t for s in req.symbols}
+        )
+
+    @activity.defn(name=api.MARKET_VIEW)
+    async def market_view(self, req: MarketViewRequest) -> MarketView:
+        self.view_calls += 1
+        t = now_ms()
+        return MarketView(
+            as_of_ms=t,
+            symbols={
+                s: SymbolFeatures(symbol=s, interval=req.interval, time_ms=t, price=self.price(s, t))
+                for s in req.symbols
+            },
+        )
+
+
+class ScriptedPolicy:
+    """``decide`` answers from a script keyed by cycle number; it can be held to simulate a slow LLM."""
+
+    def __init__(self, script: Callable[[int, DecideRequest], list[TradeDecision]] | None = None) -> None:
+        self.script = script or (lambda cycle, req: [])
+        self.gate: asyncio.Event | None = None
+        self.started = asyncio.Event()
+        self.requests: list[DecideRequest] = []
+
+    @activity.defn(name=api.DECIDE)
+    async def decide(self, req: DecideRequest) -> AgentDecision:
+        self.requests.append(req)
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        cycle = int(req.decision_id.rsplit("-", 1)[1])
+        return AgentDecision(
+            source="test",
+            decisions=self.script(cycle, req),
+            memory_update=f"cycle {cycle}",
+            next_check_seconds=600,
+        )
+
+    @activity.defn(name=api.EVALUATE_POSITION)
+    async def evaluate_position(self, req: EvaluateRequest) -> PositionVerdict:
+        return PositionVerdict(verdict="HOLD", score=0.0)
+
+
+@workflow.defn(name="SignalSink")
+class SignalSink:
+    """Stands in for the DecisionWorkflow when a PositionWorkflow is tested alone."""
+
+    def __init__(self) -> None:
+        self.closed: list[ClosedTrade] = []
+        self.updates: list[PositionUpdate] = []
+        self.add_requests: list[str] = []
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.signal
+    def position_closed(self, trade: ClosedTrade) -> None:
+        self.closed.append(trade)
+
+    @workflow.signal
+    def position_update(self, update: PositionUpdate) -> None:
+        self.updates.append(update)
+
+    @workflow.signal
+    def add_request(self, position_id: str) -> None:
+        self.add_requests.append(position_id)
+
+    @workflow.query
+    def trades(self) -> list[ClosedTrade]:
+        return self.closed
