@@ -11,22 +11,32 @@ import asyncio
 import logging
 
 from temporalio import activity
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.journal import Journal
 from activities.paper_broker import PaperBroker
 from trading.models import AgentDecision, DecisionRecord, Fill, OrderRequest
 from trading.rule_policy import decide as rule_decide
 from trading.scorer import ScorerInputs, score_position
-from trading.state import DecideRequest, EvaluateRequest, JournalTrade, PositionVerdict
+from trading.state import (
+    DecideRequest,
+    EvaluateRequest,
+    JournalTrade,
+    PositionVerdict,
+    StartPosition,
+)
 from workflows import activity_api as api
 
 log = logging.getLogger(__name__)
 
 
 class TradingActivities:
-    def __init__(self, broker: PaperBroker, journal: Journal) -> None:
+    def __init__(self, broker: PaperBroker, journal: Journal, client: Client | None = None) -> None:
         self.broker = broker
         self.journal = journal
+        self.client = client
 
     def all(self) -> list:
         return [
@@ -35,7 +45,30 @@ class TradingActivities:
             self.evaluate_position,
             self.journal_decision,
             self.journal_trade,
+            self.start_position,
         ]
+
+    @activity.defn(name=api.START_POSITION)
+    async def start_position(self, req: StartPosition) -> str:
+        """Start the position's own workflow; a retry finds it running (or done) and succeeds.
+
+        Positions are not child workflows: they outlive any run of the DecisionWorkflow, which
+        continues-as-new on its own schedule.
+        """
+        if self.client is None:
+            raise RuntimeError("start_position needs a Temporal client")
+        try:
+            await self.client.start_workflow(
+                "PositionWorkflow",
+                req.input,
+                id=req.workflow_id,
+                task_queue=req.input.trading_task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            log.info("position workflow %s already ran (retried start)", req.workflow_id)
+        return req.workflow_id
 
     @activity.defn(name=api.DECIDE)
     async def decide(self, req: DecideRequest) -> AgentDecision:

@@ -208,6 +208,13 @@ class PositionInput(Model):
     max_ticks_per_run: int | None = None
 
 
+class StartPosition(Model):
+    """Request to start a PositionWorkflow under a deterministic workflow id."""
+
+    workflow_id: str
+    input: PositionInput
+
+
 class PositionUpdate(Model):
     """Sent by a PositionWorkflow to the DecisionWorkflow after an ADD fill."""
 

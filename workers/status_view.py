@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from trading.state import DecisionLogEntry, StatusView
 from trading.models import ClosedTrade
+from trading.state import DecisionLogEntry, StatusView
 
 
 def fmt_time(ms: int | None) -> str:

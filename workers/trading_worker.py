@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.journal import Journal
@@ -18,7 +19,7 @@ from workflows.position import PositionWorkflow
 log = logging.getLogger(__name__)
 
 
-def build_activities(settings: Settings) -> TradingActivities:
+def build_activities(settings: Settings, client: Client) -> TradingActivities:
     if settings.mode == "live":
         raise SetupError(
             "live mode needs the exchange broker, which is not built yet: use OCW_MODE=paper"
@@ -30,12 +31,12 @@ def build_activities(settings: Settings) -> TradingActivities:
         fee_rate=settings.fee_rate,
         slippage_bps=settings.slippage_bps,
     )
-    return TradingActivities(broker, Journal(paths["journal_db"]))
+    return TradingActivities(broker, Journal(paths["journal_db"]), client)
 
 
 async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
-    activities = build_activities(settings)
     client = await connect(settings, attempts=30)
+    activities = build_activities(settings, client)
     worker = Worker(
         client,
         task_queue=settings.trading_task_queue,

@@ -21,6 +21,7 @@ PLACE_ORDER = "place_order"
 EVALUATE_POSITION = "evaluate_position"
 JOURNAL_DECISION = "journal_decision"
 JOURNAL_TRADE = "journal_trade"
+START_POSITION = "start_position"
 
 # Market data is only worth having fresh: a few quick tries, then the caller skips a tick.
 MARKET_RETRY = RetryPolicy(
@@ -54,3 +55,12 @@ JOURNAL_RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 JOURNAL_TIMEOUT = timedelta(seconds=30)
+
+# Starting a PositionWorkflow is idempotent (same workflow id): retry until it is running.
+START_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+)
+START_TIMEOUT = timedelta(seconds=30)

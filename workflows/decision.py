@@ -14,8 +14,8 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from trading.models import (
-        AgentDecision,
         Action,
+        AgentDecision,
         ClosedTrade,
         DecisionRecord,
         Fill,
@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         PositionInput,
         PositionState,
         PositionUpdate,
+        StartPosition,
         StatusView,
         WorkItem,
     )
@@ -213,6 +214,7 @@ class DecisionWorkflow:
     async def _handle(self, item: WorkItem) -> None:
         if item.kind == "wake":
             await self._cycle(item.wake or Wake())
+            self._s.counters.wakes_handled += 1
         elif item.kind == "add_request" and item.position_id:
             await self._add_request(item.position_id)
         elif item.kind == "close_all":
@@ -225,7 +227,6 @@ class DecisionWorkflow:
         s = self._s
         cfg = s.config
         s.counters.cycles += 1
-        s.counters.wakes_handled += 1
         cycle = s.counters.cycles
         reasons = wake.all_reasons()
         log = DecisionLogEntry(
@@ -379,34 +380,37 @@ class DecisionWorkflow:
             signal_weights=weights,
         )
         s.counters.positions_opened += 1
-        await workflow.start_child_workflow(
-            PositionWorkflow.run,
-            PositionInput(
-                state=PositionState(
-                    position_id=position_id,
-                    account=cfg.account,
-                    symbol=symbol,
-                    qty=fill.qty,
-                    avg_entry=fill.price,
-                    entry_time_ms=time_ms,
-                    entry_fees=fill.fee,
-                    cost=cost,
-                    peak_price=fill.price,
-                    trough_price=fill.price,
-                    last_price=price,
-                    last_price_ms=time_ms,
-                    signal_weights=weights,
-                    fills=[fill],
+        await workflow.execute_activity(
+            api.START_POSITION,
+            StartPosition(
+                workflow_id=workflow_id,
+                input=PositionInput(
+                    state=PositionState(
+                        position_id=position_id,
+                        account=cfg.account,
+                        symbol=symbol,
+                        qty=fill.qty,
+                        avg_entry=fill.price,
+                        entry_time_ms=time_ms,
+                        entry_fees=fill.fee,
+                        cost=cost,
+                        peak_price=fill.price,
+                        trough_price=fill.price,
+                        last_price=price,
+                        last_price_ms=time_ms,
+                        signal_weights=weights,
+                        fills=[fill],
+                    ),
+                    params=cfg.position,
+                    decision_workflow_id=workflow.info().workflow_id,
+                    trading_task_queue=cfg.trading_task_queue,
+                    market_task_queue=cfg.market_task_queue,
+                    max_ticks_per_run=cfg.max_ticks_per_run,
                 ),
-                params=cfg.position,
-                decision_workflow_id=workflow.info().workflow_id,
-                trading_task_queue=cfg.trading_task_queue,
-                market_task_queue=cfg.market_task_queue,
-                max_ticks_per_run=cfg.max_ticks_per_run,
             ),
-            id=workflow_id,
             task_queue=cfg.trading_task_queue,
-            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            start_to_close_timeout=api.START_TIMEOUT,
+            retry_policy=api.START_RETRY,
         )
         self._mark_to_market()
         return f"{symbol} BUY {fill.qty:.6g} @ {fill.price:.6g} -> {position_id}"

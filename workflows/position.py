@@ -8,7 +8,6 @@ one field, and the main loop acts on the first: one exit order, whoever asks fir
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -107,7 +106,7 @@ class PositionWorkflow:
                         lambda: bool(s.exit_requested or s.pending_adds),
                         timeout=timedelta(milliseconds=due - now),
                     )
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             if now >= s.next_safety_ms:

@@ -1,0 +1,235 @@
+"""DecisionWorkflow on the time-skipping server: no wake lost, limits, continue-as-new."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.journal import Journal
+from activities.paper_broker import PaperBroker
+from activities.trading import TradingActivities
+from tests.workflows.fakes import FakeMarket, PriceScript, ScriptedPolicy
+from trading.models import Action, PositionParams, TradeDecision, Wake
+from trading.state import DecisionInput, DecisionState, EngineConfig
+from workflows.decision import DecisionWorkflow
+from workflows.position import PositionWorkflow
+
+SYMBOLS = ["BTC/USDT", "ETH/USDT"]
+
+
+def _config(queue: str, **overrides) -> EngineConfig:
+    return EngineConfig(
+        account="t",
+        symbols=SYMBOLS,
+        trading_task_queue=queue,
+        market_task_queue=queue,
+        initial_cash=10_000,
+        position=PositionParams(),
+        **overrides,
+    )
+
+
+class Rig:
+    """A worker with the real broker and journal, a scripted market and policy."""
+
+    def __init__(self, env: WorkflowEnvironment, tmp: Path, market: FakeMarket, policy: ScriptedPolicy):
+        self.env = env
+        self.queue = f"q-{uuid.uuid4()}"
+        self.broker = PaperBroker(tmp / f"{self.queue}-broker.db", initial_cash=10_000, slippage_bps=0)
+        self.trading = TradingActivities(
+            self.broker, Journal(tmp / f"{self.queue}-journal.db"), env.client
+        )
+        self.market = market
+        self.policy = policy
+        self.flat: DecisionState | None = None
+
+    def worker(self) -> Worker:
+        return Worker(
+            self.env.client,
+            task_queue=self.queue,
+            workflows=[DecisionWorkflow, PositionWorkflow],
+            activities=[
+                self.market.market_prices,
+                self.market.market_view,
+                self.policy.decide,
+                self.policy.evaluate_position,
+                self.trading.place_order,
+                self.trading.journal_decision,
+                self.trading.journal_trade,
+                self.trading.start_position,
+            ],
+        )
+
+    async def start(self, **overrides) -> WorkflowHandle:
+        return await self.env.client.start_workflow(
+            DecisionWorkflow.run,
+            DecisionInput(config=_config(self.queue, **overrides)),
+            id=f"decision-{self.queue}",
+            task_queue=self.queue,
+        )
+
+
+async def _until(handle: WorkflowHandle, cond, env: WorkflowEnvironment, timeout_s: float = 30) -> DecisionState:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        state = await handle.query(DecisionWorkflow.state)
+        if cond(state):
+            return state
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met; state: {state.counters}")
+        await env.sleep(timedelta(seconds=5))
+
+
+async def test_wakes_during_a_running_decision_are_all_handled(ts_env, tmp_path):
+    policy = ScriptedPolicy()
+    policy.gate = asyncio.Event()  # the first decision hangs like a slow LLM call
+    rig = Rig(ts_env, tmp_path, FakeMarket(), policy)
+    async with rig.worker():
+        handle = await rig.start()
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="first"))
+        await asyncio.wait_for(policy.started.wait(), 10)
+        for i in range(5):
+            await handle.signal(DecisionWorkflow.wake, Wake(reason=f"during-{i}"))
+        status = await handle.query(DecisionWorkflow.status)
+        assert status.busy and status.queue_length == 5
+        policy.gate.set()
+        state = await _until(handle, lambda s: s.counters.wakes_handled == 6 and not s.queue, ts_env)
+    handled = [entry.wake_reasons[0] for entry in state.decision_log]
+    assert handled == ["first", *[f"during-{i}" for i in range(5)]]
+    assert state.counters.wakes_received == 6
+    assert [r.decision_id.rsplit("-", 1)[1] for r in policy.requests] == [str(i) for i in range(1, 7)]
+
+
+async def test_duplicate_wake_ids_are_handled_once(ts_env, tmp_path):
+    rig = Rig(ts_env, tmp_path, FakeMarket(), ScriptedPolicy())
+    async with rig.worker():
+        handle = await rig.start()
+        for _ in range(3):  # a retried signal-with-start delivers the same wake again
+            await handle.signal(DecisionWorkflow.wake, Wake(reason="candle_close", wake_id="w1"))
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="candle_close", wake_id="w2"))
+        state = await _until(handle, lambda s: s.counters.wakes_handled == 2 and not s.queue, ts_env)
+    assert state.counters.wakes_received == 4
+    assert state.counters.cycles == 2
+
+
+async def _flatten(handle: WorkflowHandle, env: WorkflowEnvironment) -> DecisionState:
+    """Close every position: leftover 30 s timers on a queue without a worker stall time skipping."""
+    await handle.signal(DecisionWorkflow.close_all)
+    return await _until(handle, lambda s: not s.positions and not s.queue, env)
+
+
+def _trading_script(cycle: int, req) -> list[TradeDecision]:
+    """BUY BTC, BUY ETH, SELL BTC, BUY BTC again (a second position), then hold."""
+    plan = {
+        1: [TradeDecision(ticker="BTC/USDT", action=Action.BUY, position_pct=0.25)],
+        2: [TradeDecision(ticker="ETH/USDT", action=Action.BUY, position_pct=5.0)],  # clamped
+        3: [TradeDecision(ticker="BTC/USDT", action=Action.SELL)],
+        4: [
+            TradeDecision(ticker="BTC/USDT", action=Action.BUY, position_pct=0.2),
+            TradeDecision(ticker="DOGE/USDT", action=Action.BUY, position_pct=0.2),
+            TradeDecision(ticker="SOL/USDT", action=Action.SELL),
+        ],
+    }
+    return plan.get(cycle, [])
+
+
+async def _scenario(env: WorkflowEnvironment, tmp: Path, max_cycles_per_run: int | None) -> tuple[DecisionState, Rig, WorkflowHandle]:
+    market = FakeMarket(
+        {"BTC/USDT": PriceScript([(0, 100.0), (600, 104.0)]), "ETH/USDT": PriceScript([(0, 50.0)])}
+    )
+    rig = Rig(env, tmp, market, ScriptedPolicy(_trading_script))
+    async with rig.worker():
+        handle = await rig.start(max_cycles_per_run=max_cycles_per_run)
+        for i in range(6):
+            await handle.signal(DecisionWorkflow.wake, Wake(reason=f"w{i}", wake_id=f"w{i}"))
+            await _until(handle, lambda s, n=i + 1: s.counters.wakes_handled == n and not s.queue, env)
+            await env.sleep(timedelta(minutes=5))
+        state = await _until(
+            handle, lambda s: s.counters.positions_closed == 1 and len(s.positions) == 2, env
+        )
+        rig.flat = await _flatten(handle, env)
+    return state, rig, handle
+
+
+def _normalised(state: DecisionState) -> object:
+    """The state without what differs by construction: clock readings, queue names, the epoch."""
+
+    def strip(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if not k.endswith("_ms")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        if isinstance(value, str):
+            return value.replace(state.epoch, "E")
+        return value
+
+    data = state.model_dump(mode="json")
+    data["counters"].pop("continued_as_new")
+    data.pop("epoch")
+    data.pop("config")  # differs by task queue and max_cycles_per_run, by construction
+    return strip(data)
+
+
+async def test_state_is_identical_after_continue_as_new(ts_env, tmp_path):
+    plain, _, _ = await _scenario(ts_env, tmp_path / "a", max_cycles_per_run=None)
+    chained, rig, handle = await _scenario(ts_env, tmp_path / "b", max_cycles_per_run=2)
+
+    assert plain.counters.continued_as_new == 0
+    assert chained.counters.continued_as_new >= 2
+    assert (await handle.describe()).run_id != handle.first_execution_run_id
+    # everything else is the same: portfolio, positions, trades, memory, gate, log, sequences
+    a, b = _normalised(plain), _normalised(chained)
+    assert a == b
+
+    # and the behaviour behind that state is right
+    assert chained.memory == "cycle 6"
+    assert chained.gate.next_check_seconds == 600
+    assert chained.entry_seq == {"BTC/USDT": 2, "ETH/USDT": 1}
+    assert [t.exit_reason for t in chained.recent_trades] == ["decision_sell"]
+    eth = chained.positions["ETH/USDT"]
+    assert eth.qty * eth.avg_entry == pytest.approx(3_000, rel=0.01)  # 5.0 clamped to 30%
+    log = {e.cycle: e for e in chained.decision_log}
+    assert any("DOGE/USDT BUY: rejected, not in the universe" in a for a in log[4].actions)
+    assert any("SOL/USDT SELL" in a for a in log[4].actions)
+    # after closing everything, the broker and the workflow agree to the cent
+    balances = rig.broker.balances()
+    assert balances.holdings == {}
+    assert balances.cash == pytest.approx(rig.flat.portfolio.cash, rel=1e-9)
+    assert rig.flat.counters.positions_closed == 3
+
+
+async def test_drawdown_halts_entries_until_resume(ts_env, tmp_path):
+    market = FakeMarket({"BTC/USDT": PriceScript([(0, 100.0), (1, 60.0)]), "ETH/USDT": PriceScript([(0, 50.0)])})
+
+    def script(cycle: int, req) -> list[TradeDecision]:
+        if cycle == 1:
+            return [TradeDecision(ticker="BTC/USDT", action=Action.BUY, position_pct=0.3)]
+        return [TradeDecision(ticker="ETH/USDT", action=Action.BUY, position_pct=0.3)]
+
+    rig = Rig(ts_env, tmp_path, market, ScriptedPolicy(script))
+    async with rig.worker():
+        # a 30% position that loses 40% is a 12% portfolio drawdown, over the 5% halt
+        handle = await rig.start(max_position_pct=0.3, drawdown_halt_pct=0.05)
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="w1"))
+        await _until(handle, lambda s: s.counters.wakes_handled == 1 and not s.queue, ts_env)
+        await ts_env.sleep(timedelta(seconds=60))  # a safety tick sees 60: stop loss
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="w2"))
+        state = await _until(handle, lambda s: s.counters.wakes_handled == 2 and not s.queue, ts_env)
+        assert state.portfolio.halted
+        assert any("entries halted" in a for a in state.decision_log[-1].actions)
+        assert "ETH/USDT" not in state.positions
+        await handle.signal(DecisionWorkflow.resume)
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="w3"))
+        state = await _until(handle, lambda s: s.counters.wakes_handled == 3 and not s.queue, ts_env)
+        assert not state.portfolio.halted
+        assert "ETH/USDT" in state.positions
+        state = await _flatten(handle, ts_env)
+    assert rig.broker.balances().holdings == {}

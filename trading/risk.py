@@ -1,0 +1,133 @@
+"""Pre-trade limits (SPEC §3, §8): order sizing and the portfolio drawdown halt.
+
+Workflow code: standard library only, deterministic. Every limit is applied here, before an
+order exists; nothing downstream widens it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """Size of one entry (or ADD). ``qty`` is not rounded to the exchange's step size:
+    execution does that with the market's precision."""
+
+    qty: float
+    notional: float
+    skipped_reason: str | None = None
+    capped_by: str | None = None  # the limit that bound the size, if any
+
+
+@dataclass(frozen=True)
+class DrawdownState:
+    peak: float
+    drawdown: float  # fraction below the peak, >= 0
+    halted: bool
+    reason: str | None = None
+
+
+def _skip(reason: str, capped_by: str | None = None) -> Sizing:
+    return Sizing(qty=0.0, notional=0.0, skipped_reason=reason, capped_by=capped_by)
+
+
+def _finite(**values: float) -> str | None:
+    bad = [k for k, v in values.items() if not isinstance(v, int | float) or not math.isfinite(v)]
+    return f"invalid input: non-finite {', '.join(bad)}" if bad else None
+
+
+def size_entry(
+    portfolio_value: float,
+    cash: float,
+    exposure_value: float,
+    position_pct: float,
+    max_position_pct: float,
+    max_exposure: float,
+    price: float,
+    min_notional: float,
+    macro_scale: float = 1.0,
+    existing_position_value: float = 0.0,
+    fee_rate: float = 0.001,
+) -> Sizing:
+    """Quantity to buy for ``position_pct`` of the portfolio, within every limit.
+
+    Order: clamp position_pct to max_position_pct; × macro_scale; cap the position (existing
+    value + this order) at max_position_pct of the portfolio; cap total exposure
+    (``exposure_value``, which includes the existing position, + this order) at max_exposure;
+    cap by cash less the fee; skip below min_notional. ``position_pct`` is the size of *this*
+    order, so for an ADD it is the addition, not the target.
+    """
+    bad = _finite(
+        portfolio_value=portfolio_value,
+        cash=cash,
+        exposure_value=exposure_value,
+        position_pct=position_pct,
+        max_position_pct=max_position_pct,
+        max_exposure=max_exposure,
+        price=price,
+        min_notional=min_notional,
+        macro_scale=macro_scale,
+        existing_position_value=existing_position_value,
+        fee_rate=fee_rate,
+    )
+    if bad:
+        return _skip(bad)
+    if portfolio_value <= 0 or price <= 0:
+        return _skip("invalid input: portfolio value and price must be positive")
+    if min(position_pct, max_position_pct, max_exposure, macro_scale, fee_rate) < 0:
+        return _skip("invalid input: negative percentage, scale or fee")
+
+    pct = min(position_pct, max_position_pct) * macro_scale
+    notional, capped_by = portfolio_value * pct, None
+    limits = (
+        ("max_position_pct", max_position_pct * portfolio_value - existing_position_value),
+        ("max_exposure", max_exposure * portfolio_value - exposure_value),
+        ("cash", max(cash, 0.0) / (1.0 + fee_rate)),
+    )
+    for name, room in limits:
+        if room < notional:
+            notional, capped_by = max(room, 0.0), name
+    if notional <= 0:
+        reason = "zero size" if capped_by is None else f"no room under {capped_by}"
+        return _skip(reason, capped_by)
+    if notional < min_notional:
+        bound = f" (bound by {capped_by})" if capped_by else ""
+        return _skip(f"below min notional: {notional:.2f} < {min_notional:.2f}{bound}", capped_by)
+    return Sizing(qty=notional / price, notional=notional, capped_by=capped_by)
+
+
+def drawdown_update(
+    peak_equity: float,
+    equity: float,
+    halt_pct: float,
+    halted: bool,
+    manual: bool = False,
+) -> DrawdownState:
+    """New peak, drawdown and halt state after an equity reading (SPEC §8).
+
+    Halts at drawdown >= halt_pct. An automatic halt lifts once the drawdown is back below
+    halt_pct / 2; a ``manual`` halt stays until the caller handles a ``resume`` signal.
+    A non-finite equity changes nothing (the halt state is kept, with a reason).
+    """
+    if not math.isfinite(equity) or not math.isfinite(halt_pct) or halt_pct <= 0:
+        dd = 0.0
+        if math.isfinite(peak_equity) and peak_equity > 0 and math.isfinite(equity):
+            dd = max(0.0, 1.0 - equity / peak_equity)
+        return DrawdownState(peak_equity, dd, halted, "invalid input: state unchanged")
+    peak = equity if not math.isfinite(peak_equity) else max(peak_equity, equity)
+    drawdown = max(0.0, 1.0 - equity / peak) if peak > 0 else 1.0
+    if drawdown >= halt_pct:
+        return DrawdownState(peak, drawdown, True, f"drawdown {drawdown:.1%} >= {halt_pct:.1%}")
+    if not halted:
+        return DrawdownState(peak, drawdown, False, None)
+    if manual:
+        return DrawdownState(peak, drawdown, True, "manual halt: waiting for resume")
+    if drawdown < halt_pct / 2:
+        return DrawdownState(
+            peak, drawdown, False, f"recovered: drawdown {drawdown:.1%} < {halt_pct / 2:.1%}"
+        )
+    return DrawdownState(
+        peak, drawdown, True, f"halted until drawdown < {halt_pct / 2:.1%} (now {drawdown:.1%})"
+    )

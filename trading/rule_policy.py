@@ -1,0 +1,286 @@
+"""The rule policy (SPEC §7): the fallback when the LLM is unavailable, and the backtest agent.
+
+The rules decide the *action*; the score only grades it. Rule scores:
+
+* a rule that fires scores 0.5 + up to 0.5 for how far past its thresholds the market is
+  (BUY positive, SELL negative); no rule → 0.
+* with a derivatives composite d, score = 0.7·rule + 0.3·d. Since |rule| >= 0.5 when a rule
+  fires, 0.7·0.5 = 0.35 > 0.3·|d|: derivatives can weaken a signal but never flip its sign.
+  Derivatives alone never trade.
+
+Confidence is |score|; a BUY is sized ``position_pct · (0.5 + confidence)``, capped at
+``max_position_pct`` (confidence 0.5 → the nominal size).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from trading.features import regime_of
+from trading.models import Action, AgentDecision, MarketView, Model, SymbolFeatures, TradeDecision
+
+SIGNAL_GROUPS: tuple[str, ...] = (
+    "trend",
+    "reversion",
+    "volume",
+    "derivatives",
+    "sentiment",
+    "macro",
+)
+
+RSI_TREND_MIN = 50.0
+MOM_BUY_MIN = 0.02
+MOM_SELL_MAX = -0.05
+RSI_DIP_MAX = 40.0
+LOWER_BAND_SLACK = 1.02
+UPPER_BAND_SLACK = 0.98
+RULE_WEIGHT = 0.7
+DERIV_WEIGHT = 0.3
+
+
+class DerivativesReading(Model):
+    """Latest derivatives metrics of one symbol; any of them may be unavailable.
+
+    ``funding_rate`` per 8 h funding period (0.0001 = 0.01 %); ``taker_ratio`` taker buy/sell
+    volume (1 = balanced); ``ls_z`` z-score of the long/short account ratio; ``oi_change_pct``
+    open-interest change as a fraction (0.05 = +5 %).
+    """
+
+    funding_rate: float | None = None
+    taker_ratio: float | None = None
+    ls_z: float | None = None
+    oi_change_pct: float | None = None
+
+
+@dataclass(frozen=True)
+class RuleSignal:
+    """What the rules say about one symbol, and why."""
+
+    action: Action
+    score: float
+    reasons: list[str] = field(default_factory=list)
+    signal_weights: dict[str, float] = field(default_factory=dict)
+    regime: str = "unknown"
+    rule_score: float = 0.0
+    derivatives: float | None = None
+    missing: list[str] = field(default_factory=list)  # key features the rules needed
+
+
+def _clip(x: float, lo: float = -1.0, hi: float = 1.0) -> float:
+    return max(lo, min(hi, x))
+
+
+def _ramp(x: float) -> float:
+    """0 below 0, 1 above 1, linear between: how far past a threshold, as a share of a scale."""
+    return _clip(x, 0.0, 1.0)
+
+
+def derivatives_composite(
+    reading: DerivativesReading | None, price_direction: float | None = None
+) -> float | None:
+    """SPEC §7 composite d in [-1, 1]; None when no metric is available.
+
+    OI confirmation (the 10 % term): rising open interest confirms the direction of the price
+    (sign of ``price_direction``, e.g. momentum); falling OI or no direction contributes 0.
+    """
+    if reading is None:
+        return None
+    parts: list[float] = []
+    if reading.funding_rate is not None:
+        f = reading.funding_rate
+        parts.append(-math.tanh(f / 0.0005) * 0.35 if abs(f) > 0.0003 else 0.0)
+    if reading.taker_ratio is not None:
+        parts.append(math.tanh((reading.taker_ratio - 1.0) * 2.0) * 0.30)
+    if reading.ls_z is not None:
+        z = reading.ls_z
+        parts.append(-math.tanh(0.15 * z) * 0.25 if abs(z) > 1.0 else 0.0)
+    if reading.oi_change_pct is not None:
+        direction = 0.0 if not price_direction else math.copysign(1.0, price_direction)
+        parts.append(direction * math.tanh(max(reading.oi_change_pct, 0.0) / 0.05) * 0.10)
+    if not parts:
+        return None
+    return _clip(sum(parts))
+
+
+def _key_missing(f: SymbolFeatures, regime: str) -> list[str]:
+    if regime == "unknown":
+        need = ["efficiency_ratio30", "sma72", "rsi14"]
+    elif regime == "trending":
+        need = ["rsi14", "momentum14"]
+    else:
+        need = ["rsi14", "bb_upper", "bb_lower"]
+    return [name for name in need if getattr(f, name) is None] or (
+        ["regime"] if regime == "unknown" else []
+    )
+
+
+def _trending_rule(f: SymbolFeatures, reasons: list[str]) -> float:
+    rsi, mom = f.rsi14, f.momentum14
+    assert rsi is not None and mom is not None
+    if rsi > RSI_TREND_MIN and mom > MOM_BUY_MIN:
+        reasons.append(f"RSI14 {rsi:.1f} > 50 and momentum14 {mom:+.1%} > +2%")
+        return 0.5 + 0.25 * _ramp((rsi - 50.0) / 20.0) + 0.25 * _ramp((mom - 0.02) / 0.08)
+    if mom < MOM_SELL_MAX:
+        reasons.append(f"momentum14 {mom:+.1%} < -5%")
+        return -(0.5 + 0.5 * _ramp((MOM_SELL_MAX - mom) / 0.10))
+    reasons.append(f"no trend rule fires (RSI14 {rsi:.1f}, momentum14 {mom:+.1%})")
+    return 0.0
+
+
+def _ranging_rule(f: SymbolFeatures, reasons: list[str]) -> float:
+    rsi, upper, lower, p = f.rsi14, f.bb_upper, f.bb_lower, f.price
+    assert rsi is not None and upper is not None and lower is not None
+    buy = p < lower * LOWER_BAND_SLACK and rsi < RSI_DIP_MAX
+    sell = p > upper * UPPER_BAND_SLACK
+    if buy and sell:  # bands narrower than ~4 %: both fire; the side of the mid-band decides
+        buy, sell = p < (upper + lower) / 2, p >= (upper + lower) / 2
+    if buy:
+        reasons.append(f"price {p:.6g} < lower band {lower:.6g}·1.02 and RSI14 {rsi:.1f} < 40")
+        depth = (lower * LOWER_BAND_SLACK - p) / (0.04 * lower)
+        return 0.5 + 0.25 * _ramp(depth) + 0.25 * _ramp((RSI_DIP_MAX - rsi) / 20.0)
+    if sell:
+        reasons.append(f"price {p:.6g} > upper band {upper:.6g}·0.98")
+        return -(0.5 + 0.5 * _ramp((p - upper * UPPER_BAND_SLACK) / (0.04 * upper)))
+    reasons.append(f"price {p:.6g} inside the bands, RSI14 {rsi:.1f}: no reversion rule fires")
+    return 0.0
+
+
+def _weights(f: SymbolFeatures, regime: str, rule: float, d: float | None) -> dict[str, float]:
+    """Directional view of each learner group behind this signal (+ = long), in [-1, 1]."""
+    w = dict.fromkeys(SIGNAL_GROUPS, 0.0)
+    w["trend" if regime == "trending" else "reversion"] = rule
+    if rule and f.volume_z is not None and f.volume_z > 0:  # heavy volume confirms the side
+        w["volume"] = math.copysign(0.5 * _ramp(f.volume_z / 3.0), rule)
+    if d is not None:
+        w["derivatives"] = d
+    return {k: round(_clip(v), 4) for k, v in w.items()}
+
+
+def symbol_signal(f: SymbolFeatures, derivatives: DerivativesReading | None = None) -> RuleSignal:
+    """SPEC §7 rules for one symbol. Missing key features → HOLD naming them."""
+    regime = f.regime if f.regime in ("trending", "ranging") else regime_of(f)
+    d = derivatives_composite(derivatives, f.momentum14)
+    missing = _key_missing(f, regime)
+    if missing:
+        return RuleSignal(
+            action=Action.HOLD,
+            score=0.0,
+            reasons=[f"missing {', '.join(missing)} ({f.n_bars} bars)"],
+            signal_weights=dict.fromkeys(SIGNAL_GROUPS, 0.0),
+            regime=regime,
+            derivatives=d,
+            missing=missing,
+        )
+    reasons: list[str] = []
+    er = "n/a" if f.efficiency_ratio30 is None else f"{f.efficiency_ratio30:.2f}"
+    dist = "n/a" if not f.sma72 else f"{(f.price - f.sma72) / f.sma72:+.1%}"
+    reasons.append(f"{regime} (ER30 {er}, {dist} vs SMA72)")
+    rule = _trending_rule(f, reasons) if regime == "trending" else _ranging_rule(f, reasons)
+    score = rule
+    if d is not None:
+        reasons.append(f"derivatives d {d:+.2f}")
+        score = RULE_WEIGHT * rule + DERIV_WEIGHT * d
+    action = Action.BUY if rule > 0 else Action.SELL if rule < 0 else Action.HOLD
+    return RuleSignal(
+        action=action,
+        score=round(_clip(score), 4),
+        reasons=reasons,
+        signal_weights=_weights(f, regime, rule, d),
+        regime=regime,
+        rule_score=round(rule, 4),
+        derivatives=d,
+    )
+
+
+def _finite_or(x: float, default: float) -> float:
+    return x if isinstance(x, int | float) and math.isfinite(x) and x >= 0 else default
+
+
+def _decision(
+    symbol: str,
+    f: SymbolFeatures,
+    held: bool,
+    position_pct: float,
+    max_position_pct: float,
+    derivatives: DerivativesReading | None,
+) -> tuple[TradeDecision, str]:
+    sig = symbol_signal(f, derivatives)
+    why = "; ".join(sig.reasons)
+    weights = sig.signal_weights
+    if sig.missing:
+        text = f"HOLD {symbol}: not enough data, {why}."
+        hold = TradeDecision(ticker=symbol, action=Action.HOLD, confidence=0.0, reasoning=text)
+        return hold, sig.regime
+    confidence = round(min(1.0, abs(sig.score)), 4)
+    action = sig.action
+    if action is Action.BUY and held:
+        action, why = Action.HOLD, f"{why}; BUY signal but already held"
+    elif action is Action.SELL and not held:
+        action, why = Action.HOLD, f"{why}; SELL signal but not held"
+    pct = 0.0
+    if action is Action.BUY:
+        pct = round(min(max_position_pct, position_pct * (0.5 + confidence)), 4)
+    text = f"{action.value} {symbol} at {f.price:.6g}: {why}; score {sig.score:+.2f}."
+    decision = TradeDecision(
+        ticker=symbol,
+        action=action,
+        position_pct=pct,
+        confidence=confidence,
+        reasoning=text,
+        signal_weights=weights,
+    )
+    return decision, sig.regime
+
+
+def decide(
+    market: MarketView,
+    held: set[str],
+    position_pct: float = 0.20,
+    max_position_pct: float = 0.30,
+    derivatives: dict[str, DerivativesReading] | None = None,
+) -> AgentDecision:
+    """One rule-policy decision per symbol of ``market`` (source "rule"). Never raises."""
+    position_pct = _finite_or(position_pct, 0.0)
+    max_position_pct = _finite_or(max_position_pct, 0.0)
+    derivatives = derivatives or {}
+    decisions: list[TradeDecision] = []
+    regimes: dict[str, list[str]] = {}
+    for symbol, f in market.symbols.items():
+        try:
+            decision, regime = _decision(
+                symbol,
+                f,
+                symbol in held,
+                position_pct,
+                max_position_pct,
+                derivatives.get(symbol),
+            )
+        except Exception as exc:  # a bad feature set must not take the other symbols down
+            decision = TradeDecision(
+                ticker=symbol,
+                action=Action.HOLD,
+                confidence=0.0,
+                reasoning=f"HOLD {symbol}: rule policy could not evaluate it ({exc!s:.120}).",
+            )
+            regime = "unknown"
+        decisions.append(decision)
+        regimes.setdefault(regime, []).append(symbol)
+    for symbol in market.missing:
+        if symbol not in market.symbols:
+            decisions.append(
+                TradeDecision(
+                    ticker=symbol,
+                    action=Action.HOLD,
+                    confidence=0.0,
+                    reasoning=f"HOLD {symbol}: no market data.",
+                )
+            )
+            regimes.setdefault("no data", []).append(symbol)
+    summary = "; ".join(f"{label}: {', '.join(syms)}" for label, syms in sorted(regimes.items()))
+    trades = sum(d.action is not Action.HOLD for d in decisions)
+    assessment = (
+        f"Rule policy (SPEC §7). Regimes — {summary or 'no symbols'}. "
+        f"{trades} trade(s) out of {len(decisions)} symbol(s)."
+    )
+    return AgentDecision(source="rule", decisions=decisions, market_assessment=assessment)
