@@ -100,6 +100,7 @@ class DecisionLogEntry(Model):
     source: str
     actions: list[str]
     rejected: list[str] = Field(default_factory=list)
+    done: bool = False
 
 
 class GateSettings(Model):

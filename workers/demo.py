@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from activities.paper_broker import PaperBroker
 from trading.config import Settings
 from trading.market_data import find_symbol_csv, generate_market, shared_data_dir, write_ohlcv_csv
 from workers.status_view import fmt_time, render_decision, render_trade
@@ -33,7 +35,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value is None:
             env.pop(f"OCW_{name.upper()}", None)
             continue
-        env[f"OCW_{name.upper()}"] = value if isinstance(value, str) else __import__("json").dumps(value)
+        env[f"OCW_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env
 
 
@@ -107,7 +109,7 @@ async def _demo(stop: asyncio.Event, args: argparse.Namespace, settings: Setting
         with contextlib.suppress(Exception):
             view = await handle.query(DecisionWorkflow.state)
             for entry in view.decision_log:
-                if entry.cycle not in printed_cycles and (entry.source != "none" or entry.actions):
+                if entry.done and entry.cycle not in printed_cycles:
                     printed_cycles.add(entry.cycle)
                     if entry.actions:
                         print("  decision " + render_decision(entry), flush=True)
@@ -180,4 +182,9 @@ def _summary(view, plan, service, settings: Settings) -> None:
     print(f"  realized PnL {p.realized_pnl:+,.2f}; fees {p.fees_paid:,.2f}")
     print(f"  final equity {p.equity:,.2f} from {settings.initial_cash:,.2f}: {ret:+.2%}")
     print(f"  buy-and-hold (equal weight {', '.join(first)}): {bh:+.2%}")
+    broker = PaperBroker(settings.paths()["broker_db"], initial_cash=settings.initial_cash)
+    held = broker.balances()
+    agree = abs(held.cash - p.cash) < 1e-6 * settings.initial_cash and not held.holdings
+    print(f"  paper broker: cash {held.cash:,.2f}, holdings {held.holdings or 'none'} "
+          f"({'agrees with' if agree else 'DIFFERS from'} the workflow's books)")
     print("=" * 72, flush=True)

@@ -137,6 +137,7 @@ class DecisionWorkflow:
             s.portfolio.cash += proceeds
             s.portfolio.fees_paid += max(0.0, trade.fees - pos.fees)
         s.portfolio.realized_pnl += trade.pnl
+        self._mark_to_market()
         s.recent_trades.append(trade)
         del s.recent_trades[:-RECENT_TRADES_KEPT]
         s.counters.positions_closed += 1
@@ -218,7 +219,7 @@ class DecisionWorkflow:
         elif item.kind == "add_request" and item.position_id:
             await self._add_request(item.position_id)
         elif item.kind == "close_all":
-            for pos in self._s.positions.values():
+            for pos in list(self._s.positions.values()):  # closes arrive while we signal
                 await self._request_exit(pos, "close_all")
 
     # ------------------------------------------------------------ one decision cycle
@@ -238,6 +239,14 @@ class DecisionWorkflow:
             actions=[],
         )
         self._log(log)
+        try:
+            await self._decide_and_act(log, reasons, cycle)
+        finally:
+            log.done = True
+
+    async def _decide_and_act(self, log: DecisionLogEntry, reasons: list[str], cycle: int) -> None:
+        s = self._s
+        cfg = s.config
         view = await self._market_view(cfg.symbols, cfg.decision_interval)
         if view is None:
             log.actions.append("skipped: market data unavailable")
@@ -442,7 +451,7 @@ class DecisionWorkflow:
 
     async def _add_request(self, position_id: str) -> None:
         s = self._s
-        for pos in s.positions.values():
+        for pos in list(s.positions.values()):
             if pos.position_id == position_id:
                 if s.portfolio.entries_blocked or pos.pending_add_notional > 0:
                     return
