@@ -48,14 +48,13 @@ class WakeDispatcher:
         self.queue: asyncio.Queue[PendingReason] = asyncio.Queue()
         self.sent = 0
         self.failures = 0
+        self._sending = False
 
     def push(self, reason: str, symbol: str, market_time_ms: int) -> None:
         self.queue.put_nowait(PendingReason(reason, symbol, market_time_ms))
 
     def idle(self) -> bool:
         return self.queue.empty() and not self._sending
-
-    _sending = False
 
     async def run(self) -> None:
         while True:

@@ -6,13 +6,14 @@ they never travel in a workflow or activity payload (``public_dict`` leaves them
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 INTERVAL_SECONDS: dict[str, int] = {
     "1m": 60,
@@ -60,9 +61,9 @@ class Settings(BaseSettings):
     account: str = "paper"
 
     # market
-    symbols: list[str] = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "PAXG/USDT"]
+    symbols: Annotated[list[str], NoDecode] = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "PAXG/USDT"]
     decision_interval: str = "4h"
-    intervals: list[str] = ["1h", "4h"]
+    intervals: Annotated[list[str], NoDecode] = ["1h", "4h"]
     binance_ws_url: str = "wss://stream.binance.com:9443"
     speed: float = Field(default=1.0, gt=0, description="replay speed factor; 1 = real time")
     min_timer_s: float = Field(default=1.0, gt=0, description="dev server timer granularity")
@@ -98,8 +99,12 @@ class Settings(BaseSettings):
     @field_validator("symbols", "intervals", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return [part.strip() for part in value.split(",") if part.strip()]
+        """Accept ``BTC/USDT,ETH/USDT`` as well as a JSON list from the environment."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
     @field_validator("symbols")

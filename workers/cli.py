@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from trading.config import Settings
 from workers.temporal_env import SetupError
@@ -44,6 +45,8 @@ def load_settings(overrides: dict[str, object] | None = None) -> Settings:
         if overrides:
             settings = Settings(**{**settings.model_dump(), **overrides})
         return settings
+    except SettingsError as err:
+        raise SetupError(f"invalid settings: {err}") from None
     except ValidationError as err:
         problems = "; ".join(
             f"OCW_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in err.errors()

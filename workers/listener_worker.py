@@ -85,6 +85,7 @@ class ListenerService:
         self.stream: KlineStream | None = None
         self.dispatcher: WakeDispatcher | None = None
         self.sent_wakes: list[Wake] = []
+        self.replay_finished = asyncio.Event()
 
     def prepare_replay(self) -> ReplayPlan:
         opts = self.replay_options
@@ -142,8 +143,12 @@ class ListenerService:
         async with worker:
             tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
             tasks.append(asyncio.create_task(self.stream.run(stop), name="stream"))
-            if self.server is not None and exit_when_replay_done:
-                tasks.append(asyncio.create_task(self._stop_after_replay(stop), name="replay-end"))
+            if self.server is not None:
+                tasks.append(
+                    asyncio.create_task(
+                        self._replay_end(stop if exit_when_replay_done else None), name="replay-end"
+                    )
+                )
             try:
                 await stop.wait()
             finally:
@@ -168,13 +173,19 @@ class ListenerService:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
 
-    async def _stop_after_replay(self, stop: asyncio.Event) -> None:
+    async def _replay_end(self, stop: asyncio.Event | None) -> None:
+        """Say when the replay is over (and every wake delivered); optionally stop then."""
         assert self.server is not None and self.dispatcher is not None
         await self.server.done.wait()
         while not self.dispatcher.idle():
             await asyncio.sleep(0.05)
-        log.info("replay finished: %d bars, %d wakes sent", self.server.bars_sent, self.dispatcher.sent)
-        stop.set()
+        self.replay_finished.set()
+        print(
+            f"replay finished: {self.server.bars_sent} bars, {self.dispatcher.sent} wakes sent",
+            flush=True,
+        )
+        if stop is not None:
+            stop.set()
 
     def stats(self) -> dict[str, object]:
         out: dict[str, object] = {"gate": self.gate.counters.as_dict(), "store": dict(self.store.stats)}
