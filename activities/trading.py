@@ -81,7 +81,9 @@ class TradingActivities:
             max_position_pct=req.max_position_pct,
         )
         acted = [f"{d.ticker} {d.action}" for d in decision.decisions if d.action != "HOLD"]
-        log.info("decision %s (%s): %s", req.decision_id, ", ".join(req.wake_reasons), acted or "hold")
+        log.info(
+            "decision %s (%s): %s", req.decision_id, ", ".join(req.wake_reasons), acted or "hold"
+        )
         return decision
 
     @activity.defn(name=api.PLACE_ORDER)
@@ -120,7 +122,9 @@ class TradingActivities:
             symbol_ret_1h=f.ret_1h if f else None,
             is_btc=pos.symbol == "BTC/USDT",
         )
-        result = score_position(inputs, exit_score=req.params.exit_score, add_score=req.params.add_score)
+        result = score_position(
+            inputs, exit_score=req.params.exit_score, add_score=req.params.add_score
+        )
         return PositionVerdict(
             verdict=result.verdict,
             score=result.score,

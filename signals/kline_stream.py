@@ -7,6 +7,7 @@ connection is retried with jittered exponential backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -71,10 +72,8 @@ class KlineStream:
                 break
             delay = backoff * (0.5 + random.random())
             log.info("reconnecting in %.1fs", delay)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
             backoff = min(backoff * 2, self.max_backoff_s)
 
     async def _consume(self, ws, stop: asyncio.Event) -> None:

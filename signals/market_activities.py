@@ -64,7 +64,9 @@ class MarketActivities:
         if tick is None and not bars:
             return None
         finer_intervals = [
-            i for i in self.store.intervals(symbol) if interval_seconds(i) < interval_seconds(interval)
+            i
+            for i in self.store.intervals(symbol)
+            if interval_seconds(i) < interval_seconds(interval)
         ]
         finer = None
         if finer_intervals:

@@ -49,6 +49,10 @@ def plan_replay(
     if end_ms <= start_ms:
         raise ValueError("the data does not cover the requested replay window")
     warm_from = start_ms - int(warmup_days * DAY_MS)
-    warmup = {s: [b for b in series if warm_from <= b.open_time < start_ms] for s, series in bars.items()}
-    replay = {s: [b for b in series if start_ms <= b.open_time < end_ms] for s, series in bars.items()}
+    warmup = {
+        s: [b for b in series if warm_from <= b.open_time < start_ms] for s, series in bars.items()
+    }
+    replay = {
+        s: [b for b in series if start_ms <= b.open_time < end_ms] for s, series in bars.items()
+    }
     return ReplayPlan(warmup=warmup, replay=replay, start_ms=start_ms, end_ms=end_ms)

@@ -169,7 +169,9 @@ def cmd_trades(args: argparse.Namespace) -> int:
     settings = load_settings()
     db = settings.paths()["journal_db"]
     if not db.exists():
-        raise SetupError(f"no journal at {db}: nothing has traded yet under OCW_HOME={settings.home}")
+        raise SetupError(
+            f"no journal at {db}: nothing has traded yet under OCW_HOME={settings.home}"
+        )
     journal = Journal(db)
     account = None if args.all_accounts else settings.account
     if args.csv:
@@ -177,7 +179,11 @@ def cmd_trades(args: argparse.Namespace) -> int:
         return 0
     summary = journal.summary(account) if account else None
     for row in getattr(journal, args.kind)(account):
-        print(row.model_dump_json() if hasattr(row, "model_dump_json") else json.dumps(row, default=str))
+        print(
+            row.model_dump_json()
+            if hasattr(row, "model_dump_json")
+            else json.dumps(row, default=str)
+        )
     if summary:
         print(json.dumps(summary, default=str))
     return 0
@@ -227,31 +233,52 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run the trading worker (decision and position workflows)")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("listen", help="run the market listener (Binance, or a replay with --replay)")
-    p.add_argument("--replay", nargs="+", metavar="FILE", help="CSV files to replay (binance_BTCUSDT_1h.csv, ...)")
+    p = sub.add_parser(
+        "listen", help="run the market listener (Binance, or a replay with --replay)"
+    )
+    p.add_argument(
+        "--replay",
+        nargs="+",
+        metavar="FILE",
+        help="CSV files to replay (binance_BTCUSDT_1h.csv, ...)",
+    )
     p.add_argument("--speed", type=float, default=60.0, help="replay speed factor (default 60)")
-    p.add_argument("--days", type=float, default=None, help="days of market to replay (default: all)")
-    p.add_argument("--warmup-days", type=float, default=40.0, help="history loaded before the replay")
-    p.add_argument("--start", default=None, help="replay start, ISO UTC (default: last --days of data)")
+    p.add_argument(
+        "--days", type=float, default=None, help="days of market to replay (default: all)"
+    )
+    p.add_argument(
+        "--warmup-days", type=float, default=40.0, help="history loaded before the replay"
+    )
+    p.add_argument(
+        "--start", default=None, help="replay start, ISO UTC (default: last --days of data)"
+    )
     p.add_argument("--exit-when-done", action="store_true", help="exit when the replay is over")
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("demo", help="replay real (or generated) bars through the whole engine")
     p.add_argument("--days", type=float, default=14.0, help="days of market to replay (default 14)")
-    p.add_argument("--duration", type=float, default=120.0, help="wall seconds for the replay (default 120)")
-    p.add_argument("--data", default=None, help="folder of binance_<SYM>_1h.csv files (default ../shared/data)")
+    p.add_argument(
+        "--duration", type=float, default=120.0, help="wall seconds for the replay (default 120)"
+    )
+    p.add_argument(
+        "--data", default=None, help="folder of binance_<SYM>_1h.csv files (default ../shared/data)"
+    )
     p.add_argument("--generated", action="store_true", help="use the built-in generated market")
     p.add_argument("--keep", action="store_true", help="keep the server and web UI up at the end")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("status", help="query the DecisionWorkflow: portfolio, positions, gate, last decision")
+    p = sub.add_parser(
+        "status", help="query the DecisionWorkflow: portfolio, positions, gate, last decision"
+    )
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("trades", help="read the trade journal")
     p.add_argument("--csv", action="store_true", help="export as CSV to stdout")
     p.add_argument("--kind", choices=["fills", "trades", "decisions"], default="trades")
-    p.add_argument("--all-accounts", action="store_true", help="every account, not only OCW_ACCOUNT")
+    p.add_argument(
+        "--all-accounts", action="store_true", help="every account, not only OCW_ACCOUNT"
+    )
     p.set_defaults(func=cmd_trades)
 
     for name, text in (

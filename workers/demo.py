@@ -31,7 +31,9 @@ DEMO_INTERVAL = "1h"
 def settings_env(settings: Settings) -> dict[str, str]:
     """The settings as OCW_* variables, so a child process sees exactly the same ones."""
     env = dict(os.environ)
-    for name, value in settings.model_dump(mode="json", exclude={"binance_api_key", "binance_api_secret"}).items():
+    for name, value in settings.model_dump(
+        mode="json", exclude={"binance_api_key", "binance_api_secret"}
+    ).items():
         if value is None:
             env.pop(f"OCW_{name.upper()}", None)
             continue
@@ -48,14 +50,18 @@ def demo_files(args: argparse.Namespace, settings: Settings, home: Path) -> tupl
             if found:
                 return found, f"real Binance 1h bars from {data_dir}"
         if args.data:
-            raise SetupError(f"no binance_<SYMBOL>_1h.csv files for {settings.symbols} in {args.data}")
+            raise SetupError(
+                f"no binance_<SYMBOL>_1h.csv files for {settings.symbols} in {args.data}"
+            )
     market_dir = home / "market"
     market_dir.mkdir(parents=True, exist_ok=True)
     n_bars = int((args.days + 45) * 24)
     bars = generate_market(settings.symbols, DEMO_INTERVAL, n_bars, seed=7)
     files = []
     for symbol, series in bars.items():
-        files.append(write_ohlcv_csv(series, market_dir / f"{symbol.replace('/', '')}_{DEMO_INTERVAL}.csv"))
+        files.append(
+            write_ohlcv_csv(series, market_dir / f"{symbol.replace('/', '')}_{DEMO_INTERVAL}.csv")
+        )
     return files, "a generated regime-switching market (seed 7)"
 
 
@@ -73,7 +79,9 @@ def run_demo(args: argparse.Namespace) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     files, source = demo_files(args, settings, home)
 
-    print(f"OCW demo: {args.days:g} days of {source}, replayed in ~{args.duration:g}s (speed {speed:,.0f}x)")
+    print(
+        f"OCW demo: {args.days:g} days of {source}, replayed in ~{args.duration:g}s (speed {speed:,.0f}x)"
+    )
     server = start_dev_server(settings, log_file=logs / "temporal.log", ui=True)
     print(f"Temporal dev server up; web UI http://localhost:{settings.temporal_ui_port}")
     worker = subprocess.Popen(
@@ -90,13 +98,19 @@ def run_demo(args: argparse.Namespace) -> int:
         stop_process(server)
 
 
-async def _demo(stop: asyncio.Event, args: argparse.Namespace, settings: Settings, files: list[Path]) -> int:
+async def _demo(
+    stop: asyncio.Event, args: argparse.Namespace, settings: Settings, files: list[Path]
+) -> int:
     from workers.listener_worker import ListenerService, ReplayOptions
     from workflows.decision import DecisionWorkflow
 
-    service = ListenerService(settings, ReplayOptions(files=files, speed=settings.speed, days=args.days))
+    service = ListenerService(
+        settings, ReplayOptions(files=files, speed=settings.speed, days=args.days)
+    )
     plan = service.prepare_replay()
-    print(f"market {fmt_time(plan.start_ms)} -> {fmt_time(plan.end_ms)} UTC, symbols {', '.join(plan.replay)}")
+    print(
+        f"market {fmt_time(plan.start_ms)} -> {fmt_time(plan.end_ms)} UTC, symbols {', '.join(plan.replay)}"
+    )
     listener_stop = asyncio.Event()
     listener = asyncio.create_task(service.run(listener_stop))
     client = await connect(settings, attempts=30)
@@ -153,7 +167,9 @@ async def _demo(stop: asyncio.Event, args: argparse.Namespace, settings: Setting
         view = await handle.query(DecisionWorkflow.status)
         _summary(view, plan, service, settings)
         if args.keep and not stop.is_set():
-            print(f"server and web UI stay up: http://localhost:{settings.temporal_ui_port} (Ctrl-C to stop)")
+            print(
+                f"server and web UI stay up: http://localhost:{settings.temporal_ui_port} (Ctrl-C to stop)"
+            )
             await stop.wait()
         return 0
     finally:
@@ -176,8 +192,12 @@ def _summary(view, plan, service, settings: Settings) -> None:
     gate = service.gate.counters
     print("=" * 72)
     print(f"summary ({fmt_time(plan.start_ms)} -> {fmt_time(plan.end_ms)}, {plan.days:.1f} days)")
-    print(f"  wakes sent {service.dispatcher.sent}; gate ticks {gate.ticks}, skipped {gate.skip_rate:.1%}")
-    print(f"  decision cycles {view.counters.cycles}; orders {view.counters.orders} ({view.counters.orders_rejected} rejected)")
+    print(
+        f"  wakes sent {service.dispatcher.sent}; gate ticks {gate.ticks}, skipped {gate.skip_rate:.1%}"
+    )
+    print(
+        f"  decision cycles {view.counters.cycles}; orders {view.counters.orders} ({view.counters.orders_rejected} rejected)"
+    )
     print(f"  trades {trades} (wins {wins} of the last {len(view.recent_trades)})")
     print(f"  realized PnL {p.realized_pnl:+,.2f}; fees {p.fees_paid:,.2f}")
     print(f"  final equity {p.equity:,.2f} from {settings.initial_cash:,.2f}: {ret:+.2%}")
@@ -185,6 +205,8 @@ def _summary(view, plan, service, settings: Settings) -> None:
     broker = PaperBroker(settings.paths()["broker_db"], initial_cash=settings.initial_cash)
     held = broker.balances()
     agree = abs(held.cash - p.cash) < 1e-6 * settings.initial_cash and not held.holdings
-    print(f"  paper broker: cash {held.cash:,.2f}, holdings {held.holdings or 'none'} "
-          f"({'agrees with' if agree else 'DIFFERS from'} the workflow's books)")
+    print(
+        f"  paper broker: cash {held.cash:,.2f}, holdings {held.holdings or 'none'} "
+        f"({'agrees with' if agree else 'DIFFERS from'} the workflow's books)"
+    )
     print("=" * 72, flush=True)

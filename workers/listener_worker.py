@@ -188,7 +188,10 @@ class ListenerService:
             stop.set()
 
     def stats(self) -> dict[str, object]:
-        out: dict[str, object] = {"gate": self.gate.counters.as_dict(), "store": dict(self.store.stats)}
+        out: dict[str, object] = {
+            "gate": self.gate.counters.as_dict(),
+            "store": dict(self.store.stats),
+        }
         if self.stream:
             out["stream"] = vars(self.stream.stats)
         if self.dispatcher:

@@ -107,12 +107,16 @@ def start_dev_server(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SetupError(f"temporal dev server exited with code {proc.returncode}; see {log_file}")
+            raise SetupError(
+                f"temporal dev server exited with code {proc.returncode}; see {log_file}"
+            )
         if _port_open(host, int(port)):
             return proc
         time.sleep(0.1)
     proc.terminate()
-    raise SetupError(f"temporal dev server did not listen on {settings.temporal_address} in {timeout_s}s")
+    raise SetupError(
+        f"temporal dev server did not listen on {settings.temporal_address} in {timeout_s}s"
+    )
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:

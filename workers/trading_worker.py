@@ -44,6 +44,8 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
         activities=activities.all(),
         max_concurrent_activities=20,
     )
-    log.info("trading worker on %s (queue %s)", settings.temporal_address, settings.trading_task_queue)
+    log.info(
+        "trading worker on %s (queue %s)", settings.temporal_address, settings.trading_task_queue
+    )
     async with worker:
         await stop.wait()

@@ -129,7 +129,7 @@ class DecisionWorkflow:
         if trade.trade_id in s.seen_trade_ids:
             return
         s.seen_trade_ids.append(trade.trade_id)
-        del s.seen_trade_ids[:-RECENT_TRADES_KEPT * 4]
+        del s.seen_trade_ids[: -RECENT_TRADES_KEPT * 4]
         pos = s.positions.get(trade.symbol)
         if pos is not None and pos.position_id == trade.trade_id:
             del s.positions[trade.symbol]
@@ -192,7 +192,9 @@ class DecisionWorkflow:
         s = self._s
         handled = 0
         while True:
-            await workflow.wait_condition(lambda: bool(s.queue) or self._should_continue(handled))
+            await workflow.wait_condition(
+                lambda n=handled: bool(s.queue) or self._should_continue(n)
+            )
             if s.queue:
                 item = s.queue.pop(0)
                 self._busy = True
@@ -226,7 +228,6 @@ class DecisionWorkflow:
 
     async def _cycle(self, wake: Wake) -> None:
         s = self._s
-        cfg = s.config
         s.counters.cycles += 1
         cycle = s.counters.cycles
         reasons = wake.all_reasons()
@@ -336,7 +337,12 @@ class DecisionWorkflow:
         return None
 
     async def _open(
-        self, symbol: str, position_pct: float, price: float, time_ms: int, weights: dict[str, float]
+        self,
+        symbol: str,
+        position_pct: float,
+        price: float,
+        time_ms: int,
+        weights: dict[str, float],
     ) -> str:
         s = self._s
         cfg = s.config

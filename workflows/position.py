@@ -8,6 +8,7 @@ one field, and the main loop acts on the first: one exit order, whoever asks fir
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -101,13 +102,11 @@ class PositionWorkflow:
             now = self._now_ms()
             due = min(s.next_safety_ms, s.next_agent_ms)
             if due > now:
-                try:
+                with contextlib.suppress(TimeoutError):  # a timer tick, not an error
                     await workflow.wait_condition(
                         lambda: bool(s.exit_requested or s.pending_adds),
                         timeout=timedelta(milliseconds=due - now),
                     )
-                except TimeoutError:
-                    pass
                 continue
             if now >= s.next_safety_ms:
                 s.next_safety_ms = now + _ms(p.safety_interval_s)
@@ -190,7 +189,9 @@ class PositionWorkflow:
                 retry_policy=api.DECIDE_RETRY,
             )
         except ActivityError as err:
-            workflow.logger.warning("agent layer skipped for %s: %s", s.position_id, err.cause or err)
+            workflow.logger.warning(
+                "agent layer skipped for %s: %s", s.position_id, err.cause or err
+            )
             return
         s.last_score = verdict.score
         s.last_verdict = verdict.verdict

@@ -89,7 +89,15 @@ async def test_replay_survives_a_killed_worker(tmp_path: Path):
         procs.append(worker)
         listen_log = logs / "listen.log"
         listener = _ocw(
-            ["listen", "--replay", *map(str, files), "--speed", str(speed), "--days", str(REPLAY_DAYS)],
+            [
+                "listen",
+                "--replay",
+                *map(str, files),
+                "--speed",
+                str(speed),
+                "--days",
+                str(REPLAY_DAYS),
+            ],
             env,
             listen_log,
         )
@@ -115,20 +123,33 @@ async def test_replay_survives_a_killed_worker(tmp_path: Path):
         procs.append(_ocw(["worker"], env, logs / "worker2.log"))
 
         await _wait(
-            lambda: _file_has(listen_log, "replay finished"), timeout=REPLAY_SECONDS * 6, what="replay end"
+            lambda: _file_has(listen_log, "replay finished"),
+            timeout=REPLAY_SECONDS * 6,
+            what="replay end",
         )
-        await _wait(lambda: _has(status, lambda s: s.queue_length == 0 and not s.busy), 60, "idle engine")
+        await _wait(
+            lambda: _has(status, lambda s: s.queue_length == 0 and not s.busy), 60, "idle engine"
+        )
 
         # a wake by hand through the temporal CLI, exactly as the README shows it
         before = (await status()).counters.wakes_handled
         subprocess.run(
             [
-                find_binary("temporal"), "workflow", "signal",
-                "--address", settings.temporal_address,
-                "--workflow-id", settings.decision_workflow_id,
-                "--name", "wake", "--input", '{"reason": "manual"}',
+                find_binary("temporal"),
+                "workflow",
+                "signal",
+                "--address",
+                settings.temporal_address,
+                "--workflow-id",
+                settings.decision_workflow_id,
+                "--name",
+                "wake",
+                "--input",
+                '{"reason": "manual"}',
             ],
-            check=True, capture_output=True, timeout=30,
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
         woken = await _wait(
             lambda: _has(status, lambda s: s.counters.wakes_handled == before + 1 and not s.busy),
@@ -139,7 +160,9 @@ async def test_replay_survives_a_killed_worker(tmp_path: Path):
 
         # close everything and audit the books
         await handle.signal(DecisionWorkflow.close_all)
-        final = await _wait(lambda: _has(status, lambda s: not s.positions and not s.busy), 60, "flat book")
+        final = await _wait(
+            lambda: _has(status, lambda s: not s.positions and not s.busy), 60, "flat book"
+        )
     finally:
         for proc in procs:
             stop_process(proc)

@@ -50,7 +50,9 @@ class PriceScript:
 
 
 class FakeMarket:
-    def __init__(self, scripts: dict[str, PriceScript] | None = None, default: float = 100.0) -> None:
+    def __init__(
+        self, scripts: dict[str, PriceScript] | None = None, default: float = 100.0
+    ) -> None:
         self.scripts = scripts or {}
         self.default = default
         self.view_calls = 0
@@ -77,7 +79,9 @@ class FakeMarket:
         return MarketView(
             as_of_ms=t,
             symbols={
-                s: SymbolFeatures(symbol=s, interval=req.interval, time_ms=t, price=self.price(s, t))
+                s: SymbolFeatures(
+                    symbol=s, interval=req.interval, time_ms=t, price=self.price(s, t)
+                )
                 for s in req.symbols
             },
         )
@@ -86,7 +90,9 @@ class FakeMarket:
 class ScriptedPolicy:
     """``decide`` answers from a script keyed by cycle number; it can be held to simulate a slow LLM."""
 
-    def __init__(self, script: Callable[[int, DecideRequest], list[TradeDecision]] | None = None) -> None:
+    def __init__(
+        self, script: Callable[[int, DecideRequest], list[TradeDecision]] | None = None
+    ) -> None:
         self.script = script or (lambda cycle, req: [])
         self.gate: asyncio.Event | None = None
         self.started = asyncio.Event()

@@ -39,10 +39,14 @@ def _config(queue: str, **overrides) -> EngineConfig:
 class Rig:
     """A worker with the real broker and journal, a scripted market and policy."""
 
-    def __init__(self, env: WorkflowEnvironment, tmp: Path, market: FakeMarket, policy: ScriptedPolicy):
+    def __init__(
+        self, env: WorkflowEnvironment, tmp: Path, market: FakeMarket, policy: ScriptedPolicy
+    ):
         self.env = env
         self.queue = f"q-{uuid.uuid4()}"
-        self.broker = PaperBroker(tmp / f"{self.queue}-broker.db", initial_cash=10_000, slippage_bps=0)
+        self.broker = PaperBroker(
+            tmp / f"{self.queue}-broker.db", initial_cash=10_000, slippage_bps=0
+        )
         self.trading = TradingActivities(
             self.broker, Journal(tmp / f"{self.queue}-journal.db"), env.client
         )
@@ -76,7 +80,9 @@ class Rig:
         )
 
 
-async def _until(handle: WorkflowHandle, cond, env: WorkflowEnvironment, timeout_s: float = 30) -> DecisionState:
+async def _until(
+    handle: WorkflowHandle, cond, env: WorkflowEnvironment, timeout_s: float = 30
+) -> DecisionState:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
@@ -101,11 +107,15 @@ async def test_wakes_during_a_running_decision_are_all_handled(ts_env, tmp_path)
         status = await handle.query(DecisionWorkflow.status)
         assert status.busy and status.queue_length == 5
         policy.gate.set()
-        state = await _until(handle, lambda s: s.counters.wakes_handled == 6 and not s.queue, ts_env)
+        state = await _until(
+            handle, lambda s: s.counters.wakes_handled == 6 and not s.queue, ts_env
+        )
     handled = [entry.wake_reasons[0] for entry in state.decision_log]
     assert handled == ["first", *[f"during-{i}" for i in range(5)]]
     assert state.counters.wakes_received == 6
-    assert [r.decision_id.rsplit("-", 1)[1] for r in policy.requests] == [str(i) for i in range(1, 7)]
+    assert [r.decision_id.rsplit("-", 1)[1] for r in policy.requests] == [
+        str(i) for i in range(1, 7)
+    ]
 
 
 async def test_duplicate_wake_ids_are_handled_once(ts_env, tmp_path):
@@ -115,7 +125,9 @@ async def test_duplicate_wake_ids_are_handled_once(ts_env, tmp_path):
         for _ in range(3):  # a retried signal-with-start delivers the same wake again
             await handle.signal(DecisionWorkflow.wake, Wake(reason="candle_close", wake_id="w1"))
         await handle.signal(DecisionWorkflow.wake, Wake(reason="candle_close", wake_id="w2"))
-        state = await _until(handle, lambda s: s.counters.wakes_handled == 2 and not s.queue, ts_env)
+        state = await _until(
+            handle, lambda s: s.counters.wakes_handled == 2 and not s.queue, ts_env
+        )
     assert state.counters.wakes_received == 4
     assert state.counters.cycles == 2
 
@@ -141,7 +153,9 @@ def _trading_script(cycle: int, req) -> list[TradeDecision]:
     return plan.get(cycle, [])
 
 
-async def _scenario(env: WorkflowEnvironment, tmp: Path, max_cycles_per_run: int | None) -> tuple[DecisionState, Rig, WorkflowHandle]:
+async def _scenario(
+    env: WorkflowEnvironment, tmp: Path, max_cycles_per_run: int | None
+) -> tuple[DecisionState, Rig, WorkflowHandle]:
     market = FakeMarket(
         {"BTC/USDT": PriceScript([(0, 100.0), (600, 104.0)]), "ETH/USDT": PriceScript([(0, 50.0)])}
     )
@@ -150,7 +164,9 @@ async def _scenario(env: WorkflowEnvironment, tmp: Path, max_cycles_per_run: int
         handle = await rig.start(max_cycles_per_run=max_cycles_per_run)
         for i in range(6):
             await handle.signal(DecisionWorkflow.wake, Wake(reason=f"w{i}", wake_id=f"w{i}"))
-            await _until(handle, lambda s, n=i + 1: s.counters.wakes_handled == n and not s.queue, env)
+            await _until(
+                handle, lambda s, n=i + 1: s.counters.wakes_handled == n and not s.queue, env
+            )
             await env.sleep(timedelta(minutes=5))
         state = await _until(
             handle, lambda s: s.counters.positions_closed == 1 and len(s.positions) == 2, env
@@ -207,7 +223,9 @@ async def test_state_is_identical_after_continue_as_new(ts_env, tmp_path):
 
 
 async def test_drawdown_halts_entries_until_resume(ts_env, tmp_path):
-    market = FakeMarket({"BTC/USDT": PriceScript([(0, 100.0), (1, 60.0)]), "ETH/USDT": PriceScript([(0, 50.0)])})
+    market = FakeMarket(
+        {"BTC/USDT": PriceScript([(0, 100.0), (1, 60.0)]), "ETH/USDT": PriceScript([(0, 50.0)])}
+    )
 
     def script(cycle: int, req) -> list[TradeDecision]:
         if cycle == 1:
@@ -222,13 +240,17 @@ async def test_drawdown_halts_entries_until_resume(ts_env, tmp_path):
         await _until(handle, lambda s: s.counters.wakes_handled == 1 and not s.queue, ts_env)
         await ts_env.sleep(timedelta(seconds=60))  # a safety tick sees 60: stop loss
         await handle.signal(DecisionWorkflow.wake, Wake(reason="w2"))
-        state = await _until(handle, lambda s: s.counters.wakes_handled == 2 and not s.queue, ts_env)
+        state = await _until(
+            handle, lambda s: s.counters.wakes_handled == 2 and not s.queue, ts_env
+        )
         assert state.portfolio.halted
         assert any("entries halted" in a for a in state.decision_log[-1].actions)
         assert "ETH/USDT" not in state.positions
         await handle.signal(DecisionWorkflow.resume)
         await handle.signal(DecisionWorkflow.wake, Wake(reason="w3"))
-        state = await _until(handle, lambda s: s.counters.wakes_handled == 3 and not s.queue, ts_env)
+        state = await _until(
+            handle, lambda s: s.counters.wakes_handled == 3 and not s.queue, ts_env
+        )
         assert not state.portfolio.halted
         assert "ETH/USDT" in state.positions
         state = await _flatten(handle, ts_env)

@@ -25,7 +25,9 @@ T0 = 1_750_000_000_000
 
 
 def _broker_with_entry(tmp_path: Path, position_id: str) -> tuple[PaperBroker, Journal]:
-    broker = PaperBroker(tmp_path / "broker.db", initial_cash=10_000, fee_rate=0.001, slippage_bps=0)
+    broker = PaperBroker(
+        tmp_path / "broker.db", initial_cash=10_000, fee_rate=0.001, slippage_bps=0
+    )
     broker.place_order(
         OrderRequest(
             client_order_id=client_order_id(position_id, 1),
@@ -133,7 +135,15 @@ async def test_no_exit_while_price_holds_above_stop(ts_env, tmp_path):
 
 
 async def test_trailing_stop_follows_the_peak(ts_env, tmp_path):
-    steps = [(0, 100.0), (60, 105.0), (120, 110.0), (180, 115.0), (240, 120.0), (300, 112.0), (400, 105.0)]
+    steps = [
+        (0, 100.0),
+        (60, 105.0),
+        (120, 110.0),
+        (180, 115.0),
+        (240, 120.0),
+        (300, 112.0),
+        (400, 105.0),
+    ]
     script = PriceScript(steps)
     market = FakeMarket({"BTC/USDT": script})
     trade, _, _ = await _run_position(ts_env, tmp_path, market)
@@ -168,12 +178,22 @@ async def test_exit_signal_and_stop_give_one_exit(ts_env, tmp_path):
         ts_env.client,
         task_queue=queue,
         workflows=[PositionWorkflow, SignalSink],
-        activities=[market.market_prices, market.market_view, trading.place_order,
-                    trading.journal_trade, ScriptedPolicy().evaluate_position],
+        activities=[
+            market.market_prices,
+            market.market_view,
+            trading.place_order,
+            trading.journal_trade,
+            ScriptedPolicy().evaluate_position,
+        ],
     ):
-        sink = await ts_env.client.start_workflow(SignalSink.run, id=f"sink-{queue}", task_queue=queue)
+        sink = await ts_env.client.start_workflow(
+            SignalSink.run, id=f"sink-{queue}", task_queue=queue
+        )
         handle = await ts_env.client.start_workflow(
-            PositionWorkflow.run, _input(position_id, sink.id, queue), id=f"pos-{position_id}", task_queue=queue
+            PositionWorkflow.run,
+            _input(position_id, sink.id, queue),
+            id=f"pos-{position_id}",
+            task_queue=queue,
         )
         await ts_env.sleep(timedelta(seconds=31))
         await handle.signal(PositionWorkflow.exit, "decision_sell")
