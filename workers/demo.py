@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from activities.journal import Journal
 from activities.paper_broker import PaperBroker
 from trading.config import Settings
 from trading.market_data import find_symbol_csv, generate_market, shared_data_dir, write_ohlcv_csv
@@ -125,8 +126,7 @@ async def _demo(
             for entry in view.decision_log:
                 if entry.done and entry.cycle not in printed_cycles:
                     printed_cycles.add(entry.cycle)
-                    if entry.actions:
-                        print("  decision " + render_decision(entry), flush=True)
+                    print("  wake     " + render_decision(entry), flush=True)
             for trade in view.recent_trades:
                 if trade.trade_id not in printed_trades:
                     printed_trades.add(trade.trade_id)
@@ -183,8 +183,7 @@ def _summary(view, plan, service, settings: Settings) -> None:
 
     assert isinstance(view, StatusView)
     p = view.portfolio
-    trades = view.counters.positions_closed
-    wins = sum(1 for t in view.recent_trades if t.pnl > 0)
+    journal = Journal(settings.paths()["journal_db"]).summary(settings.account)
     first = {s: bars[0].open for s, bars in plan.replay.items() if bars}
     last = {s: bars[-1].close for s, bars in plan.replay.items() if bars}
     bh = sum(last[s] / first[s] for s in first) / len(first) - 1 if first else 0.0
@@ -198,7 +197,10 @@ def _summary(view, plan, service, settings: Settings) -> None:
     print(
         f"  decision cycles {view.counters.cycles}; orders {view.counters.orders} ({view.counters.orders_rejected} rejected)"
     )
-    print(f"  trades {trades} (wins {wins} of the last {len(view.recent_trades)})")
+    print(
+        f"  trades {journal['n_trades']}: {journal['wins']} won, {journal['losses']} lost "
+        f"(win rate {journal['win_rate']:.0%})"
+    )
     print(f"  realized PnL {p.realized_pnl:+,.2f}; fees {p.fees_paid:,.2f}")
     print(f"  final equity {p.equity:,.2f} from {settings.initial_cash:,.2f}: {ret:+.2%}")
     print(f"  buy-and-hold (equal weight {', '.join(first)}): {bh:+.2%}")

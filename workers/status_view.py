@@ -53,8 +53,12 @@ def render_status(view: StatusView) -> str:
 
 def render_decision(entry: DecisionLogEntry) -> str:
     actions = "; ".join(entry.actions) if entry.actions else "hold"
+    reasons = entry.wake_reasons
+    if len(reasons) > 2:  # four symbols closing the same candle: say it once
+        kinds = sorted({r.split(":")[0] for r in reasons})
+        reasons = [f"{'+'.join(kinds)} x{len(entry.wake_reasons)}"]
     return (
-        f"#{entry.cycle} at {fmt_time(entry.market_time_ms)} ({', '.join(entry.wake_reasons)}) "
+        f"#{entry.cycle} {fmt_time(entry.market_time_ms)} ({', '.join(reasons)}) "
         f"[{entry.source}] {actions}"
     )
 
