@@ -24,20 +24,7 @@ KNOWN_QUOTES: tuple[str, ...] = tuple(
         reverse=True,
     )
 )
-_BAR_FIELDS = frozenset(
-    (
-        "symbol",
-        "interval",
-        "open_time",
-        "close_time",
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "closed",
-    )
-)
+_BAR_FIELDS = frozenset(Bar.model_fields)
 
 
 class FrameError(ValueError):

@@ -41,20 +41,7 @@ from trading.models import Bar
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
-_BAR_FIELDS = frozenset(
-    (
-        "symbol",
-        "interval",
-        "open_time",
-        "close_time",
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "closed",
-    )
-)
+_BAR_FIELDS = frozenset(Bar.model_fields)
 # binance_BTCUSDT_1h.csv, BTCUSDT_1h.csv, binance_BTCUSDT_1m_2025-06.csv
 _FILE_RE = re.compile(
     r"^(?:(?P<exchange>[a-z0-9]+)_)?(?P<symbol>[A-Za-z0-9]+)_(?P<interval>\d+[mhdw])(?:_[\w-]+)?\.csv$"
