@@ -19,6 +19,7 @@ from activities.journal import Journal
 from activities.paper_broker import PaperBroker
 from trading.models import AgentDecision, DecisionRecord, Fill, OrderRequest
 from trading.rule_policy import decide as rule_decide
+from trading.safety import net_pnl_pct
 from trading.scorer import ScorerInputs, score_position
 from trading.state import (
     DecideRequest,
@@ -108,11 +109,10 @@ class TradingActivities:
         """The 5-signal scorer of SPEC §4 on the position and the latest 1h features."""
         pos = req.position
         fee = req.params.fee_rate
-        net = lambda price: price * (1 - fee) / (pos.avg_entry * (1 + fee)) - 1  # noqa: E731
         f, btc = req.features, req.btc_features
         inputs = ScorerInputs(
-            pnl_pct=net(pos.last_price),
-            peak_pnl_pct=net(pos.peak_price),
+            pnl_pct=net_pnl_pct(pos.avg_entry, pos.last_price, fee),
+            peak_pnl_pct=net_pnl_pct(pos.avg_entry, pos.peak_price, fee),
             hours_held=max(0.0, (pos.last_price_ms - pos.entry_time_ms) / 3_600_000),
             entry_regime=pos.entry_regime,
             current_regime=f.regime if f else "unknown",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client
@@ -26,7 +26,7 @@ from signals.replay_server import ReplayServer, load_replay_bars
 from signals.wake_dispatcher import WakeDispatcher
 from trading.config import Settings, interval_seconds
 from trading.market_data import resample
-from trading.models import Bar, Wake
+from trading.models import Bar
 from workers.temporal_env import connect
 from workers.wiring import decision_input, engine_config
 from workflows.decision import DecisionWorkflow
@@ -51,7 +51,6 @@ class Listener:
     store: BarStore
     gate: Gate
     dispatcher: WakeDispatcher
-    wakes: list[Wake] = field(default_factory=list)
 
     def on_update(self, update: KlineUpdate) -> None:
         newly_closed = self.store.update(update.bar, update.event_time_ms)
@@ -84,7 +83,6 @@ class ListenerService:
         self.client: Client | None = None
         self.stream: KlineStream | None = None
         self.dispatcher: WakeDispatcher | None = None
-        self.sent_wakes: list[Wake] = []
         self.replay_finished = asyncio.Event()
 
     def prepare_replay(self) -> ReplayPlan:
@@ -124,7 +122,6 @@ class ListenerService:
             settings.decision_workflow_id,
             settings.trading_task_queue,
             start_input=lambda: decision_input(settings),
-            on_sent=self.sent_wakes.append,
         )
         listener = Listener(self.store, self.gate, self.dispatcher)
         streams = [
