@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from trading.llm_pricing import ModelPrice
 
 INTERVAL_SECONDS: dict[str, int] = {
     "1m": 60,
@@ -92,6 +95,71 @@ class Settings(BaseSettings):
     exit_score: float = -0.3
     add_score: float = 0.4
 
+    # LLM trader (SPEC §3). Auth comes from ANTHROPIC_API_KEY, or ANTHROPIC_BASE_URL with
+    # ANTHROPIC_AUTH_TOKEN, read by the activity only; nothing secret is a setting here.
+    llm_model: str = "claude-sonnet-4-6"
+    llm_max_tokens: int = Field(default=1200, gt=0, description="max output tokens of decide")
+    llm_eval_max_tokens: int = Field(default=300, gt=0, description="of evaluate_position")
+    llm_timeout_s: float = Field(default=60.0, gt=0, description="one HTTP call, seconds")
+    llm_temperature: float = Field(default=0.0, ge=0, le=1)
+    llm_daily_budget_usd: float = Field(default=0.50, ge=0, description="enforced by workflow")
+    llm_run_budget_usd: float | None = Field(default=5.0, ge=0, description="per recorded run")
+    llm_run_id: str = "default"
+    llm_prices: dict[str, ModelPrice] = Field(default_factory=dict)  # JSON overrides, $/MTok
+    llm_training_cutoffs: dict[str, date] = Field(default_factory=dict)  # JSON overrides
+    llm_cache_mode: Literal["off", "record", "replay", "record_replay"] = "off"
+    llm_prompt_cache: Literal["always", "adaptive", "off"] = "adaptive"  # Anthropic prompt cache
+    llm_cache_path: Path | None = None  # default: OCW_HOME/llm.db
+    llm_position_eval_interval_s: float = Field(
+        default=3600.0, gt=0, description="LLM evaluate_position at most this often per position"
+    )
+
+    # adaptive gate (SPEC §1); durations in market seconds unless said otherwise
+    gate_z_threshold: float = Field(default=2.5, gt=0)
+    gate_window: int = Field(default=50, ge=3)
+    gate_min_samples: int = Field(default=3, ge=2)
+    gate_mute_s: float = Field(default=600.0, ge=0)
+    gate_cooldown_s: float = Field(default=60.0, ge=0)
+    gate_timer_min_s: int = Field(default=300, ge=1)
+    gate_timer_max_s: int = Field(default=14_400, ge=1)
+    gate_provider_poll_s: float = Field(default=60.0, gt=0, description="funding/OI reads")
+    gate_sync_poll_s: float = Field(default=30.0, gt=0, description="wall s, scaled by speed")
+    watchdog_s: float = Field(default=300.0, gt=0, description="wall s without a frame, scaled")
+    listener_status_s: float = Field(default=5.0, gt=0, description="wall s between writes")
+
+    # sentiment feeds (optional; unreachable = marked missing); cadences in wall seconds
+    sentiment_enabled: bool = True
+    sentiment_timeout_s: float = Field(default=10.0, gt=0)
+    fear_greed_url: str = "https://api.alternative.me/fng/?limit=1&format=json"
+    fear_greed_every_s: float = Field(default=3600.0, gt=0)
+    stablecoins_url: str = "https://stablecoins.llama.fi/stablecoins?includePrices=false"
+    stablecoins_every_s: float = Field(default=21_600.0, gt=0)
+    trending_url: str = "https://api.coingecko.com/api/v3/search/trending"
+    trending_every_s: float = Field(default=1800.0, gt=0)
+    etf_flows_url: str | None = Field(default=None, description="JSON, see docs/gate.md")
+    etf_flows_every_s: float = Field(default=21_600.0, gt=0)
+
+    # regimes and learner (SPEC §5-6)
+    fred_dir: Path | None = Field(
+        default=None, description="FRED CSV folder (OCW_FRED_DIR); default: the shared data"
+    )
+    macro_cache_hours: float = Field(default=6.0, ge=0, description="FRED fetch cache")
+    macro_lag_days: dict[str, int] = Field(
+        default_factory=lambda: {"T10Y2Y": 1, "T10YIE": 1, "UNRATE": 40, "CPIAUCSL": 47},
+        description="days after its date that a FRED observation may be used",
+    )
+    regime_symbol: str = "BTC/USDT"
+    hmm_min_days: int = Field(default=120, ge=30)
+    hmm_n_init: int = Field(default=3, ge=1)
+    hmm_seed: int = 7
+    hmm_bic_sample_divisor: float = Field(default=14.0, ge=1.0)
+    learner_prior: float = Field(default=2.0, gt=0, description="Beta(prior, prior)")
+    learner_decay: float = Field(default=0.95, gt=0, le=1)
+    learner_min_weight: float = Field(default=0.05, ge=0)
+    learner_min_regime_trades: int = Field(default=3, ge=0)
+    learner_warmup_trades: int = Field(default=5, ge=0)
+    learner_max_seen_ids: int = Field(default=2000, ge=1)
+
     # secrets: read from the environment by activities only
     binance_api_key: SecretStr | None = None
     binance_api_secret: SecretStr | None = None
@@ -152,6 +220,7 @@ class Settings(BaseSettings):
             "temporal_db": home / "temporal.db",
             "broker_db": home / "paper_broker.db",
             "journal_db": home / "journal.db",
+            "llm_db": self.llm_cache_path or home / "llm.db",
             "logs": home / "logs",
         }
 

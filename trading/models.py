@@ -138,6 +138,29 @@ class WakeCondition(Model):
     reason: str = ""
 
 
+class LLMCallInfo(Model):
+    """Accounting of one LLM call (no prompt text, no secret): the workflow's budget reads it.
+
+    ``replayed`` answers came from the record/replay cache and cost nothing now;
+    ``recorded_cost_usd`` is what the original call cost. ``notes`` lists clamps and dropped
+    fields of the answer.
+    """
+
+    call_id: str
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    cost_usd: float = 0.0
+    recorded_cost_usd: float = 0.0
+    replayed: bool = False
+    attempt: int = 1
+    latency_ms: int = 0
+    before_training_cutoff: bool = False
+    notes: list[str] = Field(default_factory=list)
+
+
 class AgentDecision(Model):
     """A validated answer of the agent. ``source`` says who decided: "rule" or "llm"."""
 
@@ -150,6 +173,7 @@ class AgentDecision(Model):
     next_check_seconds: int | None = None
     wake_conditions: list[WakeCondition] | None = None
     memory_update: str | None = None
+    llm: LLMCallInfo | None = None  # set when source == "llm"
 
 
 # ---------------------------------------------------------------- orders

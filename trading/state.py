@@ -11,6 +11,7 @@ from pydantic import Field
 from trading.models import (
     ClosedTrade,
     Fill,
+    LLMCallInfo,
     MarketView,
     Model,
     PositionParams,
@@ -19,6 +20,7 @@ from trading.models import (
     Wake,
     WakeCondition,
 )
+from trading.snapshot import SnapshotContext
 
 RECENT_TRADES_KEPT = 50
 DECISION_LOG_KEPT = 20
@@ -264,6 +266,9 @@ class DecideRequest(Model):
     memory: str = ""
     default_position_pct: float = 0.20
     max_position_pct: float = 0.30
+    # LLM trader (issue 4): what the snapshot shows beyond market and account
+    max_exposure: float = 0.70
+    context: SnapshotContext | None = None
 
 
 class EvaluateRequest(Model):
@@ -271,6 +276,7 @@ class EvaluateRequest(Model):
     features: SymbolFeatures | None = None
     btc_features: SymbolFeatures | None = None
     params: PositionParams
+    context: SnapshotContext | None = None  # LLM trader: regime, macro, derivatives, ...
 
 
 class PositionVerdict(Model):
@@ -279,6 +285,7 @@ class PositionVerdict(Model):
     components: dict[str, float] = Field(default_factory=dict)
     reasons: list[str] = Field(default_factory=list)
     source: str = "scorer"
+    llm: LLMCallInfo | None = None  # set when source == "llm"
 
 
 class JournalTrade(Model):

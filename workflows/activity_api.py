@@ -14,6 +14,7 @@ from temporalio.common import RetryPolicy
 # served by the listener worker, from its BarStore (market task queue)
 MARKET_PRICES = "market_prices"
 MARKET_VIEW = "market_view"
+MARKET_SENTIMENT = "market_sentiment"  # SentimentReading (signals/sentiment.py); never fails
 
 # served by the trading worker (trading task queue)
 DECIDE = "decide"
@@ -22,6 +23,13 @@ EVALUATE_POSITION = "evaluate_position"
 JOURNAL_DECISION = "journal_decision"
 JOURNAL_TRADE = "journal_trade"
 START_POSITION = "start_position"
+
+# served by the trading worker: regimes and the learner (issue 5)
+MACRO_REGIME = "macro_regime"
+CRYPTO_REGIME = "crypto_regime"
+LEARNER_UPDATE = "learner_update"
+LLM_DECIDE = "llm_decide"  # LLM trader (issue 4); falls back to DECIDE on failure
+LLM_EVALUATE_POSITION = "llm_evaluate_position"
 
 # Market data is only worth having fresh: a few quick tries, then the caller skips a tick.
 MARKET_RETRY = RetryPolicy(
@@ -64,3 +72,53 @@ START_RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 START_TIMEOUT = timedelta(seconds=30)
+
+# LLM calls: a few tries for transient trouble (429, 529, 5xx, timeouts), then the workflow
+# counts a breaker failure and the rule policy decides. Bad answers, auth, a replay miss or a
+# spent run budget are final at once. The HTTP timeout (OCW_LLM_TIMEOUT_S, 60 s) sits inside.
+LLM_NON_RETRYABLE = [
+    "InvalidAgentAnswer",
+    "LLMNotConfigured",
+    "LLMAuthError",
+    "LLMBadRequest",
+    "LLMNotFound",
+    "LLMReplayMiss",
+    "LLMBudgetExceeded",
+    "ValueError",
+]
+LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    maximum_attempts=3,
+    non_retryable_error_types=LLM_NON_RETRYABLE,
+)
+LLM_DECIDE_TIMEOUT = timedelta(seconds=90)
+LLM_EVALUATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=2,
+    non_retryable_error_types=LLM_NON_RETRYABLE,
+)
+LLM_EVALUATE_TIMEOUT = timedelta(seconds=60)
+
+# Regimes are advisory: the activities answer "unknown" instead of raising, so retries only
+# cover a lost worker or a timeout. An HMM refit takes about a second, a FRED fetch seconds.
+REGIME_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=3,
+)
+REGIME_TIMEOUT = timedelta(seconds=90)
+
+# Learner updates are idempotent by trade id (state and SQLite row): retry until they succeed.
+LEARNER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+    non_retryable_error_types=["ValueError"],
+)
+LEARNER_TIMEOUT = timedelta(seconds=30)

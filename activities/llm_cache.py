@@ -1,0 +1,221 @@
+"""LLM call storage in one SQLite file under OCW_HOME: record/replay cache, call journal, run spend.
+
+* The cache makes LLM backtests and replays reproducible: an answer is stored under a hash of
+  (call kind, model, prompt version, system prompt + tools, rendered snapshot), so the same run
+  gets the same raw answer, and so the same validated decisions, without a second API call.
+* The journal keeps every call's full prompt and raw answer; the workflow history only gets
+  the validated decision.
+* Run spend sums what recorded runs cost, so a per-run budget can stop a long backtest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from activities.paper_broker import connect
+from trading.models import Model
+
+
+class CacheMode(StrEnum):
+    OFF = "off"  # always call, store nothing in the cache
+    RECORD = "record"  # always call, store the answer
+    REPLAY = "replay"  # never call: a miss is an error
+    RECORD_REPLAY = "record_replay"  # stored answer when there is one, else call and store
+
+
+class CachedAnswer(Model):
+    """A raw Messages API answer as stored: content blocks and usage, plus what it cost."""
+
+    key: str
+    kind: str
+    model: str
+    content: list[dict[str, Any]]
+    usage: dict[str, int] = Field(default_factory=dict)
+    cost_usd: float = 0.0
+
+
+class CallRecord(Model):
+    """One row of the call journal."""
+
+    call_id: str
+    kind: str  # "decide" | "evaluate_position"
+    model: str
+    cache_key: str
+    market_time_ms: int | None = None
+    prompt: str
+    answer: str = ""  # raw content blocks as JSON, or "" when the call failed
+    usage: dict[str, int] = Field(default_factory=dict)
+    cost_usd: float = 0.0
+    replayed: bool = False
+    error: str = ""
+
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS llm_cache (
+        key            TEXT PRIMARY KEY,
+        kind           TEXT NOT NULL,
+        model          TEXT NOT NULL,
+        content        TEXT NOT NULL,
+        usage          TEXT NOT NULL,
+        cost_usd       REAL NOT NULL,
+        recorded_at    TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS llm_calls (
+        call_id        TEXT PRIMARY KEY,
+        kind           TEXT NOT NULL,
+        model          TEXT NOT NULL,
+        cache_key      TEXT NOT NULL,
+        market_time_ms INTEGER,
+        prompt         TEXT NOT NULL,
+        answer         TEXT NOT NULL,
+        usage          TEXT NOT NULL,
+        cost_usd       REAL NOT NULL,
+        replayed       INTEGER NOT NULL,
+        error          TEXT NOT NULL,
+        recorded_at    TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS llm_runs (
+        run_id         TEXT PRIMARY KEY,
+        spent_usd      REAL NOT NULL,
+        calls          INTEGER NOT NULL
+    )""",
+)
+
+
+def cache_key(kind: str, model: str, prompt_version: str, prefix: str, prompt: str) -> str:
+    """sha256 over everything that decides the answer (the static prefix hashed as a whole)."""
+    prefix_hash = hashlib.sha256(prefix.encode()).hexdigest()
+    payload = json.dumps([kind, model, prompt_version, prefix_hash, prompt], ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class LLMStore:
+    """Cache, journal and run spend; thread-safe (activities run SQLite work in threads)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = Path(db_path)
+        self._lock = threading.Lock()
+        self._conn = connect(self.db_path)
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            for stmt in _SCHEMA:
+                self._conn.execute(stmt)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------ cache
+
+    def get(self, key: str) -> CachedAnswer | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM llm_cache WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return CachedAnswer(
+            key=row["key"],
+            kind=row["kind"],
+            model=row["model"],
+            content=json.loads(row["content"]),
+            usage=json.loads(row["usage"]),
+            cost_usd=row["cost_usd"],
+        )
+
+    def put(self, answer: CachedAnswer) -> None:
+        """Store (or replace, in record mode) the answer under its key."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO llm_cache (key, kind, model, content, usage, cost_usd, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    answer.key,
+                    answer.kind,
+                    answer.model,
+                    json.dumps(answer.content, ensure_ascii=False),
+                    json.dumps(answer.usage),
+                    answer.cost_usd,
+                    _now_iso(),
+                ),
+            )
+
+    # ------------------------------------------------------------ journal
+
+    def record_call(self, rec: CallRecord) -> bool:
+        """Append one call; idempotent by call id (a retried activity writes once per attempt)."""
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO llm_calls (call_id, kind, model, cache_key, market_time_ms, "
+                "prompt, answer, usage, cost_usd, replayed, error, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.call_id,
+                    rec.kind,
+                    rec.model,
+                    rec.cache_key,
+                    rec.market_time_ms,
+                    rec.prompt,
+                    rec.answer,
+                    json.dumps(rec.usage),
+                    rec.cost_usd,
+                    int(rec.replayed),
+                    rec.error,
+                    _now_iso(),
+                ),
+            )
+        return cur.rowcount == 1
+
+    def calls(self) -> list[CallRecord]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM llm_calls ORDER BY rowid").fetchall()
+        return [
+            CallRecord(
+                call_id=r["call_id"],
+                kind=r["kind"],
+                model=r["model"],
+                cache_key=r["cache_key"],
+                market_time_ms=r["market_time_ms"],
+                prompt=r["prompt"],
+                answer=r["answer"],
+                usage=json.loads(r["usage"]),
+                cost_usd=r["cost_usd"],
+                replayed=bool(r["replayed"]),
+                error=r["error"],
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------ run spend
+
+    def run_spent(self, run_id: str) -> float:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT spent_usd FROM llm_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return float(row["spent_usd"]) if row else 0.0
+
+    def add_run_spend(self, run_id: str, cost_usd: float) -> float:
+        """Add one call's cost to the run; returns the run's new total."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO llm_runs (run_id, spent_usd, calls) VALUES (?, ?, 1) "
+                "ON CONFLICT(run_id) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, "
+                "calls = calls + 1",
+                (run_id, cost_usd),
+            )
+            row = self._conn.execute(
+                "SELECT spent_usd FROM llm_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return float(row["spent_usd"])
