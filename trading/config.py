@@ -97,6 +97,9 @@ class Settings(BaseSettings):
 
     # LLM trader (SPEC §3). Auth comes from ANTHROPIC_API_KEY, or ANTHROPIC_BASE_URL with
     # ANTHROPIC_AUTH_TOKEN, read by the activity only; nothing secret is a setting here.
+    llm_enabled: bool | None = Field(
+        default=None, description="None: use the LLM when credentials are in the environment"
+    )
     llm_model: str = "claude-sonnet-4-6"
     llm_max_tokens: int = Field(default=1200, gt=0, description="max output tokens of decide")
     llm_eval_max_tokens: int = Field(default=300, gt=0, description="of evaluate_position")
@@ -113,6 +116,8 @@ class Settings(BaseSettings):
     llm_position_eval_interval_s: float = Field(
         default=3600.0, gt=0, description="LLM evaluate_position at most this often per position"
     )
+    llm_breaker_failures: int = Field(default=3, ge=1, description="consecutive failures to open")
+    llm_breaker_open_s: float = Field(default=900.0, ge=0, description="open this long, then probe")
 
     # adaptive gate (SPEC §1); durations in market seconds unless said otherwise
     gate_z_threshold: float = Field(default=2.5, gt=0)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from trading.circuit_breaker import BreakerParams, BreakerState
+from trading.llm_budget import LLMSpend
 from trading.models import (
     ClosedTrade,
     Fill,
@@ -27,6 +29,15 @@ DECISION_LOG_KEPT = 20
 MEMORY_MAX_CHARS = 500
 
 
+class LLMSettings(Model):
+    """How the workflows use the LLM; ``enabled`` is decided by the worker from its environment."""
+
+    enabled: bool = False
+    daily_budget_usd: float | None = Field(default=0.50, ge=0)
+    breaker: BreakerParams = Field(default_factory=BreakerParams)  # open_ms on the replay clock
+    position_eval_interval_s: float = Field(default=3600.0, ge=0)  # wall seconds, scaled
+
+
 class EngineConfig(Model):
     """What the DecisionWorkflow needs to know of the settings; durations already scaled."""
 
@@ -43,6 +54,7 @@ class EngineConfig(Model):
     min_order_notional: float = 10.0
     default_position_pct: float = 0.20
     position: PositionParams = Field(default_factory=PositionParams)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
     # continue-as-new after this many handled items even if Temporal does not suggest it;
     # None = only when suggested. Tests use a small number to exercise the hand-over.
     max_cycles_per_run: int | None = None
@@ -67,6 +79,8 @@ class OpenPosition(Model):
     exit_requested: bool = False
     pending_add_notional: float = 0.0
     signal_weights: dict[str, float] = Field(default_factory=dict)
+    peak_price: float = 0.0  # extremes of the prices this workflow saw (cycle marks)
+    trough_price: float = 0.0
 
 
 class Portfolio(Model):
@@ -141,11 +155,24 @@ class DecisionState(Model):
     counters: Counters = Field(default_factory=Counters)
     last_market_time_ms: int | None = None
     last_prices: dict[str, float] = Field(default_factory=dict)
+    breaker: BreakerState = Field(default_factory=BreakerState)
+    llm_spend: LLMSpend = Field(default_factory=LLMSpend)
+    llm_positions_on: bool = False  # what the open PositionWorkflows were last told
+    decided_by: str = ""  # "llm" or "rule: <why>" for the last cycle
 
 
 class DecisionInput(Model):
     config: EngineConfig
     state: DecisionState | None = None
+
+
+class LLMStatus(Model):
+    enabled: bool
+    breaker: str
+    breaker_phase: str
+    decided_by: str
+    spend: LLMSpend
+    daily_budget_usd: float | None
 
 
 class StatusView(Model):
@@ -161,6 +188,7 @@ class StatusView(Model):
     counters: Counters
     queue_length: int
     busy: bool
+    llm: LLMStatus | None = None
 
 
 # ---------------------------------------------------------------- position workflow
@@ -191,6 +219,9 @@ class PositionState(Model):
     agent_checks: int = 0
     next_safety_ms: int | None = None  # workflow-time deadlines, carried over CAN
     next_agent_ms: int | None = None
+    llm_on: bool | None = None  # None: as PositionInput.llm_enabled; toggled by ``llm_mode``
+    last_llm_eval_ms: int | None = None
+    llm_checks: int = 0
     fills: list[Fill] = Field(default_factory=list)
     exit_reason: str | None = None
     trade: ClosedTrade | None = None
@@ -209,6 +240,8 @@ class PositionInput(Model):
     trading_task_queue: str
     market_task_queue: str
     max_ticks_per_run: int | None = None
+    llm_enabled: bool = False  # may the agent layer ask the LLM (the DecisionWorkflow decides)
+    llm_eval_interval_s: float = 3600.0  # at most this often, unless the scorer leans EXIT/ADD
 
 
 class StartPosition(Model):
@@ -216,6 +249,15 @@ class StartPosition(Model):
 
     workflow_id: str
     input: PositionInput
+
+
+class LLMReport(Model):
+    """A position's LLM call, for the DecisionWorkflow's budget and circuit breaker."""
+
+    position_id: str
+    ok: bool
+    info: LLMCallInfo | None = None
+    error: str = ""
 
 
 class PositionUpdate(Model):

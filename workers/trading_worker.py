@@ -9,6 +9,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.journal import Journal
+from activities.llm_agent import LLMActivities, LLMConfig
+from activities.llm_cache import LLMStore
 from activities.paper_broker import PaperBroker
 from activities.trading import TradingActivities
 from trading.config import Settings
@@ -37,15 +39,19 @@ def build_activities(settings: Settings, client: Client) -> TradingActivities:
 async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings, attempts=30)
     activities = build_activities(settings, client)
+    llm = LLMActivities(LLMConfig.from_settings(settings), LLMStore(settings.paths()["llm_db"]))
     worker = Worker(
         client,
         task_queue=settings.trading_task_queue,
         workflows=[DecisionWorkflow, PositionWorkflow],
-        activities=activities.all(),
+        activities=[*activities.all(), *llm.all()],
         max_concurrent_activities=20,
     )
     log.info(
         "trading worker on %s (queue %s)", settings.temporal_address, settings.trading_task_queue
     )
-    async with worker:
-        await stop.wait()
+    try:
+        async with worker:
+            await stop.wait()
+    finally:
+        await llm.aclose()

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from activities.llm_agent import llm_configured
+from trading.circuit_breaker import BreakerParams
 from trading.config import Settings
 from trading.models import PositionParams
-from trading.state import DecisionInput, EngineConfig
+from trading.state import DecisionInput, EngineConfig, LLMSettings
+
+
+def llm_enabled(settings: Settings) -> bool:
+    """OCW_LLM_ENABLED decides when set; otherwise credentials in the environment do.
+
+    Read in the process that builds the config (listener, CLI); the trading worker reads the
+    same `.env`. If they disagree the LLM activity fails as not configured and the circuit
+    breaker hands the decisions to the rule policy.
+    """
+    if settings.llm_enabled is not None:
+        return settings.llm_enabled
+    return llm_configured()
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -32,6 +46,15 @@ def engine_config(settings: Settings) -> EngineConfig:
             agent_interval_s=settings.scaled(settings.agent_interval_s),
             exit_score=settings.exit_score,
             add_score=settings.add_score,
+        ),
+        llm=LLMSettings(
+            enabled=llm_enabled(settings),
+            daily_budget_usd=settings.llm_daily_budget_usd,
+            breaker=BreakerParams(
+                failure_threshold=settings.llm_breaker_failures,
+                open_ms=int(settings.scaled(settings.llm_breaker_open_s) * 1000),
+            ),
+            position_eval_interval_s=settings.scaled(settings.llm_position_eval_interval_s),
         ),
     )
 

@@ -9,16 +9,21 @@ travel across continue-as-new together with any queued work.
 
 from __future__ import annotations
 
+import contextlib
+
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from trading import circuit_breaker as breaker
+    from trading import llm_budget
     from trading.models import (
         Action,
         AgentDecision,
         ClosedTrade,
         DecisionRecord,
         Fill,
+        LLMCallInfo,
         MarketView,
         Model,
         OrderRequest,
@@ -28,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from trading.orders import client_order_id
     from trading.risk import drawdown_update, size_entry
+    from trading.snapshot import EngineStatus, PositionMark, SnapshotContext
     from trading.state import (
         DECISION_LOG_KEPT,
         MEMORY_MAX_CHARS,
@@ -40,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
         DecisionState,
         EngineConfig,
         GateSettings,
+        LLMReport,
+        LLMStatus,
         MarketViewRequest,
         OpenPosition,
         Portfolio,
@@ -143,6 +151,21 @@ class DecisionWorkflow:
         s.counters.positions_closed += 1
 
     @workflow.signal
+    def llm_report(self, report: LLMReport) -> None:
+        """A position's LLM call: its cost counts against the budget, its failure on the breaker."""
+        s = self._s
+        self._count_llm(report.info)
+        if report.ok:
+            s.breaker = breaker.record_success(s.breaker)
+        else:
+            s.llm_spend = llm_budget.record_failure(s.llm_spend)
+            s.breaker = breaker.record_failure(
+                s.breaker, self._now_ms(), report.error, s.config.llm.breaker
+            )
+        if self._llm_available() != s.llm_positions_on:
+            s.queue.append(WorkItem(kind="llm_mode", received_ms=self._now_ms()))
+
+    @workflow.signal
     def position_update(self, update: PositionUpdate) -> None:
         s = self._s
         pos = s.positions.get(update.symbol)
@@ -175,6 +198,14 @@ class DecisionWorkflow:
             counters=s.counters,
             queue_length=len(s.queue),
             busy=self._busy,
+            llm=LLMStatus(
+                enabled=s.config.llm.enabled,
+                breaker=breaker.describe(s.breaker, self._now_ms()),
+                breaker_phase=s.breaker.phase,
+                decided_by=s.decided_by,
+                spend=s.llm_spend,
+                daily_budget_usd=s.config.llm.daily_budget_usd,
+            ),
         )
 
     @workflow.query
@@ -223,6 +254,8 @@ class DecisionWorkflow:
         elif item.kind == "close_all":
             for pos in list(self._s.positions.values()):  # closes arrive while we signal
                 await self._request_exit(pos, "close_all")
+        elif item.kind == "llm_mode":
+            await self._tell_positions_llm_mode()
 
     # ------------------------------------------------------------ one decision cycle
 
@@ -259,26 +292,20 @@ class DecisionWorkflow:
         self._mark_to_market()
 
         decision_id = f"{cfg.account}-{s.epoch}-{cycle}"
-        try:
-            decision = await workflow.execute_activity(
-                api.DECIDE,
-                DecideRequest(
-                    account=cfg.account,
-                    decision_id=decision_id,
-                    market=view,
-                    account_view=self._account_view(),
-                    wake_reasons=reasons,
-                    memory=s.memory,
-                    default_position_pct=cfg.default_position_pct,
-                    max_position_pct=cfg.max_position_pct,
-                ),
-                task_queue=cfg.trading_task_queue,
-                result_type=AgentDecision,
-                start_to_close_timeout=api.DECIDE_TIMEOUT,
-                retry_policy=api.DECIDE_RETRY,
-            )
-        except ActivityError as err:
-            log.actions.append(f"skipped: decide failed ({err.cause or err})")
+        request = DecideRequest(
+            account=cfg.account,
+            decision_id=decision_id,
+            market=view,
+            account_view=self._account_view(),
+            wake_reasons=reasons,
+            memory=s.memory,
+            default_position_pct=cfg.default_position_pct,
+            max_position_pct=cfg.max_position_pct,
+            max_exposure=cfg.max_exposure,
+            context=self._snapshot_context(),
+        )
+        decision = await self._decide(request, log)
+        if decision is None:
             return
         log.source = decision.source
         log.rejected = list(decision.rejected)
@@ -287,6 +314,8 @@ class DecisionWorkflow:
             if note:
                 log.actions.append(note)
         self._apply_agent_settings(decision)
+        if self._llm_available() != s.llm_positions_on:
+            await self._tell_positions_llm_mode()
         await workflow.execute_activity(
             api.JOURNAL_DECISION,
             DecisionRecord(
@@ -393,6 +422,8 @@ class DecisionWorkflow:
             fees=fill.fee,
             last_price=price,
             signal_weights=weights,
+            peak_price=fill.price,
+            trough_price=fill.price,
         )
         s.counters.positions_opened += 1
         await workflow.execute_activity(
@@ -421,6 +452,8 @@ class DecisionWorkflow:
                     trading_task_queue=cfg.trading_task_queue,
                     market_task_queue=cfg.market_task_queue,
                     max_ticks_per_run=cfg.max_ticks_per_run,
+                    llm_enabled=self._llm_available(),
+                    llm_eval_interval_s=cfg.llm.position_eval_interval_s,
                 ),
             ),
             task_queue=cfg.trading_task_queue,
@@ -504,6 +537,137 @@ class DecisionWorkflow:
             workflow.logger.warning("market view unavailable: %s", err.cause or err)
             return None
 
+    # ------------------------------------------------------------ who decides
+
+    async def _decide(self, req: DecideRequest, log: DecisionLogEntry) -> AgentDecision | None:
+        """Claude when configured, within budget and with the breaker letting it through;
+        otherwise, or when the call fails, the rule policy. Says in the log which and why."""
+        s = self._s
+        why = self._llm_blocked_reason()
+        if why is None:
+            allowed, s.breaker = breaker.allow_call(s.breaker, self._now_ms())
+            if not allowed:
+                why = f"LLM circuit breaker {breaker.describe(s.breaker, self._now_ms())}"
+        if why is None:
+            probe = s.breaker.phase == "half_open"
+            try:
+                decision = await workflow.execute_activity(
+                    api.LLM_DECIDE,
+                    req,
+                    task_queue=s.config.trading_task_queue,
+                    result_type=AgentDecision,
+                    start_to_close_timeout=api.LLM_DECIDE_TIMEOUT,
+                    retry_policy=api.LLM_RETRY,
+                )
+            except ActivityError as err:
+                error = self._llm_error(err)
+                s.llm_spend = llm_budget.record_failure(s.llm_spend)
+                s.breaker = breaker.record_failure(
+                    s.breaker, self._now_ms(), error, s.config.llm.breaker
+                )
+                why = f"LLM failed ({error})" + (", probe failed" if probe else "")
+            else:
+                s.breaker = breaker.record_success(s.breaker)
+                self._count_llm(decision.llm)
+                s.decided_by = "llm"
+                if probe:
+                    log.actions.append("LLM circuit breaker closed: the probe succeeded")
+                return decision
+        s.decided_by = f"rule: {why}"
+        if s.config.llm.enabled:
+            log.actions.append(f"rule policy decides: {why}")
+        try:
+            return await workflow.execute_activity(
+                api.DECIDE,
+                req,
+                task_queue=s.config.trading_task_queue,
+                result_type=AgentDecision,
+                start_to_close_timeout=api.DECIDE_TIMEOUT,
+                retry_policy=api.DECIDE_RETRY,
+            )
+        except ActivityError as err:
+            log.actions.append(f"skipped: decide failed ({err.cause or err})")
+            return None
+
+    def _llm_blocked_reason(self) -> str | None:
+        s = self._s
+        llm = s.config.llm
+        if not llm.enabled:
+            return "no LLM configured"
+        if llm_budget.over_budget(s.llm_spend, self._budget_time_ms(), llm.daily_budget_usd):
+            return f"LLM daily budget of ${llm.daily_budget_usd:.2f} spent"
+        return None
+
+    def _llm_available(self) -> bool:
+        """May positions ask the LLM: configured, within budget, breaker closed."""
+        return self._llm_blocked_reason() is None and self._s.breaker.phase == "closed"
+
+    async def _tell_positions_llm_mode(self) -> None:
+        s = self._s
+        on = self._llm_available()
+        s.llm_positions_on = on
+        for pos in list(s.positions.values()):
+            if not pos.exit_requested:
+                await workflow.get_external_workflow_handle(pos.workflow_id).signal(
+                    PositionWorkflow.llm_mode, on
+                )
+
+    def _count_llm(self, info: LLMCallInfo | None) -> None:
+        if info is None:
+            return
+        s = self._s
+        s.llm_spend = llm_budget.record_call(
+            s.llm_spend,
+            self._budget_time_ms(),
+            info.cost_usd,
+            input_tokens=info.input_tokens,
+            output_tokens=info.output_tokens,
+            cache_read_tokens=info.cache_read_tokens,
+            cache_write_tokens=info.cache_creation_tokens,
+            replayed=info.replayed,
+        )
+
+    def _llm_error(self, err: ActivityError) -> str:
+        """A short, secret-free description; an invalid answer still cost tokens: count them."""
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            if cause.type == "InvalidAgentAnswer" and cause.details:
+                detail = cause.details[0]
+                if isinstance(detail, dict):
+                    with contextlib.suppress(ValueError):
+                        self._count_llm(LLMCallInfo.model_validate(detail))
+            return f"{cause.type or 'error'}: {cause.message}"[:160]
+        return str(cause or err)[:160]
+
+    def _budget_time_ms(self) -> int:
+        """The budget's day follows market time when known (a replay gets a budget per market day)."""
+        return self._s.last_market_time_ms or self._now_ms()
+
+    def _snapshot_context(self) -> SnapshotContext:
+        s = self._s
+        llm = s.config.llm
+        return SnapshotContext(
+            engine=EngineStatus(
+                llm_breaker=s.breaker.phase,
+                llm_budget_left_usd=llm_budget.budget_left(
+                    s.llm_spend, self._budget_time_ms(), llm.daily_budget_usd
+                ),
+                note=(
+                    f"the previous cycle was decided by the {s.decided_by}"
+                    if s.decided_by.startswith("rule") and llm.enabled
+                    else None
+                ),
+            ),
+            position_marks={
+                sym: PositionMark(peak_price=p.peak_price, trough_price=p.trough_price)
+                for sym, p in s.positions.items()
+                if p.peak_price > 0 and p.trough_price > 0
+            }
+            or None,
+            decision_interval=s.config.decision_interval,
+            fee_rate=s.config.position.fee_rate,
+        )
+
     # ------------------------------------------------------------ bookkeeping
 
     def _apply_agent_settings(self, decision: AgentDecision) -> None:
@@ -529,6 +693,8 @@ class DecisionWorkflow:
         s = self._s
         for sym, pos in s.positions.items():
             pos.last_price = s.last_prices.get(sym, pos.last_price)
+            pos.peak_price = max(pos.peak_price or pos.last_price, pos.last_price)
+            pos.trough_price = min(pos.trough_price or pos.last_price, pos.last_price)
         p = s.portfolio
         p.equity = p.cash + self._exposure_value()
         dd = drawdown_update(

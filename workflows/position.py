@@ -12,7 +12,7 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from trading.models import (
@@ -26,10 +26,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from trading.orders import client_order_id
     from trading.safety import check_safety
+    from trading.snapshot import PositionMark, SnapshotContext
     from trading.state import (
         AddOrder,
         EvaluateRequest,
         JournalTrade,
+        LLMReport,
         MarketViewRequest,
         PositionInput,
         PositionState,
@@ -70,6 +72,11 @@ class PositionWorkflow:
         s = self._state
         if s.status == PositionStatus.OPEN:
             s.pending_adds.append(order)
+
+    @workflow.signal
+    def llm_mode(self, on: bool) -> None:
+        """The DecisionWorkflow's word on the LLM: off while its breaker is open or the budget spent."""
+        self._state.llm_on = bool(on)
 
     @workflow.query
     def status(self) -> PositionState:
@@ -163,6 +170,9 @@ class PositionWorkflow:
             s.exit_requested = result.reason or "safety"
 
     async def _agent_tick(self) -> None:
+        """The 5-signal scorer on every tick; Claude when allowed, at most every
+        ``llm_eval_interval_s`` unless the scorer leans EXIT or ADD (then Claude arbitrates).
+        If the LLM call fails the scorer's verdict stands."""
         s = self._state
         s.agent_checks += 1
         symbols = [s.symbol] if s.symbol == BTC else [s.symbol, BTC]
@@ -175,14 +185,15 @@ class PositionWorkflow:
                 start_to_close_timeout=api.MARKET_TIMEOUT,
                 retry_policy=api.MARKET_RETRY,
             )
+            request = EvaluateRequest(
+                position=s,
+                features=view.symbols.get(s.symbol),
+                btc_features=view.symbols.get(BTC),
+                params=self._input.params,
+            )
             verdict = await workflow.execute_activity(
                 api.EVALUATE_POSITION,
-                EvaluateRequest(
-                    position=s,
-                    features=view.symbols.get(s.symbol),
-                    btc_features=view.symbols.get(BTC),
-                    params=self._input.params,
-                ),
+                request,
                 task_queue=self._input.trading_task_queue,
                 result_type=PositionVerdict,
                 start_to_close_timeout=api.DECIDE_TIMEOUT,
@@ -193,14 +204,65 @@ class PositionWorkflow:
                 "agent layer skipped for %s: %s", s.position_id, err.cause or err
             )
             return
+        if self._llm_due(verdict):
+            verdict = await self._llm_verdict(request) or verdict
         s.last_score = verdict.score
-        s.last_verdict = verdict.verdict
+        s.last_verdict = f"{verdict.verdict} ({verdict.source})"
         if verdict.verdict == "EXIT" and not s.exit_requested:
-            s.exit_requested = "agent_exit"
+            s.exit_requested = "agent_exit" if verdict.source != "llm" else "llm_exit"
         elif verdict.verdict == "ADD":
             await workflow.get_external_workflow_handle(self._input.decision_workflow_id).signal(
                 "add_request", s.position_id
             )
+
+    def _llm_due(self, scorer: PositionVerdict) -> bool:
+        s = self._state
+        on = s.llm_on if s.llm_on is not None else self._input.llm_enabled
+        if not on:
+            return False
+        if scorer.verdict != "HOLD" or s.last_llm_eval_ms is None:
+            return True
+        return self._now_ms() - s.last_llm_eval_ms >= _ms(self._input.llm_eval_interval_s)
+
+    async def _llm_verdict(self, request: EvaluateRequest) -> PositionVerdict | None:
+        s = self._state
+        s.last_llm_eval_ms = self._now_ms()
+        s.llm_checks += 1
+        request = request.model_copy(
+            update={
+                "context": SnapshotContext(
+                    position_marks={
+                        s.symbol: PositionMark(peak_price=s.peak_price, trough_price=s.trough_price)
+                    },
+                    fee_rate=self._input.params.fee_rate,
+                )
+            }
+        )
+        report: LLMReport
+        verdict: PositionVerdict | None = None
+        try:
+            verdict = await workflow.execute_activity(
+                api.LLM_EVALUATE_POSITION,
+                request,
+                task_queue=self._input.trading_task_queue,
+                result_type=PositionVerdict,
+                start_to_close_timeout=api.LLM_EVALUATE_TIMEOUT,
+                retry_policy=api.LLM_EVALUATE_RETRY,
+            )
+            report = LLMReport(position_id=s.position_id, ok=True, info=verdict.llm)
+        except ActivityError as err:
+            cause = err.cause
+            error = (
+                f"{cause.type or 'error'}: {cause.message}"
+                if isinstance(cause, ApplicationError)
+                else str(cause or err)
+            )[:160]
+            workflow.logger.warning("LLM position check failed for %s: %s", s.position_id, error)
+            report = LLMReport(position_id=s.position_id, ok=False, error=error)
+        await workflow.get_external_workflow_handle(self._input.decision_workflow_id).signal(
+            "llm_report", report
+        )
+        return verdict
 
     # ------------------------------------------------------------ orders
 
