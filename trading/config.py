@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     # market
     symbols: Annotated[list[str], NoDecode] = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "PAXG/USDT"]
     decision_interval: str = "4h"
-    intervals: Annotated[list[str], NoDecode] = ["1h", "4h"]
+    intervals: Annotated[list[str], NoDecode] = ["15m", "1h", "4h"]  # streamed (SPEC §1)
     binance_ws_url: str = "wss://stream.binance.com:9443"
     speed: float = Field(default=1.0, gt=0, description="replay speed factor; 1 = real time")
     min_timer_s: float = Field(default=1.0, gt=0, description="dev server timer granularity")
@@ -144,6 +144,29 @@ class Settings(BaseSettings):
     etf_flows_url: str | None = Field(default=None, description="JSON, see docs/gate.md")
     etf_flows_every_s: float = Field(default=21_600.0, gt=0)
 
+    # exchange data (SPEC §1, §7): public market data, no API key; see docs/market-data.md
+    market_type: Literal["spot", "futures"] = "spot"  # klines from spot or USDⓈ-M futures
+    binance_futures_ws_url: str = "wss://fstream.binance.com"  # futures klines, forceOrder
+    binance_rest_url: str = "https://api.binance.com"
+    binance_futures_rest_url: str = "https://fapi.binance.com"  # derivatives: always mainnet
+    max_connection_s: float = Field(default=84_600.0, gt=0, description="planned WS reconnect")
+    rest_weight_limit_spot: int = Field(default=6000, gt=0, description="weight per minute")
+    rest_weight_limit_futures: int = Field(default=2400, gt=0, description="weight per minute")
+    rest_throttle_fraction: float = Field(default=0.9, gt=0, le=1)
+    bootstrap_bars: int = Field(default=300, ge=1, le=500, description="per stream at start")
+    daily_bars: int = Field(default=400, ge=0, le=500, description="1d bars for the regime fit")
+    derivatives_enabled: bool = True
+    derivatives_cadence_s: float = Field(default=300.0, gt=0)
+    derivatives_fast_cadence_s: float = Field(default=60.0, gt=0, description="while extreme")
+    derivatives_stale_s: float = Field(default=900.0, gt=0)
+    extreme_funding_abs: float = Field(default=0.0005, gt=0, description="per 8 h")
+    extreme_oi_change_abs: float = Field(default=0.05, gt=0, description="1 h, fraction")
+    extreme_taker_ratio: float = Field(default=1.5, gt=1, description="and its inverse")
+    extreme_ls_z_abs: float = Field(default=2.5, gt=0)
+    extreme_basis_abs: float = Field(default=1.0, gt=0, description="annualised, fraction")
+    liquidation_cascade_usd: float = Field(default=5_000_000.0, gt=0, description="1 h total")
+    liquidation_watchdog_s: float = Field(default=1800.0, gt=0, description="quiet is normal")
+
     # regimes and learner (SPEC §5-6)
     fred_dir: Path | None = Field(
         default=None, description="FRED CSV folder (OCW_FRED_DIR); default: the shared data"
@@ -213,6 +236,11 @@ class Settings(BaseSettings):
         """Intervals the listener subscribes to: configured ones plus the decision interval."""
         out = list(dict.fromkeys([*self.intervals, self.decision_interval]))
         return sorted(out, key=interval_seconds)
+
+    @property
+    def kline_ws_url(self) -> str:
+        """The kline stream of the configured market type."""
+        return self.binance_ws_url if self.market_type == "spot" else self.binance_futures_ws_url
 
     def scaled(self, seconds: float) -> float:
         """A wall-clock duration on the replay clock, never below the server's timer grain."""

@@ -131,3 +131,94 @@ def drawdown_update(
     return DrawdownState(
         peak, drawdown, True, f"halted until drawdown < {halt_pct / 2:.1%} (now {drawdown:.1%})"
     )
+
+
+# ---------------------------------------------------------------- pre-order check
+
+
+@dataclass(frozen=True)
+class RiskVerdict:
+    """What may be sent for one decision. ``approved`` False → ``reason`` says which rule."""
+
+    approved: bool
+    action: str
+    symbol: str
+    qty: float = 0.0
+    notional: float = 0.0
+    reason: str | None = None
+    capped_by: str | None = None  # the limit that bound an approved size, if any
+
+
+def check_order(
+    *,
+    action: str,
+    symbol: str,
+    position_pct: float,
+    price: float,
+    portfolio_value: float,
+    cash: float,
+    exposure_value: float,
+    position_qty: float,
+    halted: bool,
+    max_position_pct: float,
+    max_exposure: float,
+    min_notional: float,
+    macro_scale: float = 1.0,
+    fee_rate: float = 0.001,
+    pending_add_notional: float = 0.0,
+) -> RiskVerdict:
+    """Every SPEC §8 limit on one order, before it is sent (SPEC §3 sizing for entries).
+
+    ``position_qty`` is the quantity already held in ``symbol`` (0 = no position);
+    ``exposure_value`` the market value of all positions, this one included;
+    ``pending_add_notional`` an ADD of this position already sized and not yet filled (counted
+    against cash, exposure and the position cap). Rules:
+
+    * SELL: approved for the whole position whenever one exists, halted or not (exits never
+      wait); without a position it is rejected.
+    * BUY: rejected when a position is open (one position per symbol) or entries are halted.
+    * ADD: rejected without a position or when halted; sized within the position cap and the
+      exposure cap.
+    * BUY and ADD sizes come from ``size_entry``: position_pct clamped to max_position_pct,
+      × macro_scale, capped by position, exposure and cash net of the fee, min notional.
+    * HOLD (or any other action) sends nothing.
+    """
+    act = str(action).upper()
+    held = (
+        isinstance(position_qty, int | float) and math.isfinite(position_qty) and position_qty > 0
+    )
+    if act == "SELL":
+        if not held:
+            return RiskVerdict(False, act, symbol, reason="no open position to sell")
+        notional = position_qty * price if math.isfinite(price) and price > 0 else 0.0
+        return RiskVerdict(True, act, symbol, qty=position_qty, notional=notional)
+    if act not in ("BUY", "ADD"):
+        return RiskVerdict(False, act, symbol, reason=f"{act}: nothing to send")
+    if act == "BUY" and held:
+        return RiskVerdict(False, act, symbol, reason="one position per symbol: already open")
+    if act == "ADD" and not held:
+        return RiskVerdict(False, act, symbol, reason="no open position to add to")
+    if halted:
+        return RiskVerdict(False, act, symbol, reason="entries halted (drawdown)")
+    pending = pending_add_notional if act == "ADD" else 0.0
+    existing = position_qty * price + pending if act == "ADD" else 0.0
+    sizing = size_entry(
+        portfolio_value=portfolio_value,
+        cash=cash - pending,
+        exposure_value=exposure_value + pending,
+        position_pct=position_pct,
+        max_position_pct=max_position_pct,
+        max_exposure=max_exposure,
+        price=price,
+        min_notional=min_notional,
+        macro_scale=macro_scale,
+        existing_position_value=existing,
+        fee_rate=fee_rate,
+    )
+    if sizing.skipped_reason:
+        return RiskVerdict(
+            False, act, symbol, reason=sizing.skipped_reason, capped_by=sizing.capped_by
+        )
+    return RiskVerdict(
+        True, act, symbol, qty=sizing.qty, notional=sizing.notional, capped_by=sizing.capped_by
+    )

@@ -10,6 +10,11 @@ The rules decide the *action*; the score only grades it. Rule scores:
 
 Confidence is |score|; a BUY is sized ``position_pct · (0.5 + confidence)``, capped at
 ``max_position_pct`` (confidence 0.5 → the nominal size).
+
+Learned group weights (optional, from the learner, SPEC §5): a BUY's confidence, and so its
+size, is multiplied by how the groups that pushed it up (positive signal weight) are weighted
+relative to their starting weights, bounded to [0.5, 1.5] (``learned_multiplier``). Actions are
+never changed, SELLs never touched; without group weights the policy is exactly as above.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from trading.features import regime_of
+from trading.learner import STARTING_WEIGHTS
 from trading.models import Action, AgentDecision, MarketView, Model, SymbolFeatures, TradeDecision
 
 SIGNAL_GROUPS: tuple[str, ...] = (
@@ -37,6 +43,8 @@ LOWER_BAND_SLACK = 1.02
 UPPER_BAND_SLACK = 0.98
 RULE_WEIGHT = 0.7
 DERIV_WEIGHT = 0.3
+LEARNED_MIN = 0.5
+LEARNED_MAX = 1.5
 
 
 class DerivativesReading(Model):
@@ -193,6 +201,30 @@ def symbol_signal(f: SymbolFeatures, derivatives: DerivativesReading | None = No
     )
 
 
+def learned_multiplier(signal_weights: dict[str, float], group_weights: dict[str, float]) -> float:
+    """Σ w_g·(g_g/s_g) / Σ w_g over groups pushing the BUY (w_g > 0), clipped to [0.5, 1.5].
+
+    g = the learned group weights normalised to sum 1, s = the learner's STARTING_WEIGHTS, so
+    the starting weights themselves give exactly 1. Invalid or missing weights count as
+    neutral; nothing to judge → 1.
+    """
+    clean = {
+        g: float(v)
+        for g, v in group_weights.items()
+        if g in STARTING_WEIGHTS and isinstance(v, int | float) and math.isfinite(v) and v >= 0
+    }
+    total = math.fsum(clean.values())
+    if total <= 0:
+        return 1.0
+    num = den = 0.0
+    for g, w in signal_weights.items():
+        if g not in clean or not math.isfinite(w) or w <= 0:
+            continue
+        num += w * (clean[g] / total) / STARTING_WEIGHTS[g]
+        den += w
+    return 1.0 if den <= 0 else _clip(num / den, LEARNED_MIN, LEARNED_MAX)
+
+
 def _finite_or(x: float, default: float) -> float:
     return x if isinstance(x, int | float) and math.isfinite(x) and x >= 0 else default
 
@@ -204,6 +236,7 @@ def _decision(
     position_pct: float,
     max_position_pct: float,
     derivatives: DerivativesReading | None,
+    group_weights: dict[str, float] | None = None,
 ) -> tuple[TradeDecision, str]:
     sig = symbol_signal(f, derivatives)
     why = "; ".join(sig.reasons)
@@ -219,6 +252,10 @@ def _decision(
     elif action is Action.SELL and not held:
         action, why = Action.HOLD, f"{why}; SELL signal but not held"
     pct = 0.0
+    if action is Action.BUY and group_weights is not None:
+        m = learned_multiplier(weights, group_weights)
+        confidence = round(min(1.0, confidence * m), 4)
+        why = f"{why}; learned group weights ×{m:.2f}"
     if action is Action.BUY:
         pct = round(min(max_position_pct, position_pct * (0.5 + confidence)), 4)
     text = f"{action.value} {symbol} at {f.price:.6g}: {why}; score {sig.score:+.2f}."
@@ -239,8 +276,12 @@ def decide(
     position_pct: float = 0.20,
     max_position_pct: float = 0.30,
     derivatives: dict[str, DerivativesReading] | None = None,
+    group_weights: dict[str, float] | None = None,
 ) -> AgentDecision:
-    """One rule-policy decision per symbol of ``market`` (source "rule"). Never raises."""
+    """One rule-policy decision per symbol of ``market`` (source "rule"). Never raises.
+
+    ``group_weights`` (learner weights per signal group) scale BUY confidence and size only.
+    """
     position_pct = _finite_or(position_pct, 0.0)
     max_position_pct = _finite_or(max_position_pct, 0.0)
     derivatives = derivatives or {}
@@ -255,6 +296,7 @@ def decide(
                 position_pct,
                 max_position_pct,
                 derivatives.get(symbol),
+                group_weights,
             )
         except Exception as exc:  # a bad feature set must not take the other symbols down
             decision = TradeDecision(

@@ -15,6 +15,8 @@ from temporalio.common import RetryPolicy
 MARKET_PRICES = "market_prices"
 MARKET_VIEW = "market_view"
 MARKET_SENTIMENT = "market_sentiment"  # SentimentReading (signals/sentiment.py); never fails
+MARKET_DERIVATIVES = "market_derivatives"  # DerivativesRequest -> DerivativesView (derivatives.py)
+MARKET_DAILY_BARS = "market_daily_bars"  # DailyBarsRequest -> DailyBarsResult (bar_store.py)
 
 # served by the trading worker (trading task queue)
 DECIDE = "decide"
