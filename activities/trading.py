@@ -80,6 +80,7 @@ class TradingActivities:
             held,
             position_pct=req.default_position_pct,
             max_position_pct=req.max_position_pct,
+            group_weights=req.group_weights,
         )
         acted = [f"{d.ticker} {d.action}" for d in decision.decisions if d.action != "HOLD"]
         log.info(
@@ -115,6 +116,8 @@ class TradingActivities:
             peak_pnl_pct=net_pnl_pct(pos.avg_entry, pos.peak_price, fee),
             hours_held=max(0.0, (pos.last_price_ms - pos.entry_time_ms) / 3_600_000),
             entry_regime=pos.entry_regime,
+            entry_vol_regime=pos.entry_vol_regime,
+            current_vol_regime=pos.current_vol_regime,
             current_regime=f.regime if f else "unknown",
             momentum14=f.momentum14 if f else None,
             rsi14=f.rsi14 if f else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from trading.circuit_breaker import BreakerParams, BreakerState
+from trading.learner import LearnerParams, LearnerState
 from trading.llm_budget import LLMSpend
 from trading.models import (
     ClosedTrade,
@@ -55,6 +56,10 @@ class EngineConfig(Model):
     default_position_pct: float = 0.20
     position: PositionParams = Field(default_factory=PositionParams)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    learner: LearnerParams = Field(default_factory=LearnerParams)
+    regime_symbol: str = "BTC/USDT"
+    crypto_regime_every_h: float = Field(default=24.0, gt=0)  # market hours between HMM refits
+    macro_regime_every_h: float = Field(default=6.0, gt=0)
     # continue-as-new after this many handled items even if Temporal does not suggest it;
     # None = only when suggested. Tests use a small number to exercise the hand-over.
     max_cycles_per_run: int | None = None
@@ -81,6 +86,7 @@ class OpenPosition(Model):
     signal_weights: dict[str, float] = Field(default_factory=dict)
     peak_price: float = 0.0  # extremes of the prices this workflow saw (cycle marks)
     trough_price: float = 0.0
+    entry_crypto_regime: str = "unknown"  # the learner credits the trade to this regime
 
 
 class Portfolio(Model):
@@ -100,12 +106,33 @@ class Portfolio(Model):
 
 
 class WorkItem(Model):
-    """One queued piece of work of the DecisionWorkflow: a wake or an add request."""
+    """One queued piece of work of the DecisionWorkflow."""
 
-    kind: str  # "wake" | "add_request" | "close_all"
+    kind: str  # "wake" | "add_request" | "close_all" | "llm_mode" | "learn"
     wake: Wake | None = None
     position_id: str | None = None
+    trade: ClosedTrade | None = None  # "learn": the closed trade
+    regime: str | None = None  # "learn": the crypto regime at its entry
     received_ms: int = 0
+
+
+class RegimeView(Model):
+    """The latest crypto (HMM) and macro (FRED) regimes as the DecisionWorkflow holds them.
+
+    Refresh times are on *market* time, so a replay refits once per market day like live.
+    """
+
+    crypto: str = "unknown"
+    crypto_probability: float | None = None
+    crypto_as_of_ms: int | None = None
+    crypto_note: str | None = None
+    macro: str = "unknown"
+    exposure_scale: float = 1.0
+    trail_multiplier: float = 1.0
+    macro_as_of_ms: int | None = None
+    macro_note: str | None = None
+    next_crypto_ms: int | None = None
+    next_macro_ms: int | None = None
 
 
 class DecisionLogEntry(Model):
@@ -157,6 +184,9 @@ class DecisionState(Model):
     last_prices: dict[str, float] = Field(default_factory=dict)
     breaker: BreakerState = Field(default_factory=BreakerState)
     llm_spend: LLMSpend = Field(default_factory=LLMSpend)
+    regimes: RegimeView = Field(default_factory=RegimeView)
+    learner: LearnerState = Field(default_factory=LearnerState)
+    positions_context_sent: str = ""  # "<vol regime>|<trail multiplier>" last told to positions
     llm_positions_on: bool = False  # what the open PositionWorkflows were last told
     decided_by: str = ""  # "llm" or "rule: <why>" for the last cycle
 
@@ -189,6 +219,8 @@ class StatusView(Model):
     queue_length: int
     busy: bool
     llm: LLMStatus | None = None
+    regimes: RegimeView | None = None
+    reliabilities: dict[str, float] = Field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- position workflow
@@ -219,6 +251,8 @@ class PositionState(Model):
     agent_checks: int = 0
     next_safety_ms: int | None = None  # workflow-time deadlines, carried over CAN
     next_agent_ms: int | None = None
+    entry_vol_regime: str | None = None  # crypto (HMM) regime at entry, for the scorer
+    current_vol_regime: str | None = None  # updated by the ``market_context`` signal
     llm_on: bool | None = None  # None: as PositionInput.llm_enabled; toggled by ``llm_mode``
     last_llm_eval_ms: int | None = None
     llm_checks: int = 0
@@ -249,6 +283,13 @@ class StartPosition(Model):
 
     workflow_id: str
     input: PositionInput
+
+
+class PositionContext(Model):
+    """Market context the DecisionWorkflow pushes to open positions when it changes."""
+
+    vol_regime: str | None = None
+    trail_multiplier: float | None = Field(default=None, gt=0)
 
 
 class LLMReport(Model):
@@ -311,6 +352,7 @@ class DecideRequest(Model):
     # LLM trader (issue 4): what the snapshot shows beyond market and account
     max_exposure: float = 0.70
     context: SnapshotContext | None = None
+    group_weights: dict[str, float] | None = None  # learner weights for the rule policy
 
 
 class EvaluateRequest(Model):

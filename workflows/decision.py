@@ -16,7 +16,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from trading import circuit_breaker as breaker
-    from trading import llm_budget
+    from trading import learner, llm_budget
+    from trading.learner import LearnerState, LearnerUpdateRequest, PosteriorTable
+    from trading.macro import MacroRegime, MacroRequest
     from trading.models import (
         Action,
         AgentDecision,
@@ -32,8 +34,15 @@ with workflow.unsafe.imports_passed_through():
         Wake,
     )
     from trading.orders import client_order_id
-    from trading.risk import drawdown_update, size_entry
-    from trading.snapshot import EngineStatus, PositionMark, SnapshotContext
+    from trading.regime_crypto import CryptoRegime, CryptoRegimeRequest
+    from trading.risk import check_order, drawdown_update
+    from trading.snapshot import (
+        EngineStatus,
+        MacroReading,
+        PositionMark,
+        RegimeReading,
+        SnapshotContext,
+    )
     from trading.state import (
         DECISION_LOG_KEPT,
         MEMORY_MAX_CHARS,
@@ -51,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         MarketViewRequest,
         OpenPosition,
         Portfolio,
+        PositionContext,
         PositionInput,
         PositionState,
         PositionUpdate,
@@ -149,6 +159,10 @@ class DecisionWorkflow:
         s.recent_trades.append(trade)
         del s.recent_trades[:-RECENT_TRADES_KEPT]
         s.counters.positions_closed += 1
+        regime = pos.entry_crypto_regime if pos is not None else s.regimes.crypto
+        s.queue.append(
+            WorkItem(kind="learn", trade=trade, regime=regime, received_ms=self._now_ms())
+        )
 
     @workflow.signal
     def llm_report(self, report: LLMReport) -> None:
@@ -206,7 +220,14 @@ class DecisionWorkflow:
                 spend=s.llm_spend,
                 daily_budget_usd=s.config.llm.daily_budget_usd,
             ),
+            regimes=s.regimes,
+            reliabilities=learner.reliabilities(s.learner, s.regimes.crypto, s.config.learner),
         )
+
+    @workflow.query
+    def learner(self) -> PosteriorTable:
+        """Posteriors per regime set (and the global set): α, β, mean, trades."""
+        return learner.posterior_table(self._s.learner)
 
     @workflow.query
     def gate(self) -> GateSettings:
@@ -256,6 +277,8 @@ class DecisionWorkflow:
                 await self._request_exit(pos, "close_all")
         elif item.kind == "llm_mode":
             await self._tell_positions_llm_mode()
+        elif item.kind == "learn" and item.trade is not None:
+            await self._learn(item.trade, item.regime)
 
     # ------------------------------------------------------------ one decision cycle
 
@@ -290,6 +313,7 @@ class DecisionWorkflow:
         for symbol, features in view.symbols.items():
             s.last_prices[symbol] = features.price
         self._mark_to_market()
+        await self._refresh_regimes(view.as_of_ms, log)
 
         decision_id = f"{cfg.account}-{s.epoch}-{cycle}"
         request = DecideRequest(
@@ -358,7 +382,9 @@ class DecisionWorkflow:
         if action == Action.BUY:
             if pos is not None:
                 return f"{symbol} BUY: ignored, position {pos.position_id} already open"
-            return await self._open(symbol, position_pct, features.price, view.as_of_ms, weights)
+            return await self._open(
+                symbol, position_pct, features.price, view.as_of_ms, weights, features.regime
+            )
         if action == Action.ADD:
             if pos is None:
                 return f"{symbol} ADD: rejected, no open position"
@@ -372,22 +398,13 @@ class DecisionWorkflow:
         price: float,
         time_ms: int,
         weights: dict[str, float],
+        symbol_regime: str = "unknown",
     ) -> str:
         s = self._s
         cfg = s.config
-        sizing = size_entry(
-            portfolio_value=s.portfolio.equity,
-            cash=s.portfolio.cash,
-            exposure_value=self._exposure_value(),
-            position_pct=position_pct,
-            max_position_pct=cfg.max_position_pct,
-            max_exposure=cfg.max_exposure,
-            price=price,
-            min_notional=cfg.min_order_notional,
-            fee_rate=cfg.position.fee_rate,
-        )
-        if sizing.skipped_reason:
-            return f"{symbol} BUY: skipped, {sizing.skipped_reason}"
+        sizing = self._risk_check("BUY", symbol, position_pct, price, held_qty=0.0)
+        if not sizing.approved:
+            return f"{symbol} BUY: skipped, {sizing.reason}"
         n = s.entry_seq.get(symbol, 0) + 1
         s.entry_seq[symbol] = n
         base = symbol.split("/")[0]
@@ -424,6 +441,7 @@ class DecisionWorkflow:
             signal_weights=weights,
             peak_price=fill.price,
             trough_price=fill.price,
+            entry_crypto_regime=s.regimes.crypto,
         )
         s.counters.positions_opened += 1
         await workflow.execute_activity(
@@ -446,8 +464,13 @@ class DecisionWorkflow:
                         last_price_ms=time_ms,
                         signal_weights=weights,
                         fills=[fill],
+                        entry_regime=symbol_regime,
+                        entry_vol_regime=s.regimes.crypto,
+                        current_vol_regime=s.regimes.crypto,
                     ),
-                    params=cfg.position,
+                    params=cfg.position.model_copy(
+                        update={"trail_multiplier": s.regimes.trail_multiplier}
+                    ),
                     decision_workflow_id=workflow.info().workflow_id,
                     trading_task_queue=cfg.trading_task_queue,
                     market_task_queue=cfg.market_task_queue,
@@ -464,24 +487,13 @@ class DecisionWorkflow:
         return f"{symbol} BUY {fill.qty:.6g} @ {fill.price:.6g} -> {position_id}"
 
     async def _add(self, pos: OpenPosition, position_pct: float, price: float) -> str:
-        s = self._s
-        cfg = s.config
         if pos.exit_requested:
             return f"{pos.symbol} ADD: ignored, position is closing"
-        sizing = size_entry(
-            portfolio_value=s.portfolio.equity,
-            cash=s.portfolio.cash - pos.pending_add_notional,
-            exposure_value=self._exposure_value() + pos.pending_add_notional,
-            position_pct=position_pct,
-            max_position_pct=cfg.max_position_pct,
-            max_exposure=cfg.max_exposure,
-            price=price,
-            min_notional=cfg.min_order_notional,
-            existing_position_value=pos.qty * price + pos.pending_add_notional,
-            fee_rate=cfg.position.fee_rate,
+        sizing = self._risk_check(
+            "ADD", pos.symbol, position_pct, price, pos.qty, pos.pending_add_notional
         )
-        if sizing.skipped_reason:
-            return f"{pos.symbol} ADD: skipped, {sizing.skipped_reason}"
+        if not sizing.approved:
+            return f"{pos.symbol} ADD: skipped, {sizing.reason}"
         pos.pending_add_notional += sizing.notional
         await workflow.get_external_workflow_handle(pos.workflow_id).signal(
             PositionWorkflow.add, AddOrder(qty=sizing.qty, ref_price=price, reason="add")
@@ -537,6 +549,127 @@ class DecisionWorkflow:
             workflow.logger.warning("market view unavailable: %s", err.cause or err)
             return None
 
+    def _risk_check(
+        self,
+        action: str,
+        symbol: str,
+        position_pct: float,
+        price: float,
+        held_qty: float,
+        pending_add_notional: float = 0.0,
+    ):
+        """SPEC §8 before any entry or add: caps, macro scale, cash, minimum, halt."""
+        s = self._s
+        cfg = s.config
+        return check_order(
+            action=action,
+            symbol=symbol,
+            position_pct=position_pct,
+            price=price,
+            portfolio_value=s.portfolio.equity,
+            cash=s.portfolio.cash,
+            exposure_value=self._exposure_value(),
+            position_qty=held_qty,
+            halted=s.portfolio.entries_blocked,
+            max_position_pct=cfg.max_position_pct,
+            max_exposure=cfg.max_exposure,
+            min_notional=cfg.min_order_notional,
+            macro_scale=s.regimes.exposure_scale,
+            fee_rate=cfg.position.fee_rate,
+            pending_add_notional=pending_add_notional,
+        )
+
+    # ------------------------------------------------------------ regimes and learner
+
+    async def _refresh_regimes(self, market_ms: int, log: DecisionLogEntry) -> None:
+        """Refit the crypto regime once a market day and the macro one every 6 market hours.
+
+        Both are advisory: a failure keeps the last label and is retried an hour later.
+        """
+        s = self._s
+        cfg = s.config
+        r = s.regimes
+        hour = 3_600_000
+        if r.next_crypto_ms is None or market_ms >= r.next_crypto_ms:
+            r.next_crypto_ms = market_ms + hour
+            try:
+                crypto = await workflow.execute_activity(
+                    api.CRYPTO_REGIME,
+                    CryptoRegimeRequest(as_of_ms=market_ms, symbol=cfg.regime_symbol),
+                    task_queue=cfg.market_task_queue,
+                    result_type=CryptoRegime,
+                    start_to_close_timeout=api.REGIME_TIMEOUT,
+                    retry_policy=api.REGIME_RETRY,
+                )
+            except ActivityError as err:
+                r.crypto_note = f"refit failed: {err.cause or err}"[:200]
+            else:
+                if crypto.label != r.crypto:
+                    log.actions.append(f"crypto regime {r.crypto} -> {crypto.label}")
+                r.crypto = crypto.label
+                r.crypto_probability = crypto.state_probability
+                r.crypto_as_of_ms = market_ms
+                r.crypto_note = crypto.reason
+                r.next_crypto_ms = market_ms + int(cfg.crypto_regime_every_h * hour)
+        if r.next_macro_ms is None or market_ms >= r.next_macro_ms:
+            r.next_macro_ms = market_ms + hour
+            try:
+                macro = await workflow.execute_activity(
+                    api.MACRO_REGIME,
+                    MacroRequest(as_of_ms=market_ms),
+                    task_queue=cfg.trading_task_queue,
+                    result_type=MacroRegime,
+                    start_to_close_timeout=api.REGIME_TIMEOUT,
+                    retry_policy=api.REGIME_RETRY,
+                )
+            except ActivityError as err:
+                r.macro_note = f"refresh failed: {err.cause or err}"[:200]
+            else:
+                if macro.quadrant != r.macro:
+                    log.actions.append(f"macro regime {r.macro} -> {macro.quadrant}")
+                r.macro = macro.quadrant
+                r.exposure_scale = macro.exposure_scale
+                r.trail_multiplier = macro.trail_multiplier
+                r.macro_as_of_ms = market_ms
+                r.macro_note = macro.reason
+                r.next_macro_ms = market_ms + int(cfg.macro_regime_every_h * hour)
+        await self._sync_positions_context()
+
+    async def _sync_positions_context(self) -> None:
+        """Tell open positions the current vol regime and trail multiplier when they change."""
+        s = self._s
+        key = f"{s.regimes.crypto}|{s.regimes.trail_multiplier}"
+        if key == s.positions_context_sent:
+            return
+        s.positions_context_sent = key
+        ctx = PositionContext(
+            vol_regime=s.regimes.crypto, trail_multiplier=s.regimes.trail_multiplier
+        )
+        for pos in list(s.positions.values()):
+            if not pos.exit_requested:
+                await workflow.get_external_workflow_handle(pos.workflow_id).signal(
+                    PositionWorkflow.market_context, ctx
+                )
+
+    async def _learn(self, trade: ClosedTrade, regime: str | None) -> None:
+        """The learner's update runs as an activity (it also writes a snapshot for analysis);
+        the workflow keeps the returned state. Idempotent by trade id."""
+        s = self._s
+        s.learner = await workflow.execute_activity(
+            api.LEARNER_UPDATE,
+            LearnerUpdateRequest(
+                state=s.learner,
+                trade=trade,
+                regime=regime or "unknown",
+                params=s.config.learner,
+                account=s.config.account,
+            ),
+            task_queue=s.config.trading_task_queue,
+            result_type=LearnerState,
+            start_to_close_timeout=api.LEARNER_TIMEOUT,
+            retry_policy=api.LEARNER_RETRY,
+        )
+
     # ------------------------------------------------------------ who decides
 
     async def _decide(self, req: DecideRequest, log: DecisionLogEntry) -> AgentDecision | None:
@@ -576,10 +709,13 @@ class DecisionWorkflow:
         s.decided_by = f"rule: {why}"
         if s.config.llm.enabled:
             log.actions.append(f"rule policy decides: {why}")
+        weights = learner.policy_weights(
+            s.learner, s.regimes.crypto, workflow.random(), s.config.learner
+        )
         try:
             return await workflow.execute_activity(
                 api.DECIDE,
-                req,
+                req.model_copy(update={"group_weights": weights}),
                 task_queue=s.config.trading_task_queue,
                 result_type=AgentDecision,
                 start_to_close_timeout=api.DECIDE_TIMEOUT,
@@ -664,6 +800,19 @@ class DecisionWorkflow:
                 if p.peak_price > 0 and p.trough_price > 0
             }
             or None,
+            crypto_regime=RegimeReading(
+                label=s.regimes.crypto, probability=s.regimes.crypto_probability
+            )
+            if s.regimes.crypto != "unknown"
+            else None,
+            macro=MacroReading(
+                quadrant=s.regimes.macro,
+                exposure_scale=s.regimes.exposure_scale,
+                trail_multiplier=s.regimes.trail_multiplier,
+            )
+            if s.regimes.macro != "unknown"
+            else None,
+            reliabilities=learner.reliabilities(s.learner, s.regimes.crypto, s.config.learner),
             decision_interval=s.config.decision_interval,
             fee_rate=s.config.position.fee_rate,
         )

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         JournalTrade,
         LLMReport,
         MarketViewRequest,
+        PositionContext,
         PositionInput,
         PositionState,
         PositionUpdate,
@@ -72,6 +73,16 @@ class PositionWorkflow:
         s = self._state
         if s.status == PositionStatus.OPEN:
             s.pending_adds.append(order)
+
+    @workflow.signal
+    def market_context(self, ctx: PositionContext) -> None:
+        """The crypto regime (for the scorer) and the macro trail multiplier changed."""
+        s = self._state
+        if ctx.vol_regime is not None:
+            s.current_vol_regime = ctx.vol_regime
+        if ctx.trail_multiplier is not None and self._inp is not None:
+            params = self._inp.params.model_copy(update={"trail_multiplier": ctx.trail_multiplier})
+            self._inp = self._inp.model_copy(update={"params": params})
 
     @workflow.signal
     def llm_mode(self, on: bool) -> None:
@@ -130,7 +141,7 @@ class PositionWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if s.exit_requested or s.pending_adds:
                     continue
-                workflow.continue_as_new(inp.model_copy(update={"state": s}))
+                workflow.continue_as_new(self._input.model_copy(update={"state": s}))
         return s.trade
 
     # ------------------------------------------------------------ layers

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 from temporalio import activity, workflow
 
+from trading.macro import MacroRegime, MacroRequest, as_date
 from trading.models import AgentDecision, ClosedTrade, MarketView, SymbolFeatures, TradeDecision
+from trading.regime_crypto import CryptoRegime, CryptoRegimeRequest
 from trading.state import (
     DecideRequest,
     EvaluateRequest,
@@ -145,3 +147,44 @@ class SignalSink:
     @workflow.query
     def trades(self) -> list[ClosedTrade]:
         return self.closed
+
+
+class FakeRegimes:
+    """Scripted crypto and macro regimes at the activity seam (the fits are unit-tested).
+
+    Answers with whatever ``crypto`` and ``macro`` hold at the time of the call and records the
+    as-of times it was asked for.
+    """
+
+    def __init__(self, crypto: str = "low", macro: str = "unknown") -> None:
+        self.crypto = crypto
+        self.macro = macro
+        self.crypto_calls: list[int] = []
+        self.macro_calls: list[int] = []
+
+    @activity.defn(name=api.CRYPTO_REGIME)
+    async def crypto_regime(self, req: CryptoRegimeRequest) -> CryptoRegime:
+        self.crypto_calls.append(req.as_of_ms)
+        return CryptoRegime(label=self.crypto, n_states=2, as_of_ms=req.as_of_ms)
+
+    @activity.defn(name=api.MACRO_REGIME)
+    async def macro_regime(self, req: MacroRequest) -> MacroRegime:
+        self.macro_calls.append(req.as_of_ms)
+        scale, trail = MACRO_TABLE.get(self.macro, (1.0, 1.0))
+        return MacroRegime(
+            quadrant=self.macro,  # type: ignore[arg-type]
+            exposure_scale=scale,
+            trail_multiplier=trail,
+            as_of=as_date(req.as_of_ms),
+        )
+
+    def all(self) -> list:
+        return [self.crypto_regime, self.macro_regime]
+
+
+MACRO_TABLE = {
+    "goldilocks": (1.2, 1.0),
+    "reflation": (1.0, 1.0),
+    "stagflation": (0.6, 0.75),
+    "deflation": (0.9, 0.9),
+}

@@ -13,9 +13,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.journal import Journal
+from activities.learner_store import LearnerActivities, LearnerStore
 from activities.paper_broker import PaperBroker
 from activities.trading import TradingActivities
-from tests.workflows.fakes import FakeMarket, PriceScript, ScriptedPolicy
+from tests.workflows.fakes import FakeMarket, FakeRegimes, PriceScript, ScriptedPolicy
 from trading.models import Action, PositionParams, TradeDecision, Wake
 from trading.state import DecisionInput, DecisionState, EngineConfig
 from workflows.decision import DecisionWorkflow
@@ -52,6 +53,8 @@ class Rig:
         )
         self.market = market
         self.policy = policy
+        self.regimes = FakeRegimes()
+        self.learner = LearnerActivities(LearnerStore(tmp / f"{self.queue}-learner.db"))
         self.flat: DecisionState | None = None
 
     def worker(self) -> Worker:
@@ -68,6 +71,8 @@ class Rig:
                 self.trading.journal_decision,
                 self.trading.journal_trade,
                 self.trading.start_position,
+                *self.regimes.all(),
+                *self.learner.all(),
             ],
         )
 

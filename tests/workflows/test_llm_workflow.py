@@ -21,12 +21,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.journal import Journal
+from activities.learner_store import LearnerActivities, LearnerStore
 from activities.llm_agent import LLMActivities, LLMConfig
 from activities.llm_cache import LLMStore
 from activities.paper_broker import PaperBroker
 from activities.trading import TradingActivities
 from tests.servers.fake_anthropic import FakeAnthropic, error_reply, tool_reply
-from tests.workflows.fakes import FakeMarket, ScriptedPolicy
+from tests.workflows.fakes import FakeMarket, FakeRegimes, ScriptedPolicy
 from trading.agent_contract import DECISION_TOOL, EVALUATION_TOOL, AgentLimits
 from trading.circuit_breaker import BreakerParams
 from trading.models import PositionParams, Wake
@@ -74,6 +75,8 @@ class LLMRig:
         self.trading = TradingActivities(self.broker, Journal(tmp / "journal.db"), env.client)
         self.market = FakeMarket()
         self.policy = ScriptedPolicy()
+        self.regimes = FakeRegimes()
+        self.learner = LearnerActivities(LearnerStore(tmp / "learner.db"))
         self.server = server
         self.llm = LLMActivities(
             LLMConfig(limits=AgentLimits(universe=SYMBOLS), timeout_s=5.0),
@@ -95,6 +98,8 @@ class LLMRig:
                 self.trading.journal_decision,
                 self.trading.journal_trade,
                 self.trading.start_position,
+                *self.regimes.all(),
+                *self.learner.all(),
                 *self.llm.all(),
             ],
         )
