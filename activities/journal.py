@@ -256,8 +256,17 @@ class Journal:
         if account is not None:
             sql += " WHERE account = ?"
             args = (account,)
+        where = " WHERE account = ?" if account is not None else ""
+        llm_sql = (
+            "SELECT source, COUNT(*), "
+            "COALESCE(SUM(json_extract(decision, '$.llm.cost_usd')), 0.0), "
+            "COALESCE(SUM(json_extract(decision, '$.llm.input_tokens')), 0), "
+            "COALESCE(SUM(json_extract(decision, '$.llm.output_tokens')), 0) "
+            f"FROM decisions{where} GROUP BY source"
+        )
         with self._lock:
             n, wins, total_pnl, total_fees = self._conn.execute(sql, args).fetchone()
+            by_source = self._conn.execute(llm_sql, args).fetchall()
         return {
             "n_trades": n,
             "wins": wins,
@@ -265,6 +274,12 @@ class Journal:
             "total_pnl": float(total_pnl),
             "total_fees": float(total_fees),
             "win_rate": wins / n if n else 0.0,
+            "decisions_by_source": {src: cnt for src, cnt, *_ in by_source},
+            "llm_decision_cost_usd": float(sum(row[2] for row in by_source)),
+            "llm_decision_tokens": {
+                "input": int(sum(row[3] for row in by_source)),
+                "output": int(sum(row[4] for row in by_source)),
+            },
         }
 
     # ------------------------------------------------------------ export

@@ -41,6 +41,17 @@ def render_status(view: StatusView) -> str:
         f"positions opened {c.positions_opened}, closed {c.positions_closed}; "
         f"continued-as-new {c.continued_as_new}"
     )
+    if view.llm is not None:
+        lines.append("  " + render_llm(view))
+    if view.regimes is not None:
+        r = view.regimes
+        lines.append(
+            f"  regimes: crypto {r.crypto} (as of {fmt_time(r.crypto_as_of_ms)}), macro {r.macro} "
+            f"(exposure x{r.exposure_scale:g}, trail x{r.trail_multiplier:g})"
+        )
+    if view.reliabilities:
+        rel = ", ".join(f"{k} {v:.2f}" for k, v in view.reliabilities.items())
+        lines.append(f"  learner reliability: {rel}")
     if view.last_decision:
         lines.append("  last decision: " + render_decision(view.last_decision))
     if view.memory:
@@ -49,6 +60,22 @@ def render_status(view: StatusView) -> str:
         lines.append("  recent trades:")
         lines.extend("    " + render_trade(t) for t in view.recent_trades)
     return "\n".join(lines)
+
+
+def render_llm(view: StatusView) -> str:
+    llm = view.llm
+    assert llm is not None
+    sp = llm.spend
+    budget = f" of ${llm.daily_budget_usd:.2f}" if llm.daily_budget_usd is not None else ""
+    who = llm.decided_by or "-"
+    if not llm.enabled:
+        return f"LLM: not configured; the rule policy decides (last cycle: {who})"
+    return (
+        f"LLM: breaker {llm.breaker}; last cycle decided by {who}; today ${sp.day_usd:.4f}{budget} "
+        f"in {sp.day_calls} call(s); total ${sp.total_usd:.4f} in {sp.total_calls} call(s), "
+        f"{sp.failed_calls} failed, tokens in {sp.input_tokens:,} out {sp.output_tokens:,} "
+        f"cache-read {sp.cache_read_tokens:,}"
+    )
 
 
 def render_decision(entry: DecisionLogEntry) -> str:

@@ -16,6 +16,7 @@ from trading.models import (
     ClosedTrade,
     DecisionRecord,
     Fill,
+    LLMCallInfo,
     OrderStatus,
     Side,
     TradeDecision,
@@ -210,6 +211,9 @@ def test_summary(journal: Journal) -> None:
         "total_pnl": 0.0,
         "total_fees": 0.0,
         "win_rate": 0.0,
+        "decisions_by_source": {},
+        "llm_decision_cost_usd": 0.0,
+        "llm_decision_tokens": {"input": 0, "output": 0},
     }
     journal.record_trade("paper", make_trade("t1", 10.0, fees=1.0))
     journal.record_trade("paper", make_trade("t2", -4.0, fees=2.0))
@@ -224,3 +228,28 @@ def test_summary(journal: Journal) -> None:
     assert s["total_fees"] == pytest.approx(3.5)
     assert s["win_rate"] == pytest.approx(2 / 3)
     assert journal.summary()["n_trades"] == 4
+
+
+def test_summary_totals_llm_cost_by_source(journal: Journal) -> None:
+    def record(decision_id: str, source: str, cost: float | None) -> None:
+        llm = None
+        if cost is not None:
+            llm = LLMCallInfo(
+                call_id=decision_id, model="m", input_tokens=100, output_tokens=20, cost_usd=cost
+            )
+        journal.record_decision(
+            DecisionRecord(
+                decision_id=decision_id,
+                account="paper",
+                source=source,
+                decision=AgentDecision(source=source, llm=llm),
+            )
+        )
+
+    record("d1", "llm", 0.01)
+    record("d2", "llm", 0.02)
+    record("d3", "rule", None)
+    s = journal.summary("paper")
+    assert s["decisions_by_source"] == {"llm": 2, "rule": 1}
+    assert s["llm_decision_cost_usd"] == pytest.approx(0.03)
+    assert s["llm_decision_tokens"] == {"input": 200, "output": 40}
