@@ -57,10 +57,11 @@ class Rig:
         self.learner = LearnerActivities(LearnerStore(tmp / f"{self.queue}-learner.db"))
         self.flat: DecisionState | None = None
 
-    def worker(self) -> Worker:
+    def worker(self, **options) -> Worker:
         return Worker(
             self.env.client,
             task_queue=self.queue,
+            **options,
             workflows=[DecisionWorkflow, PositionWorkflow],
             activities=[
                 self.market.market_prices,
