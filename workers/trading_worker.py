@@ -9,9 +9,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.journal import Journal
+from activities.learner_store import LearnerActivities
 from activities.llm_agent import LLMActivities, LLMConfig
 from activities.llm_cache import LLMStore
 from activities.paper_broker import PaperBroker
+from activities.regimes import RegimeActivities
 from activities.trading import TradingActivities
 from trading.config import Settings
 from workers.temporal_env import SetupError, connect
@@ -40,11 +42,18 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings, attempts=30)
     activities = build_activities(settings, client)
     llm = LLMActivities(LLMConfig.from_settings(settings), LLMStore(settings.paths()["llm_db"]))
+    regimes = RegimeActivities.from_settings(settings)
+    learner = LearnerActivities.from_settings(settings)
     worker = Worker(
         client,
         task_queue=settings.trading_task_queue,
         workflows=[DecisionWorkflow, PositionWorkflow],
-        activities=[*activities.all(), *llm.all()],
+        activities=[
+            *activities.all(),
+            *llm.all(),
+            regimes.macro_regime,  # the crypto regime is fitted by the listener, beside its bars
+            *learner.all(),
+        ],
         max_concurrent_activities=20,
     )
     log.info(

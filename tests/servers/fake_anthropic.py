@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +81,11 @@ def error_reply(
 class FakeAnthropic:
     """``async with FakeAnthropic() as server``: ``server.base_url``, ``push``, ``requests``."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, responder: Callable[[dict[str, Any]], ScriptedReply] | None = None
+    ) -> None:
+        # ``responder`` answers (from the request body) once the scripted replies are used up
+        self.responder = responder
         self.replies: list[ScriptedReply] = []
         self.requests: list[ReceivedRequest] = []
         self._runner: web.AppRunner | None = None
@@ -97,10 +102,12 @@ class FakeAnthropic:
             body = {}
         headers = {k.lower(): v for k, v in request.headers.items()}  # names lower-cased
         self.requests.append(ReceivedRequest(request.path, headers, raw, body))
-        if not self.replies:
-            reply = error_reply(500, "api_error", "fake server: no scripted reply left")
-        else:
+        if self.replies:
             reply = self.replies.pop(0)
+        elif self.responder is not None:
+            reply = self.responder(body)
+        else:
+            reply = error_reply(500, "api_error", "fake server: no scripted reply left")
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         text = reply.body if isinstance(reply.body, str) else json.dumps(reply.body or {})
