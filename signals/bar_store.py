@@ -11,8 +11,24 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+from pydantic import Field
+
 from trading.config import INTERVAL_SECONDS, interval_seconds
-from trading.models import Bar, PriceTick
+from trading.models import Bar, Model, PriceTick
+
+
+class DailyBarsRequest(Model):
+    """``market_daily_bars``: closed 1d bars of a symbol, none closing after ``as_of_ms``."""
+
+    symbol: str
+    as_of_ms: int | None = None  # None: up to the latest closed day
+    limit: int = Field(default=400, ge=1, le=1000)
+
+
+class DailyBarsResult(Model):
+    symbol: str
+    bars: list[Bar] = Field(default_factory=list)  # oldest first
+    stale: bool = False  # the newest bar is more than two days older than ``as_of_ms``
 
 
 class _Series:
@@ -91,13 +107,22 @@ class BarStore:
         Bars already known (same open time) keep the stored version; bars still in progress
         are skipped, the stream supplies those.
         """
+        return len(self.insert_closed(symbol, interval, bars))
+
+    def insert_closed(self, symbol: str, interval: str, bars: Iterable[Bar]) -> list[Bar]:
+        """Merge closed bars (bootstrap, gap repair) in any order; return the new ones, oldest 1st.
+
+        Unlike ``update`` this accepts bars older than the newest closed one, which is what a
+        gap repair brings when the stream has already moved on. A bar already stored is never
+        returned again, so whoever acts on the result acts on each bar once.
+        """
         series = self._get(symbol, interval)
         merged = {b.open_time: b for b in bars if b.closed}
         for b in merged.values():
             if b.symbol != symbol or b.interval != interval:
                 raise ValueError(f"seed for {symbol} {interval} got a {b.symbol} {b.interval} bar")
         known = {b.open_time for b in series.closed}
-        added = sum(1 for t in merged if t not in known)
+        new = [merged[t] for t in sorted(merged) if t not in known]
         merged.update({b.open_time: b for b in series.closed})
         ordered = [merged[t] for t in sorted(merged)]
         series.closed = deque(ordered[-self.maxlen :], maxlen=self.maxlen)
@@ -110,7 +135,8 @@ class BarStore:
             last = self._last.get(symbol)
             if last is None or newest.close_time >= last[1]:
                 self._last[symbol] = (newest.close, newest.close_time)
-        return added
+        kept = {b.open_time for b in series.closed}
+        return [b for b in new if b.open_time in kept]
 
     # ------------------------------------------------------------ queries
 
@@ -125,6 +151,26 @@ class BarStore:
         if limit <= 0:
             return []
         return list(bars)[-limit:]
+
+    def last_closed_open(self, symbol: str, interval: str) -> int | None:
+        """Open time of the newest closed bar of a series (None before the first one)."""
+        series = self._series.get((symbol, interval))
+        if series is None or series.last_closed_open < 0:
+            return None
+        return series.last_closed_open
+
+    def first_gap(self, symbol: str, interval: str) -> int | None:
+        """Open time of the oldest bar missing between the oldest and newest closed bar, if any."""
+        series = self._series.get((symbol, interval))
+        if series is None or len(series.closed) < 2:
+            return None
+        step = interval_seconds(interval) * 1000
+        previous = None
+        for bar in series.closed:
+            if previous is not None and bar.open_time - previous > step:
+                return previous + step
+            previous = bar.open_time
+        return None
 
     def current(self, symbol: str, interval: str) -> Bar | None:
         series = self._series.get((symbol, interval))
@@ -149,6 +195,14 @@ class BarStore:
         if series is None or series.last_event_ms < 0:
             return None
         return series.last_event_ms
+
+    def daily_bars(self, req: DailyBarsRequest, now_ms: int) -> DailyBarsResult:
+        """Closed 1d bars up to ``req.as_of_ms`` (no look-ahead), for the regime fit."""
+        as_of = now_ms if req.as_of_ms is None else req.as_of_ms
+        bars = [b for b in self.closed_bars(req.symbol, "1d") if b.close_time <= as_of]
+        bars = bars[-req.limit :]
+        stale = not bars or as_of - bars[-1].close_time > 2 * 86_400_000
+        return DailyBarsResult(symbol=req.symbol, bars=bars, stale=stale)
 
     def is_stale(self, symbol: str, interval: str, now_ms: int) -> bool:
         """True when nothing arrived for more than twice the interval (or never)."""

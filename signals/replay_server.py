@@ -221,6 +221,7 @@ class ReplayServer:
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._closers: set[asyncio.Task[None]] = set()
+        self._muted: set[ServerConnection] = set()  # connections that get no more frames
 
     # ------------------------------------------------------------ lifecycle
 
@@ -274,6 +275,33 @@ class ReplayServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    # ------------------------------------------------------------ faults (for tests)
+
+    def drop_clients(self) -> int:
+        """Abort every client connection at once, as a network failure would; returns how many."""
+        dropped = 0
+        for client in list(self._clients):
+            self._drop(client)
+            if client.conn.transport is not None:
+                client.conn.transport.abort()
+                dropped += 1
+        return dropped
+
+    def mute_clients(self) -> int:
+        """Stop sending to the connections open now (they stay open and answer pings).
+
+        A client that reconnects gets frames again: this is a feed that died silently.
+        """
+        self._muted.update(c.conn for c in self._clients)
+        return len(self._muted)
+
+    def broadcast_raw(self, text: str) -> int:
+        """Send one raw text frame (malformed, foreign event, forceOrder) to every client."""
+        targets = {c.conn for c in self._clients} - self._muted
+        if targets:
+            broadcast(targets, text.encode(), text=True)
+        return len(targets)
 
     # ------------------------------------------------------------ connections
 
@@ -382,6 +410,7 @@ class ReplayServer:
         if client not in self._clients:
             return
         self._clients.discard(client)
+        self._muted.discard(client.conn)
         for key in list(client.streams):
             self._unsubscribe(client, stream_name(*key))
 
@@ -503,6 +532,8 @@ class ReplayServer:
         if subs is None:
             return
         enveloped, raw = subs
+        if self._muted:
+            enveloped, raw = enveloped - self._muted, raw - self._muted
         event = encode_kline_event(bar, event_ms)
         if raw:
             broadcast(raw, event.encode(), text=True)

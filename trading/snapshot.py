@@ -108,6 +108,23 @@ class PositionMark(Model):
     trough_price: float = Field(gt=0)
 
 
+class MarketContextRequest(Model):
+    symbols: list[str]
+
+
+class MarketContext(Model):
+    """What the listener knows beyond bars: derivatives, liquidations, sentiment (all optional).
+
+    Served by the ``market_context`` activity in the snapshot's own types, so the workflow only
+    copies it into ``SnapshotContext``.
+    """
+
+    derivatives: dict[str, DerivativesSnapshot] = Field(default_factory=dict)
+    liquidations: LiquidationReading | None = None
+    sentiment: SentimentReading | None = None
+    missing: list[str] = Field(default_factory=list)
+
+
 class SnapshotContext(Model):
     """Everything beyond market features and account that other parts of the engine provide.
 

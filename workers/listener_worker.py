@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,13 +18,22 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
+from activities.regimes import RegimeActivities
 from signals.bar_store import BarStore
-from signals.gate import Gate
+from signals.binance_rest import BinanceRest
+from signals.derivatives import DerivativesMonitor, ExtremeThresholds
+from signals.gap_repair import GapRepairer, RepairReport
+from signals.gate import Gate, GateParams, reason_symbol
+from signals.gate_sync import GateSync
 from signals.kline_frames import KlineUpdate, stream_name
 from signals.kline_stream import KlineStream
+from signals.liquidations import LiquidationStream, LiquidationTracker
+from signals.listener_status import ListenerStatus, StatusWriter, status_path, store_staleness
 from signals.market_activities import MarketActivities
 from signals.replay_plan import ReplayPlan, plan_replay
 from signals.replay_server import ReplayServer, load_replay_bars
+from signals.rest_budget import RestBudget
+from signals.sentiment import SentimentFeeds
 from signals.wake_dispatcher import WakeDispatcher
 from trading.config import Settings, interval_seconds
 from trading.market_data import resample
@@ -51,11 +62,16 @@ class Listener:
     store: BarStore
     gate: Gate
     dispatcher: WakeDispatcher
+    repairer: GapRepairer | None = None  # live only: a stream bar after a hole asks a repair
 
     def on_update(self, update: KlineUpdate) -> None:
-        newly_closed = self.store.update(update.bar, update.event_time_ms)
-        for reason in self.gate.evaluate(update.bar, newly_closed):
-            self.dispatcher.push(reason, update.bar.symbol, update.event_time_ms)
+        bar = update.bar
+        if self.repairer is not None:
+            self.repairer.check_hole(bar)  # before the update moves the last closed bar
+        newly_closed = self.store.update(bar, update.event_time_ms)
+        reasons = self.gate.evaluate(bar, newly_closed, update.event_time_ms)
+        for reason in reasons:  # held reasons may be about another symbol
+            self.dispatcher.push(reason, reason_symbol(reason) or bar.symbol, update.event_time_ms)
 
 
 def seed_store(store: BarStore, warmup: dict[str, list[Bar]], intervals: list[str]) -> None:
@@ -77,13 +93,35 @@ class ListenerService:
         self.settings = settings
         self.replay_options = replay
         self.store = BarStore()
-        self.gate = Gate(settings.decision_interval)
+        self.gate = Gate(
+            settings.decision_interval,
+            params=GateParams.from_settings(settings),
+            symbols=settings.symbols,
+        )
+        # today's sentiment says nothing about a replayed past: the snapshot marks it missing
+        self.sentiment = (
+            SentimentFeeds.unavailable("replay: no historical sentiment")
+            if replay is not None
+            else SentimentFeeds.from_settings(settings)
+        )
+        self.gate_sync: GateSync | None = None
+        self.started_at_ms = 0
+        self.status_writer = StatusWriter(
+            status_path(settings.home), self.listener_status, settings.listener_status_s
+        )
         self.server: ReplayServer | None = None
         self.plan: ReplayPlan | None = None
         self.client: Client | None = None
         self.stream: KlineStream | None = None
         self.dispatcher: WakeDispatcher | None = None
         self.replay_finished = asyncio.Event()
+        # live exchange data (docs/market-data.md); all None in replay
+        self.budget: RestBudget | None = None
+        self.repairer: GapRepairer | None = None
+        self.derivatives: DerivativesMonitor | None = None
+        self.liquidations: LiquidationTracker | None = None
+        self.liquidation_stream: LiquidationStream | None = None
+        self._rest_clients: list[BinanceRest] = []
 
     def prepare_replay(self) -> ReplayPlan:
         opts = self.replay_options
@@ -100,12 +138,18 @@ class ListenerService:
             start_ms=opts.start_ms,
         )
         seed_store(self.store, plan.warmup, self.settings.stream_intervals)
+        for symbol, series in bars.items():  # daily history for the regime fit, point in time
+            before = [b for b in series if b.close_time < plan.start_ms]
+            if before:
+                self.store.seed(symbol, "1d", resample(before, "1d")[-self.store.maxlen :])
         self.plan = plan
         return plan
 
     async def run(self, stop: asyncio.Event, exit_when_replay_done: bool = False) -> None:
         settings = self.settings
-        url = settings.binance_ws_url
+        url = settings.kline_ws_url
+        if self.replay_options is None:
+            await self._start_live_data()  # REST bootstrap before the gate warms up on it
         if self.replay_options is not None:
             plan = self.plan or self.prepare_replay()
             self.server = ReplayServer(
@@ -123,23 +167,54 @@ class ListenerService:
             settings.trading_task_queue,
             start_input=lambda: decision_input(settings),
         )
-        listener = Listener(self.store, self.gate, self.dispatcher)
+        self.gate_sync = GateSync(
+            self.client,
+            settings.decision_workflow_id,
+            self.gate,
+            poll_s=max(settings.min_timer_s, settings.gate_sync_poll_s / settings.speed),
+        )
+        self.dispatcher.on_sent = self.gate_sync.poke
+        warmed = sum(  # bootstrap / replay warm-up: z-scores work from the first close
+            self.gate.warm_up(self.store.closed_bars(symbol, interval))
+            for symbol in self.store.symbols()
+            for interval in self.store.intervals(symbol)
+        )
+        log.info("gate warmed up with %d closed bars", warmed)
+        listener = Listener(self.store, self.gate, self.dispatcher, self.repairer)
+        intervals = settings.stream_intervals
+        if self.server is not None:  # a replay serves multiples of its base interval only
+            base = interval_seconds(self.server.base_interval)
+            intervals = [i for i in [*intervals, "1d"] if interval_seconds(i) % base == 0]
+            intervals = list(dict.fromkeys(intervals))  # "1d" keeps the regime's bars current
         streams = [
-            stream_name(symbol, interval)
-            for symbol in settings.symbols
-            for interval in settings.stream_intervals
+            stream_name(symbol, interval) for symbol in settings.symbols for interval in intervals
         ]
-        self.stream = KlineStream(url, streams, listener.on_update)
+        self.stream = KlineStream(
+            url,
+            streams,
+            listener.on_update,
+            on_watchdog=self._on_watchdog,
+            watchdog_s=self._watchdog_s(),
+            on_reconnect=self.repairer.on_reconnect if self.repairer else None,
+            max_connection_s=settings.max_connection_s,
+        )
+        market = MarketActivities(self.store, self.sentiment, self.derivatives)
+        regimes = RegimeActivities.from_settings(settings, bars_source=market.daily_bars_until)
         worker = Worker(
             self.client,
             task_queue=settings.market_task_queue,
-            activities=MarketActivities(self.store).all(),
+            activities=[*market.all(), regimes.crypto_regime],
             max_concurrent_activities=50,
         )
         tasks: list[asyncio.Task] = []
         async with worker:
             tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
             tasks.append(asyncio.create_task(self.stream.run(stop), name="stream"))
+            tasks.append(asyncio.create_task(self.gate_sync.run(), name="gate-sync"))
+            tasks.append(asyncio.create_task(self.sentiment.run(), name="sentiment"))
+            self.started_at_ms = int(time.time() * 1000)
+            tasks.append(asyncio.create_task(self.status_writer.run(), name="status-file"))
+            tasks += self._live_data_tasks(stop)
             if self.server is not None:
                 tasks.append(
                     asyncio.create_task(
@@ -156,6 +231,148 @@ class ListenerService:
                         await task
                 if self.server is not None:
                     await self.server.stop()
+                await self._stop_live_data()
+
+    # ------------------------------------------------------------ live exchange data
+
+    async def _start_live_data(self) -> None:
+        """REST budget and clients, bootstrap, derivatives monitor, liquidations (live only)."""
+        s = self.settings
+        self.budget = RestBudget(
+            {"spot": s.rest_weight_limit_spot, "futures": s.rest_weight_limit_futures},
+            throttle_fraction=s.rest_throttle_fraction,
+        )
+        urls = {"spot_url": s.binance_rest_url, "futures_url": s.binance_futures_rest_url}
+        klines = BinanceRest(s.market_type, self.budget, **urls)
+        self._rest_clients.append(klines)
+        self.repairer = GapRepairer(
+            klines,
+            self.store,
+            s.symbols,
+            s.stream_intervals,
+            bootstrap_bars=s.bootstrap_bars,
+            daily_bars=s.daily_bars,
+            on_repaired=self._on_repaired,
+        )
+        await self.repairer.bootstrap()
+        if not s.derivatives_enabled:
+            return
+        self.liquidations = LiquidationTracker(s.liquidation_cascade_usd)
+        self.liquidation_stream = LiquidationStream(
+            self.liquidations,
+            s.binance_futures_ws_url,
+            watchdog_s=s.liquidation_watchdog_s,
+            max_connection_s=s.max_connection_s,
+        )
+        futures = BinanceRest("futures", self.budget, **urls)  # mainnet data even on testnet
+        self._rest_clients.append(futures)
+        self.derivatives = DerivativesMonitor(
+            futures,
+            s.symbols,
+            ExtremeThresholds(
+                funding_abs=s.extreme_funding_abs,
+                oi_change_1h_abs=s.extreme_oi_change_abs,
+                taker_ratio_high=s.extreme_taker_ratio,
+                ls_z_abs=s.extreme_ls_z_abs,
+                basis_annualised_abs=s.extreme_basis_abs,
+            ),
+            cadence_s=s.derivatives_cadence_s,
+            fast_cadence_s=min(s.derivatives_fast_cadence_s, s.derivatives_cadence_s),
+            stale_after_s=s.derivatives_stale_s,
+            liquidations=lambda: (
+                self.liquidations.summary(s.symbols) if self.liquidations else None
+            ),
+        )
+        self.gate.metric_provider = self.derivatives.metric  # G4 funding_rate / oi_change_pct
+
+    def _live_data_tasks(self, stop: asyncio.Event) -> list[asyncio.Task]:
+        tasks = []
+        if self.derivatives is not None:
+            tasks.append(asyncio.create_task(self.derivatives.run(stop), name="derivatives"))
+        if self.liquidation_stream is not None:
+            tasks.append(
+                asyncio.create_task(self.liquidation_stream.run(stop), name="liquidations")
+            )
+        if self.repairer is not None and self.repairer.daily_bars:
+            tasks.append(asyncio.create_task(self._daily_refresh(stop), name="daily-bars"))
+        return tasks
+
+    async def _daily_refresh(self, stop: asyncio.Event, every_s: float = 3600.0) -> None:
+        """Keep the 1d series (regime fit) current: a no-op request-free check most hours."""
+        assert self.repairer is not None
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every_s)
+            if not stop.is_set():
+                await self.repairer.refresh_daily()
+
+    def _on_repaired(self, report: RepairReport) -> None:
+        """Repaired bars fill the store; only a bar that closed within its own interval may
+        still wake (as the stream would have), older ones only warm the gate's windows."""
+        now = int(time.time() * 1000)
+        newest = report.newest()
+        recent = {
+            key: bar
+            for key, bar in newest.items()
+            if now - bar.close_time <= interval_seconds(bar.interval) * 1000
+        }
+        self.gate.warm_up(b for b in report.new_bars if recent.get((b.symbol, b.interval)) is not b)
+        if self.dispatcher is None:
+            return
+        for bar in sorted(recent.values(), key=lambda b: b.close_time):
+            for reason in self.gate.evaluate(bar, True, bar.close_time):
+                self.dispatcher.push(reason, reason_symbol(reason) or bar.symbol, bar.close_time)
+
+    async def _stop_live_data(self) -> None:
+        if self.repairer is not None:
+            await self.repairer.close()
+        for rest in self._rest_clients:
+            with contextlib.suppress(Exception):
+                await rest.close()
+
+    def _on_watchdog(self, silent_s: float) -> None:
+        """The stream heard nothing for the watchdog time and reconnects: wake the agent."""
+        if self.dispatcher is None:
+            return
+        market_ms = self.gate.market_time_ms or int(time.time() * 1000)
+        for reason in self.gate.watchdog():
+            symbol = reason_symbol(reason)  # "watchdog" itself is about every symbol
+            for sym in [symbol] if symbol else self.settings.symbols:
+                self.dispatcher.push(reason, sym, market_ms)
+
+    def _watchdog_s(self) -> float:
+        """SPEC's 5 min of silence on the replay clock, but never shorter than three gaps
+        between the replay's own frames (coarse base bars at a low speed are sparse)."""
+        settings = self.settings
+        watchdog = settings.scaled(settings.watchdog_s)
+        if self.server is not None and self.replay_options is not None:
+            per_bar = self.replay_options.updates_per_bar + 1
+            gap = interval_seconds(self.server.base_interval) / settings.speed / per_bar
+            watchdog = max(watchdog, 3 * gap)
+        return watchdog
+
+    def listener_status(self) -> ListenerStatus:
+        """Counters for the status file (``ocw status``)."""
+        market_ms, stale, series = store_staleness(self.store)
+        stream = self.stream.stats if self.stream else None
+        dispatcher = self.dispatcher
+        return ListenerStatus(
+            written_at_ms=int(time.time() * 1000),
+            started_at_ms=self.started_at_ms,
+            pid=os.getpid(),
+            mode=self.settings.mode,
+            every_s=self.status_writer.every_s,
+            market_time_ms=market_ms,
+            gate=self.gate.counters.as_dict(),
+            stream={k: v for k, v in vars(stream).items()} if stream else {},
+            store=dict(self.store.stats),
+            stale_series=stale,
+            series=series,
+            wakes_sent=dispatcher.sent if dispatcher else 0,
+            wake_failures=dispatcher.failures if dispatcher else 0,
+            gate_sync=vars(self.gate_sync.stats) if self.gate_sync else {},
+            sentiment=self.sentiment.status(),
+        )
 
     async def _configure_workflow(self) -> None:
         """Hand the current settings to the running DecisionWorkflow (or start it with them)."""
@@ -174,6 +391,8 @@ class ListenerService:
         """Say when the replay is over (and every wake delivered); optionally stop then."""
         assert self.server is not None and self.dispatcher is not None
         await self.server.done.wait()
+        if self.stream is not None:  # a finished replay is silent by design: no watchdog
+            self.stream.watchdog_s = float("inf")
         while not self.dispatcher.idle():
             await asyncio.sleep(0.05)
         self.replay_finished.set()
@@ -193,4 +412,13 @@ class ListenerService:
             out["stream"] = vars(self.stream.stats)
         if self.dispatcher:
             out["wakes_sent"] = self.dispatcher.sent
+        if self.gate_sync:
+            out["gate_sync"] = vars(self.gate_sync.stats)
+        out["sentiment"] = self.sentiment.status()
+        if self.budget is not None:
+            out["rest"] = self.budget.status()
+        if self.derivatives is not None:
+            out["derivatives_errors"] = dict(self.derivatives.errors)
+        if self.liquidation_stream is not None:
+            out["liquidation_stream"] = vars(self.liquidation_stream.stats)
         return out

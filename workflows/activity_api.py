@@ -14,6 +14,7 @@ from temporalio.common import RetryPolicy
 # served by the listener worker, from its BarStore (market task queue)
 MARKET_PRICES = "market_prices"
 MARKET_VIEW = "market_view"
+MARKET_CONTEXT = "market_context"  # derivatives + liquidations + sentiment for a snapshot
 MARKET_SENTIMENT = "market_sentiment"  # SentimentReading (signals/sentiment.py); never fails
 MARKET_DERIVATIVES = "market_derivatives"  # DerivativesRequest -> DerivativesView (derivatives.py)
 MARKET_DAILY_BARS = "market_daily_bars"  # DailyBarsRequest -> DailyBarsResult (bar_store.py)

@@ -39,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
     from trading.snapshot import (
         EngineStatus,
         MacroReading,
+        MarketContext,
+        MarketContextRequest,
         PositionMark,
         RegimeReading,
         SnapshotContext,
@@ -314,6 +316,7 @@ class DecisionWorkflow:
             s.last_prices[symbol] = features.price
         self._mark_to_market()
         await self._refresh_regimes(view.as_of_ms, log)
+        extra = await self._market_context(cfg.symbols)
 
         decision_id = f"{cfg.account}-{s.epoch}-{cycle}"
         request = DecideRequest(
@@ -326,7 +329,7 @@ class DecisionWorkflow:
             default_position_pct=cfg.default_position_pct,
             max_position_pct=cfg.max_position_pct,
             max_exposure=cfg.max_exposure,
-            context=self._snapshot_context(),
+            context=self._snapshot_context(extra),
         )
         decision = await self._decide(request, log)
         if decision is None:
@@ -779,10 +782,30 @@ class DecisionWorkflow:
         """The budget's day follows market time when known (a replay gets a budget per market day)."""
         return self._s.last_market_time_ms or self._now_ms()
 
-    def _snapshot_context(self) -> SnapshotContext:
+    async def _market_context(self, symbols: list[str]) -> MarketContext:
+        """Derivatives, liquidations and sentiment from the listener; missing when it can't."""
+        try:
+            return await workflow.execute_activity(
+                api.MARKET_CONTEXT,
+                MarketContextRequest(symbols=symbols),
+                task_queue=self._s.config.market_task_queue,
+                result_type=MarketContext,
+                start_to_close_timeout=api.MARKET_TIMEOUT,
+                retry_policy=api.MARKET_RETRY,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("market context unavailable: %s", err.cause or err)
+            return MarketContext(missing=["derivatives", "liquidations", "sentiment"])
+
+    def _snapshot_context(self, extra: MarketContext | None = None) -> SnapshotContext:
         s = self._s
         llm = s.config.llm
+        extra = extra or MarketContext()
         return SnapshotContext(
+            derivatives=extra.derivatives or None,
+            liquidations=extra.liquidations,
+            sentiment=extra.sentiment,
+            missing=list(extra.missing),
             engine=EngineStatus(
                 llm_breaker=s.breaker.phase,
                 llm_budget_left_usd=llm_budget.budget_left(

@@ -146,3 +146,52 @@ def test_update_is_cheap():
     rate = len(updates) / (time.perf_counter() - start)
     assert closed == 2000
     assert rate > 200_000, f"only {rate:.0f} updates/s"
+
+
+def test_insert_closed_merges_repaired_bars_behind_the_stream_once():
+    store = BarStore()
+    store.seed("BTC/USDT", "1h", [bar(i) for i in range(3)])
+    store.update(bar(7), T0 + 8 * H - 1)  # the stream moved on past a hole (3..6)
+    assert store.first_gap("BTC/USDT", "1h") == T0 + 3 * H
+    assert store.last_closed_open("BTC/USDT", "1h") == T0 + 7 * H
+    new = store.insert_closed("BTC/USDT", "1h", [bar(i) for i in (5, 3, 4, 6, 7)])
+    assert [b.open_time for b in new] == [T0 + i * H for i in (3, 4, 5, 6)]  # 7 was known
+    assert store.first_gap("BTC/USDT", "1h") is None
+    assert store.insert_closed("BTC/USDT", "1h", [bar(4), bar(8, closed=False)]) == []
+    assert [b.open_time for b in store.closed_bars("BTC/USDT", "1h")] == [
+        T0 + i * H for i in range(8)
+    ]
+    assert store.last_closed_open("ETH/USDT", "1h") is None
+
+
+def test_insert_closed_reports_only_bars_the_ring_keeps():
+    store = BarStore(maxlen=3)
+    store.seed("BTC/USDT", "1h", [bar(i) for i in (5, 6, 7)])
+    assert store.insert_closed("BTC/USDT", "1h", [bar(1), bar(8)]) == [bar(8)]
+
+
+def test_daily_bars_never_look_ahead():
+    from signals.bar_store import DailyBarsRequest
+
+    store = BarStore()
+    day = 24 * H
+    days = [
+        Bar(
+            symbol="BTC/USDT",
+            interval="1d",
+            open_time=T0 + i * day,
+            close_time=T0 + (i + 1) * day - 1,
+            open=100.0,
+            high=101.0,
+            low=99.0,
+            close=100.0,
+            volume=1.0,
+        )
+        for i in range(10)
+    ]
+    store.seed("BTC/USDT", "1d", days)
+    got = store.daily_bars(DailyBarsRequest(symbol="BTC/USDT", as_of_ms=T0 + 5 * day), 0)
+    assert [b.open_time for b in got.bars] == [T0 + i * day for i in range(5)]
+    assert not got.stale
+    got = store.daily_bars(DailyBarsRequest(symbol="BTC/USDT", limit=3), T0 + 20 * day)
+    assert len(got.bars) == 3 and got.stale  # ten days without a new daily bar

@@ -15,6 +15,7 @@ from temporalio import activity, workflow
 from trading.macro import MacroRegime, MacroRequest, as_date
 from trading.models import AgentDecision, ClosedTrade, MarketView, SymbolFeatures, TradeDecision
 from trading.regime_crypto import CryptoRegime, CryptoRegimeRequest
+from trading.snapshot import MarketContext, MarketContextRequest
 from trading.state import (
     DecideRequest,
     EvaluateRequest,
@@ -87,6 +88,10 @@ class FakeMarket:
                 for s in req.symbols
             },
         )
+
+    @activity.defn(name=api.MARKET_CONTEXT)
+    async def market_context(self, req: MarketContextRequest) -> MarketContext:
+        return MarketContext(missing=["derivatives", "liquidations", "sentiment"])
 
 
 class ScriptedPolicy:

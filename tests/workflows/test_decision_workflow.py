@@ -66,6 +66,7 @@ class Rig:
             activities=[
                 self.market.market_prices,
                 self.market.market_view,
+                self.market.market_context,
                 self.policy.decide,
                 self.policy.evaluate_position,
                 self.trading.place_order,

@@ -92,6 +92,7 @@ class LLMRig:
             activities=[
                 self.market.market_prices,
                 self.market.market_view,
+                self.market.market_context,
                 self.policy.decide,
                 self.policy.evaluate_position,
                 self.trading.place_order,
