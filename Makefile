@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean backtests
 
 install: $(STAMP)
 
@@ -21,6 +21,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+backtests: install  ## regenerate docs/backtests.md from ../shared/data
+	$(BIN)/python bench/backtests_doc.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

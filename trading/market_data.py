@@ -12,6 +12,7 @@ import math
 import os
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,6 +81,42 @@ def format_timestamp(ms: int) -> str:
     if ms % 1000:
         return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def load_funding_csv(
+    path: Path | str, start_ms: int | None = None, end_ms: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Funding times (epoch ms) and rates (fraction per period) of a ``timestamp,funding_rate``
+    file, time in ``[start_ms, end_ms)``. Rows must be finite and increasing."""
+    path = Path(path)
+    times: list[int] = []
+    rates: list[float] = []
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or [h.strip().lower() for h in header] != ["timestamp", "funding_rate"]:
+            raise ValueError(f"{path}:1: expected header timestamp,funding_rate, got {header}")
+        for row in reader:
+            if not row:
+                continue
+            try:
+                t, rate = parse_timestamp_ms(row[0]), float(row[1])
+            except (ValueError, IndexError):
+                raise ValueError(f"{path}:{reader.line_num}: bad row {row}") from None
+            if not math.isfinite(rate) or (times and t <= times[-1]):
+                raise ValueError(f"{path}:{reader.line_num}: non-finite rate or time not after")
+            if (start_ms is None or t >= start_ms) and (end_ms is None or t < end_ms):
+                times.append(t)
+                rates.append(rate)
+    return np.asarray(times, dtype=np.int64), np.asarray(rates, dtype=float)
+
+
+def find_funding_csv(data_dir: Path | str | None, symbol: str) -> Path | None:
+    """The perpetual funding file of a symbol, e.g. ``binance_BTCUSDT_perp_funding_8h.csv``."""
+    if data_dir is None:
+        return None
+    path = Path(data_dir) / f"binance_{symbol.replace('/', '').upper()}_perp_funding_8h.csv"
+    return path if path.is_file() else None
 
 
 def load_ohlcv_csv(
@@ -161,6 +198,135 @@ def write_ohlcv_csv(bars: Iterable[Bar], path: Path | str) -> Path:
                 f"{b.close!r},{b.volume!r}\n"
             )
     return path
+
+
+# ---------------------------------------------------------------- validation (backtests)
+
+ISSUE_KINDS = ("format", "nan", "duplicate", "order", "gap", "impossible")
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    """One problem of an OHLCV file: its line (1 = header), the row's timestamp, what."""
+
+    line: int
+    timestamp: str
+    kind: str  # one of ISSUE_KINDS
+    detail: str
+
+    def __str__(self) -> str:
+        return f"line {self.line} ({self.timestamp}): {self.kind}: {self.detail}"
+
+
+class DataValidationError(ValueError):
+    """A file with rows a backtest must not use; ``issues`` names every one."""
+
+    def __init__(self, path: Path, issues: list[RowIssue]) -> None:
+        self.path = path
+        self.issues = issues
+        shown = "; ".join(str(i) for i in issues[:5])
+        more = f" (+{len(issues) - 5} more)" if len(issues) > 5 else ""
+        super().__init__(f"{path}: {len(issues)} bad row(s): {shown}{more}")
+
+
+def _candle_issues(o: float, h: float, low: float, c: float, v: float) -> list[str]:
+    problems = []
+    if min(o, h, low, c) <= 0:
+        problems.append("non-positive price")
+    if h < max(o, c):
+        problems.append(f"high {h!r} < max(open, close) {max(o, c)!r}")
+    if low > min(o, c):
+        problems.append(f"low {low!r} > min(open, close) {min(o, c)!r}")
+    if v < 0:
+        problems.append(f"negative volume {v!r}")
+    return problems
+
+
+def validate_ohlcv_csv(path: Path | str, interval: str) -> list[RowIssue]:
+    """Every problem of an OHLCV file, by line and timestamp; an empty list means clean.
+
+    Checks: header and column count, unparseable or NaN/inf numbers, duplicate timestamps,
+    timestamps going backwards, gaps (missing candles, reported on the row after the gap with
+    how many are missing), impossible candles (high < max(open, close), low > min(open, close),
+    negative volume, non-positive prices).
+    """
+    path = Path(path)
+    step = interval_ms(interval)
+    issues: list[RowIssue] = []
+    previous: int | None = None
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or tuple(h.strip().lower() for h in header) != CSV_HEADER:
+            return [RowIssue(1, "", "format", f"expected header {','.join(CSV_HEADER)}")]
+        for row in reader:
+            line = reader.line_num
+            if not row:
+                continue
+            stamp = row[0].strip() if row else ""
+            if len(row) != len(CSV_HEADER):
+                issues.append(RowIssue(line, stamp, "format", f"{len(row)} columns"))
+                continue
+            try:
+                t = parse_timestamp_ms(stamp)
+            except ValueError:
+                issues.append(RowIssue(line, stamp, "format", "unparseable timestamp"))
+                continue
+            try:
+                numbers = [float(x) for x in row[1:]]
+            except ValueError:
+                issues.append(RowIssue(line, stamp, "format", "unparseable number"))
+                continue
+            bad = [n for n, x in zip(CSV_HEADER[1:], numbers, strict=True) if not math.isfinite(x)]
+            if bad:
+                issues.append(RowIssue(line, stamp, "nan", f"non-finite {', '.join(bad)}"))
+            else:
+                for problem in _candle_issues(*numbers):
+                    issues.append(RowIssue(line, stamp, "impossible", problem))
+            if previous is not None:
+                if t == previous:
+                    issues.append(RowIssue(line, stamp, "duplicate", "same timestamp as before"))
+                elif t < previous:
+                    issues.append(RowIssue(line, stamp, "order", "timestamp before the previous"))
+                elif t - previous > step:
+                    missing = (t - previous) // step - 1
+                    issues.append(
+                        RowIssue(line, stamp, "gap", f"{missing} candle(s) missing before it")
+                    )
+                elif (t - previous) % step:
+                    issues.append(RowIssue(line, stamp, "gap", "off the interval grid"))
+            if previous is None or t > previous:
+                previous = t
+    return issues
+
+
+def _in_window(issue: RowIssue, start_ms: int | None, end_ms: int | None) -> bool:
+    """Whether an issue concerns the rows a load keeps (unparseable rows always do)."""
+    try:
+        t = parse_timestamp_ms(issue.timestamp)
+    except ValueError:
+        return True
+    return (start_ms is None or t >= start_ms) and (end_ms is None or t < end_ms)
+
+
+def load_validated_csv(
+    path: Path | str,
+    symbol: str,
+    interval: str,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    allow_gaps: bool = True,
+) -> tuple[list[Bar], list[RowIssue]]:
+    """Bars of a file that passed ``validate_ohlcv_csv``, and the gaps found (real exchange
+    outages leave gaps, so they are reported, not fatal, unless ``allow_gaps`` is False).
+    Only rows in ``[start_ms, end_ms)`` count. Raises ``DataValidationError`` naming every
+    other bad row."""
+    path = Path(path)
+    issues = [i for i in validate_ohlcv_csv(path, interval) if _in_window(i, start_ms, end_ms)]
+    fatal = [i for i in issues if i.kind != "gap" or not allow_gaps]
+    if fatal:
+        raise DataValidationError(path, fatal)
+    return load_ohlcv_csv(path, symbol, interval, start_ms, end_ms), issues
 
 
 # ---------------------------------------------------------------- resampling

@@ -141,6 +141,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from signals.listener_status import render_status_file
     from workers.status_view import render_status
     from workers.temporal_env import connect
     from workflows.decision import DecisionWorkflow
@@ -153,11 +154,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             view = await handle.query(DecisionWorkflow.status)
         except Exception as err:  # noqa: BLE001 - reported as a user-level problem
+            print(render_status_file(settings.home))  # the listener's side is still worth seeing
             raise SetupError(
                 f"no DecisionWorkflow {settings.decision_workflow_id} to query ({err}); "
                 "is `ocw worker` running and has `ocw listen` woken it?"
             ) from None
         print(view.model_dump_json(indent=2) if args.json else render_status(view))
+        if not args.json:
+            print(render_status_file(settings.home))  # gate counters, stream, sentiment
         return 0
 
     return run_until_stopped(main)
@@ -281,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_trades)
 
+    from workers.data_cli import add_data_command
+
+    add_data_command(sub)
+
     for name, text in (
         ("wake", "wake the DecisionWorkflow now"),
         ("halt", "stop new entries (exits continue)"),
@@ -290,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name.replace("_", "-"), help=text)
         p.add_argument("--reason", default="manual" if name == "wake" else "")
         p.set_defaults(func=_signal(name))
+
+    from workers.backtest_cli import add_parsers as add_backtest_parsers
+
+    add_backtest_parsers(sub)  # backtest, optimize (SPEC §10)
     return parser
 
 

@@ -1,0 +1,621 @@
+"""Event-driven backtester over the bars of several symbols (SPEC §10), without Temporal.
+
+It runs the code that trades live: ``rule_policy.decide`` (via ``policy.RuleDecisions``),
+``safety.check_safety`` (via ``fills``), ``scorer.score_position``, ``risk.check_order`` (hence
+``risk.size_entry``) and ``risk.drawdown_update``, on features equal to ``compute_features``.
+
+One timeline step = one bar of the decision timeframe, in this order:
+
+1. orders decided at the previous close fill at this bar's open ± slippage, fee per side
+   (exits first, then entries and adds; a buy never spends more than the cash);
+2. the safety layer on the bar's path open → low → high → close (``fills``);
+3. funding of perpetual positions for every funding time inside the bar;
+4. mark to market at the close, drawdown halt update (``drawdown_update``);
+5. the agent layer (scorer) at the close: EXIT → sell at the next open, ADD → a buy of
+   ``default_position_pct / 2`` at the next open, sized by ``check_order`` as live;
+6. on a decision bar, the rule policy: SELL → exit at the next open, BUY → ``check_order`` at
+   the close, filled at the next open.
+
+Positions still open after the last bar are closed at its close ("end_of_test").
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from trading.backtest.data import BacktestData
+from trading.backtest.fills import buy_price, close_only_exit, intrabar_exit, sell_price
+from trading.backtest.params import BacktestParams
+from trading.backtest.policy import DecisionSource, RuleDecisions
+from trading.models import Action, ClosedTrade, PositionParams
+from trading.risk import check_order, drawdown_update
+from trading.safety import net_pnl_pct
+from trading.scorer import ScorerInputs, score_position
+
+HOUR_MS = 3_600_000
+BTC = "BTC/USDT"
+
+
+class LearnerHook(Protocol):
+    """The learner as the backtester uses it: told of every closed trade, asked for weights."""
+
+    def record_trade(self, trade: ClosedTrade, regime: str) -> None: ...
+
+    def group_weights(self, regime: str) -> dict[str, float] | None: ...
+
+
+MacroProvider = Callable[[int], tuple[float, float]]  # time ms -> (exposure scale, trail mult.)
+VolRegimeProvider = Callable[[int], str | None]  # time ms -> crypto vol regime label
+
+
+@dataclass
+class Hooks:
+    """Optional providers; None means the live default (no learner, scale 1, no vol regime)."""
+
+    learner: LearnerHook | None = None
+    macro: MacroProvider | None = None
+    vol_regime: VolRegimeProvider | None = None
+
+
+@dataclass
+class _Position:
+    pid: str
+    symbol: str
+    qty: float
+    avg_entry: float
+    cost: float
+    fees: float
+    entry_time_ms: int
+    peak: float
+    entry_regime: str
+    entry_vol_regime: str | None
+    signal_weights: dict[str, float]
+    funding: float = 0.0
+    exit_reason: str | None = None  # set when an exit is pending for the next open
+    add_pending: bool = False
+
+
+@dataclass
+class _Order:
+    kind: str  # "entry" | "add"
+    symbol: str
+    qty: float
+    notional: float
+    weights: dict[str, float] = field(default_factory=dict)
+    regime: str = "unknown"
+
+
+@dataclass
+class BacktestResult:
+    """What a run produced; metrics are computed from it (``metrics.compute_metrics``)."""
+
+    params: BacktestParams
+    symbols: list[str]
+    interval: str
+    times: np.ndarray  # close time (ms) of each step
+    equity: np.ndarray
+    exposure: np.ndarray  # position value / equity at each close
+    trades: list[ClosedTrade]
+    closes: dict[str, np.ndarray]  # each symbol's close per step (NaN without a bar)
+    first_open: dict[str, float]  # each symbol's open at the first step (benchmarks)
+    skipped: Counter = field(default_factory=Counter)  # orders not sent, by reason
+    funding_paid: float = 0.0
+    fees_paid: float = 0.0
+    adds: int = 0  # ADD orders filled (agent layer)
+
+
+class Backtester:
+    """One run of the rule policy over ``data`` between two times; ``run()`` does it."""
+
+    def __init__(
+        self,
+        data: BacktestData,
+        params: BacktestParams,
+        decisions: DecisionSource | None = None,
+        hooks: Hooks | None = None,
+        skip_quiet: bool = True,
+    ) -> None:
+        self.skip_quiet = skip_quiet  # False: visit every bar (tests compare both paths)
+        p = params
+        self.stops_on = (
+            p.stop_loss_pct > 0
+            or p.trail_pct > 0
+            or p.max_drawdown_guard_pct > 0
+            or p.time_stop_hours is not None
+        )
+        self.data = data
+        self.p = params
+        self.decisions: DecisionSource = decisions or RuleDecisions(
+            data, params.default_position_pct, params.max_position_pct
+        )
+        self.hooks = hooks or Hooks()
+        self.step_ms = int(data.step_close[0] - data.timeline[0] + 1) if len(data.timeline) else 0
+        self.opens_ms, self.closes_ms = data.step_lists
+        self.bars = data.bars_by_step  # symbol -> (index, open, high, low, close) per step
+        self._params_cache: dict[float, PositionParams] = {}
+        self.cash = params.initial_cash
+        self.positions: dict[str, _Position] = {}
+        self.orders: list[_Order] = []
+        self.trades: list[ClosedTrade] = []
+        self.skipped: Counter = Counter()
+        self.last_close: dict[str, float] = {}
+        self.peak_equity = params.initial_cash
+        self.halted = False
+        self._marked = math.nan  # equity of the last drawdown_update call
+        self.fees_paid = 0.0
+        self.funding_paid = 0.0
+        self.seq: Counter = Counter()
+        self.adds = 0
+
+    # ------------------------------------------------------------ helpers
+
+    def _bar(self, symbol: str, step: int) -> int:
+        return self.bars[symbol][0][step]
+
+    def _position_params(self, trail_multiplier: float) -> PositionParams:
+        params = self._params_cache.get(trail_multiplier)
+        if params is None:
+            params = self.p.position_params(trail_multiplier=trail_multiplier)
+            self._params_cache[trail_multiplier] = params
+        return params
+
+    def _macro(self, time_ms: int) -> tuple[float, float]:
+        return self.hooks.macro(time_ms) if self.hooks.macro else (1.0, 1.0)
+
+    def _vol(self, time_ms: int) -> str | None:
+        return self.hooks.vol_regime(time_ms) if self.hooks.vol_regime else None
+
+    def _exposure_value(self) -> float:
+        return sum(p.qty * self.last_close.get(s, p.avg_entry) for s, p in self.positions.items())
+
+    def _equity(self) -> float:
+        return self.cash + self._exposure_value()
+
+    # ------------------------------------------------------------ fills
+
+    def _close(self, pos: _Position, price: float, time_ms: int, reason: str) -> None:
+        fee = pos.qty * price * self.p.fee_rate
+        proceeds = pos.qty * price - fee
+        self.cash += proceeds
+        self.fees_paid += fee
+        pnl = proceeds - pos.cost - pos.funding
+        trade = ClosedTrade(
+            trade_id=pos.pid,
+            symbol=pos.symbol,
+            qty=pos.qty,
+            entry_price=pos.avg_entry,
+            exit_price=price,
+            entry_time_ms=pos.entry_time_ms,
+            exit_time_ms=time_ms,
+            fees=pos.fees + fee,
+            pnl=pnl,
+            pnl_pct=pnl / pos.cost if pos.cost > 0 else 0.0,
+            exit_reason=reason,
+            signal_weights=pos.signal_weights,
+        )
+        self.trades.append(trade)
+        del self.positions[pos.symbol]
+        if self.hooks.learner is not None:
+            # as live: the trade teaches the crypto regime it was opened in
+            self.hooks.learner.record_trade(trade, pos.entry_vol_regime or "unknown")
+
+    def _buy(self, order: _Order, open_price: float, time_ms: int) -> None:
+        price = buy_price(open_price, self.p.slippage_bps)
+        qty = min(order.qty, max(self.cash, 0.0) / (price * (1.0 + self.p.fee_rate)))
+        pos = self.positions.get(order.symbol)
+        if qty <= 0 or qty * price < self.p.min_order_notional:
+            self.skipped[f"{order.kind}: no cash at the fill"] += 1
+            if order.kind == "add" and pos is not None:
+                pos.add_pending = False  # the scorer may ask again
+            return
+        fee = qty * price * self.p.fee_rate
+        self.cash -= qty * price + fee
+        self.fees_paid += fee
+        if order.kind == "add" and pos is not None:
+            new_qty = pos.qty + qty
+            pos.avg_entry = (pos.avg_entry * pos.qty + price * qty) / new_qty
+            pos.qty = new_qty
+            pos.cost += qty * price + fee
+            pos.fees += fee
+            pos.add_pending = False
+            self.adds += 1
+            return
+        self.seq[order.symbol] += 1
+        base = order.symbol.split("/")[0]
+        self.positions[order.symbol] = _Position(
+            pid=f"bt-{base}-{self.seq[order.symbol]}",
+            symbol=order.symbol,
+            qty=qty,
+            avg_entry=price,
+            cost=qty * price + fee,
+            fees=fee,
+            entry_time_ms=time_ms,
+            peak=price,
+            entry_regime=order.regime,
+            entry_vol_regime=self._vol(time_ms),
+            signal_weights=order.weights,
+        )
+
+    def _fill_at_open(self, step: int) -> None:
+        if not self.orders and not self.positions:
+            return
+        t_open = self.opens_ms[step]
+        for pos in list(self.positions.values()):
+            if pos.exit_reason and self._bar(pos.symbol, step) >= 0:
+                price = sell_price(self.bars[pos.symbol][1][step], self.p.slippage_bps)
+                self._close(pos, price, t_open, pos.exit_reason)
+        waiting: list[_Order] = []
+        for order in self.orders:
+            if self._bar(order.symbol, step) < 0:
+                waiting.append(order)  # no bar for this symbol now: fill at its next open
+                continue
+            if order.kind == "add" and order.symbol not in self.positions:
+                continue  # the position closed before its add filled
+            self._buy(order, self.bars[order.symbol][1][step], t_open)
+        self.orders = waiting
+
+    # ------------------------------------------------------------ layers
+
+    def _safety(self, step: int, check_now: bool) -> None:
+        if not self.positions or not self.stops_on:
+            return
+        t_open = self.opens_ms[step]
+        t_close = t_open + self.step_ms
+        _, trail_mult = self._macro(t_open)
+        params = self._position_params(trail_mult)
+        for pos in list(self.positions.values()):
+            index, opens, highs, lows, closes = self.bars[pos.symbol]
+            if index[step] < 0:
+                continue
+            hours_open = max(0.0, (t_open - pos.entry_time_ms) / HOUR_MS)
+            hours_close = max(0.0, (t_close - pos.entry_time_ms) / HOUR_MS)
+            if self.p.safety_every_bars == 1:
+                hit, pos.peak = intrabar_exit(
+                    pos.avg_entry,
+                    pos.peak,
+                    opens[step],
+                    highs[step],
+                    lows[step],
+                    closes[step],
+                    params,
+                    hours_open,
+                    hours_close,
+                )
+            elif check_now:
+                hit, pos.peak = close_only_exit(
+                    pos.avg_entry, pos.peak, closes[step], params, hours_close
+                )
+            else:
+                continue
+            if hit is not None:
+                # stamped with the bar's close: the moment the bar (and the exit) is known
+                self._close(pos, sell_price(hit.price, self.p.slippage_bps), t_close, hit.reason)
+
+    def _funding(self, step: int) -> None:
+        if not self.p.perpetual or not self.positions:
+            return
+        t_open = self.opens_ms[step]
+        for pos in self.positions.values():
+            series = self.data.funding.get(pos.symbol)
+            i = self._bar(pos.symbol, step)
+            if series is None or i < 0:
+                continue
+            times, rates = series
+            lo = int(np.searchsorted(times, t_open, "left"))
+            hi = int(np.searchsorted(times, t_open + self.step_ms, "left"))
+            if hi > lo:
+                # a long pays rate x position value at each funding time inside the bar
+                value = pos.qty * self.bars[pos.symbol][4][step]
+                paid = value * float(np.sum(rates[lo:hi]))
+                pos.funding += paid
+                self.cash -= paid
+                self.funding_paid += paid
+
+    def _mark(self, step: int) -> float:
+        for s, (index, _, _, _, closes) in self.bars.items():
+            if index[step] >= 0:
+                self.last_close[s] = closes[step]
+        equity = self._equity()
+        if equity == self._marked:
+            return equity  # same reading again: drawdown_update would return the same state
+        dd = drawdown_update(self.peak_equity, equity, self.p.drawdown_halt_pct, self.halted)
+        self.peak_equity, self.halted = dd.peak, dd.halted
+        self._marked = equity
+        return equity
+
+    def _scorer_features(self, symbol: str, step: int):
+        sf = self.data.scorer_frames[symbol]
+        j = int(self.data.scorer_index[symbol][step])
+        t_close = self.closes_ms[step]
+        if j >= 0 and t_close - int(sf.close_time[j]) < self.step_ms:
+            return sf, j
+        i = self._bar(symbol, step)
+        return (self.data.frames[symbol], i) if i >= 0 else (None, -1)
+
+    def _agent(self, step: int, equity: float) -> None:
+        if not self.positions:
+            return
+        t_close = self.closes_ms[step]
+        vol_now = self._vol(t_close)
+        btc_ret = None
+        if BTC in self.data.symbols:
+            btc_frame, btc_i = self._scorer_features(BTC, step)
+            btc_ret = btc_frame.value("ret_1h", btc_i) if btc_frame is not None else None
+        for pos in list(self.positions.values()):
+            if pos.exit_reason or self._bar(pos.symbol, step) < 0:
+                continue
+            frame, j = self._scorer_features(pos.symbol, step)
+            if frame is None:
+                continue
+            price = self.last_close[pos.symbol]
+            inputs = ScorerInputs(
+                pnl_pct=net_pnl_pct(pos.avg_entry, price, self.p.fee_rate),
+                peak_pnl_pct=net_pnl_pct(pos.avg_entry, max(pos.peak, price), self.p.fee_rate),
+                hours_held=max(0.0, (t_close + 1 - pos.entry_time_ms) / HOUR_MS),
+                entry_regime=pos.entry_regime,
+                current_regime=frame.regime(j),
+                entry_vol_regime=pos.entry_vol_regime,
+                current_vol_regime=vol_now,
+                momentum14=frame.value("momentum14", j),
+                rsi14=frame.value("rsi14", j),
+                btc_ret_1h=btc_ret,
+                symbol_ret_1h=frame.value("ret_1h", j),
+                is_btc=pos.symbol == BTC,
+            )
+            verdict = score_position(inputs, self.p.exit_score, self.p.add_score).verdict
+            if verdict == "EXIT":
+                pos.exit_reason = "agent_exit"
+            elif verdict == "ADD" and not pos.add_pending:
+                self._queue_buy(
+                    "add", pos.symbol, self.p.default_position_pct / 2, equity, t_close, {}, ""
+                )
+
+    def _pending_notional(self) -> float:
+        return sum(o.notional for o in self.orders)
+
+    def _queue_buy(
+        self,
+        kind: str,
+        symbol: str,
+        pct: float,
+        equity: float,
+        time_ms: int,
+        weights: dict[str, float],
+        regime: str,
+    ) -> None:
+        price = self.last_close[symbol]
+        pos = self.positions.get(symbol)
+        pending = self._pending_notional()  # entries and adds waiting for the next open
+        scale, _ = self._macro(time_ms)
+        verdict = check_order(
+            action="ADD" if kind == "add" else "BUY",
+            symbol=symbol,
+            position_pct=pct,
+            price=price,
+            portfolio_value=equity,
+            cash=self.cash - pending * (1.0 + self.p.fee_rate),
+            exposure_value=self._exposure_value() + pending,
+            position_qty=pos.qty if pos is not None else 0.0,
+            halted=self.halted,
+            max_position_pct=self.p.max_position_pct,
+            max_exposure=self.p.max_exposure,
+            min_notional=self.p.min_order_notional,
+            macro_scale=scale,
+            fee_rate=self.p.fee_rate,
+        )
+        if not verdict.approved:
+            self.skipped[f"{kind}: {(verdict.reason or 'rejected').split(':')[0]}"] += 1
+            return
+        self.orders.append(_Order(kind, symbol, verdict.qty, verdict.notional, weights, regime))
+        if pos is not None and kind == "add":
+            pos.add_pending = True
+
+    def _decide(self, step: int, equity: float) -> None:
+        t_close = self.closes_ms[step]
+        held = set(self.positions) | {o.symbol for o in self.orders if o.kind == "entry"}
+        weights = None
+        if self.hooks.learner is not None:
+            weights = self.hooks.learner.group_weights(self._vol(t_close) or "unknown")
+        for symbol, intent in self.decisions.intents(step, held, weights).items():
+            if intent.action is Action.SELL:
+                pos = self.positions.get(symbol)
+                if pos is not None and not pos.exit_reason:
+                    pos.exit_reason = "decision_sell"
+            elif intent.action is Action.BUY and symbol not in held:
+                i = self._bar(symbol, step)
+                if i < 0:
+                    continue
+                # as live: the symbol regime of the decision view the BUY came from
+                regime = (
+                    self.data.frames[symbol].regime(i)
+                    if self.p.record_entry_regime
+                    else ("unknown")
+                )
+                self._queue_buy(
+                    "entry",
+                    symbol,
+                    intent.position_pct,
+                    equity,
+                    t_close,
+                    intent.signal_weights,
+                    regime,
+                )
+
+    def _is_every(self, step: int, every: int) -> bool:
+        if every == 1:
+            return True
+        if every <= 0:
+            return False
+        t_close = self.closes_ms[step] + 1
+        return (t_close // self.step_ms) % every == 0
+
+    # ------------------------------------------------------------ event skipping
+
+    def _exits_pending(self) -> bool:
+        return any(p.exit_reason for p in self.positions.values())
+
+    def _needs_every_bar(self) -> bool:
+        """Whether an open position needs every bar (stops, scorer, funding)."""
+        return self.stops_on or self.p.agent_every_bars > 0 or self.p.perpetual
+
+    def _event_steps(self, t0: int, t1: int, flat: bool) -> list[int]:
+        """Decision steps in ``[t0, t1)`` at which the policy may BUY (``flat``) or BUY or
+        SELL; all decision steps when the decision source cannot tell."""
+        steps = np.arange(t0, t1)
+        every = self.p.decision_every_bars
+        cadence = ((self.data.step_close[t0:t1] + 1) // self.step_ms) % every == 0
+        steps = steps[cadence]
+        active = getattr(self.decisions, "active_steps", None)
+        if active is not None and self.hooks.learner is None:
+            steps = steps[np.asarray(active(steps, flat), dtype=bool)]
+        return steps.tolist()
+
+    def _next_event(self, step: int, t1: int, cursors: dict[bool, list]) -> int:
+        """The next step that must be visited when nothing is pending after ``step``."""
+        flat = not self.positions
+        if flat and self.halted:
+            return t1 - 1  # flat and halted: the equity cannot move, the halt cannot lift
+        events, pos = cursors[flat]
+        while pos < len(events) and events[pos] <= step:
+            pos += 1
+        cursors[flat][1] = pos
+        return min(events[pos] if pos < len(events) else t1 - 1, t1 - 1)
+
+    def _quiet(self, a: int, b: int, t0: int, equity: np.ndarray, exposure: np.ndarray) -> None:
+        """Bars ``a .. b-1`` where nothing trades: mark them in one go.
+
+        Flat, the equity is the cash and the drawdown state cannot change. Holding without
+        stops or scorer, the equity moves with the closes: the peak takes its maximum and the
+        halt state is decided, as bar-by-bar ``drawdown_update`` calls would, by whichever
+        came last, a bar at or past the halt threshold or one below half of it.
+        """
+        if not self.positions:
+            equity[a - t0 : b - t0] = self.cash
+            exposure[a - t0 : b - t0] = 0.0
+            return
+        positions = list(self.positions.values())
+        value = positions[0].qty * self.data.close_ffill[positions[0].symbol][a:b]
+        for pos in positions[1:]:
+            value = value + pos.qty * self.data.close_ffill[pos.symbol][a:b]
+        eq = self.cash + value
+        equity[a - t0 : b - t0] = eq
+        low, high = float(eq.min()), float(eq.max())
+        exposure[a - t0 : b - t0] = value / eq if low > 0 else np.where(eq > 0, value / eq, 0)
+        peak_end = max(self.peak_equity, high)
+        halt = self.p.drawdown_halt_pct
+        # no bar can be deeper than the lowest equity under the highest peak: usually the halt
+        # state cannot change, and the bar-by-bar drawdowns are not needed
+        if self.halted or 1.0 - low / peak_end >= halt - 1e-12:
+            peaks = np.maximum(np.maximum.accumulate(eq), self.peak_equity)
+            dd = 1.0 - eq / peaks
+            on = np.flatnonzero(dd >= halt)
+            off = np.flatnonzero(dd < halt / 2)
+            decisive = max(int(on[-1]) if len(on) else -1, int(off[-1]) if len(off) else -1)
+            if decisive >= 0:
+                before = float(peaks[decisive - 1]) if decisive > 0 else self.peak_equity
+                state = drawdown_update(before, float(eq[decisive]), halt, self.halted)
+                self.halted = state.halted
+        self.peak_equity = peak_end
+        self._marked = math.nan
+        for s in self.positions:
+            self.last_close[s] = float(self.data.close_ffill[s][b - 1])
+
+    # ------------------------------------------------------------ run
+
+    def run(
+        self,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> BacktestResult:
+        """Trade the bars opening in ``[start_ms, end_ms)``; earlier bars are warm-up only."""
+        t0, t1 = self.data.steps_between(start_ms, end_ms)
+        if t1 <= t0:
+            raise ValueError("no bars in the backtest window")
+        n = t1 - t0
+        equity = np.empty(n)
+        exposure = np.empty(n)
+        closes = {s: self.data.ohlc_by_step[s]["close"][t0:t1].copy() for s in self.data.symbols}
+        first_open: dict[str, float] = {}
+        for s in self.data.symbols:
+            opens = self.data.ohlc_by_step[s]["open"][t0:t1]
+            present = np.flatnonzero(~np.isnan(opens))
+            if len(present):
+                first_open[s] = float(opens[present[0]])
+        cursors = {
+            True: [self._event_steps(t0, t1, flat=True), 0],
+            False: [self._event_steps(t0, t1, flat=False), 0],
+        }
+        active = set(cursors[False][0])  # decision steps where the policy may act at all
+        per_bar = self._needs_every_bar()
+        agent_every = self.p.agent_every_bars
+        step = t0
+        while step < t1:
+            k = step - t0
+            if self.orders or self.positions:
+                self._fill_at_open(step)
+                if self.positions and self.stops_on:
+                    self._safety(step, self._is_every(step, self.p.safety_every_bars))
+                if self.positions and self.p.perpetual:
+                    self._funding(step)
+            eq = self._mark(step)
+            last = step == t1 - 1
+            if not last and agent_every and self.positions and self._is_every(step, agent_every):
+                self._agent(step, eq)
+            if not last and step in active:  # ``active`` holds decision-cadence steps only
+                self._decide(step, eq)
+            if last and self.p.close_at_end:
+                t_close = self.closes_ms[step]
+                for pos in list(self.positions.values()):
+                    price = sell_price(self.last_close[pos.symbol], self.p.slippage_bps)
+                    self._close(pos, price, t_close, "end_of_test")
+                self.orders = []
+                eq = self._equity()
+            equity[k] = eq
+            exposure[k] = self._exposure_value() / eq if self.positions and eq > 0 else 0.0
+            nxt = step + 1
+            quiet = not self.orders and (not self.positions or not per_bar)
+            if self.skip_quiet and not last and quiet and not self._exits_pending():
+                # nothing can happen before the next bar where the policy may act
+                nxt = self._next_event(step, t1, cursors)
+                if nxt > step + 1:
+                    self._quiet(step + 1, nxt, t0, equity, exposure)
+            if progress is not None:
+                progress(nxt - step)
+            step = nxt
+        return BacktestResult(
+            params=self.p,
+            symbols=list(self.data.symbols),
+            interval=self.data.interval,
+            times=self.data.step_close[t0:t1].copy(),
+            equity=equity,
+            exposure=exposure,
+            trades=list(self.trades),
+            closes=closes,
+            first_open=first_open,
+            skipped=self.skipped,
+            funding_paid=self.funding_paid,
+            fees_paid=self.fees_paid,
+            adds=self.adds,
+        )
+
+
+def run_backtest(
+    data: BacktestData,
+    params: BacktestParams,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    decisions: DecisionSource | None = None,
+    hooks: Hooks | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> BacktestResult:
+    """One backtest of the rule policy (see the module docstring for the bar order)."""
+    if not math.isfinite(params.initial_cash):
+        raise ValueError("initial cash must be finite")
+    return Backtester(data, params, decisions, hooks).run(start_ms, end_ms, progress)

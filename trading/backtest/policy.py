@@ -1,0 +1,123 @@
+"""The rule policy in the backtester: the live ``rule_policy.decide``, memoised per bar.
+
+``decide`` treats symbols independently and depends on the holdings only through "BUY while
+held → HOLD" and "SELL while flat → HOLD". So per bar it is called twice, once as if nothing
+were held and once as if everything were; the decision of each symbol is then picked by whether
+it is held. That is exactly what one live call returns, and it depends on no run parameter but
+``(position_pct, max_position_pct)``: a grid of parameter sets shares one memo.
+
+With learner group weights (when ``decide`` accepts them) the memo is bypassed: weights change
+with every closed trade, so each decision bar calls ``decide`` afresh.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from trading.backtest.data import BacktestData
+from trading.models import Action, MarketView
+from trading.rule_policy import decide
+
+
+@dataclass(frozen=True)
+class Intent:
+    """The parts of a live ``TradeDecision`` the backtester acts on."""
+
+    action: Action
+    position_pct: float
+    confidence: float
+    signal_weights: dict[str, float]
+
+
+class DecisionSource(Protocol):
+    """What the engine asks at a decision bar: one intent per symbol, given the holdings."""
+
+    def intents(
+        self, step: int, held: set[str], group_weights: dict[str, float] | None = None
+    ) -> dict[str, Intent]: ...
+
+
+def decide_accepts_group_weights() -> bool:
+    return "group_weights" in inspect.signature(decide).parameters
+
+
+class RuleDecisions:
+    """``decide`` at each timeline step, memoised; ``intents(step, held)`` mirrors one call."""
+
+    def __init__(self, data: BacktestData, position_pct: float, max_position_pct: float) -> None:
+        self.data = data
+        self.position_pct = position_pct
+        self.max_position_pct = max_position_pct
+        self._memo: dict[int, tuple[dict[str, Intent], dict[str, Intent]]] = {}
+
+    def view(self, step: int) -> MarketView:
+        symbols = {}
+        missing = []
+        for s in self.data.symbols:
+            i = int(self.data.index[s][step])
+            if i < 0:
+                missing.append(s)
+            else:
+                symbols[s] = self.data.frames[s].features(i)
+        as_of = max((f.time_ms for f in symbols.values()), default=0)
+        return MarketView(as_of_ms=as_of, symbols=symbols, missing=missing)
+
+    def _call(
+        self, view: MarketView, held: set[str], group_weights: dict[str, float] | None
+    ) -> dict[str, Intent]:
+        kwargs = {}
+        if group_weights is not None:
+            kwargs["group_weights"] = group_weights
+        answer = decide(
+            view,
+            held,
+            position_pct=self.position_pct,
+            max_position_pct=self.max_position_pct,
+            **kwargs,
+        )
+        return {
+            d.ticker: Intent(d.action, d.position_pct, d.confidence, dict(d.signal_weights))
+            for d in answer.decisions
+        }
+
+    def both(self, step: int) -> tuple[dict[str, Intent], dict[str, Intent]]:
+        """(as if flat, as if holding everything) at ``step``."""
+        got = self._memo.get(step)
+        if got is None:
+            view = self.view(step)
+            got = (self._call(view, set(), None), self._call(view, set(self.data.symbols), None))
+            self._memo[step] = got
+        return got
+
+    def precompute(self, steps: range) -> None:
+        for step in steps:
+            self.both(step)
+
+    def intents(
+        self, step: int, held: set[str], group_weights: dict[str, float] | None = None
+    ) -> dict[str, Intent]:
+        if group_weights is not None and decide_accepts_group_weights():
+            return self._call(self.view(step), held, group_weights)
+        flat, holding = self.both(step)
+        return {s: (holding[s] if s in held else flat[s]) for s in flat}
+
+    def active_steps(self, steps: np.ndarray, flat: bool = False) -> np.ndarray:
+        """For each step, whether some symbol's decision is BUY (as if flat), or, unless
+        ``flat``, SELL (as if held): the only steps where the policy can act."""
+        out = np.zeros(len(steps), dtype=bool)
+        for k, step in enumerate(steps.tolist()):
+            as_flat, holding = self.both(step)
+            out[k] = any(i.action is Action.BUY for i in as_flat.values()) or (
+                not flat and any(i.action is Action.SELL for i in holding.values())
+            )
+        return out
+
+    def export(self) -> dict[int, tuple[dict[str, Intent], dict[str, Intent]]]:
+        return dict(self._memo)
+
+    def load(self, memo: dict[int, tuple[dict[str, Intent], dict[str, Intent]]]) -> None:
+        self._memo.update(memo)
