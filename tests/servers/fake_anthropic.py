@@ -81,9 +81,7 @@ def error_reply(
 class FakeAnthropic:
     """``async with FakeAnthropic() as server``: ``server.base_url``, ``push``, ``requests``."""
 
-    def __init__(
-        self, responder: Callable[[dict[str, Any]], ScriptedReply] | None = None
-    ) -> None:
+    def __init__(self, responder: Callable[[dict[str, Any]], ScriptedReply] | None = None) -> None:
         # ``responder`` answers (from the request body) once the scripted replies are used up
         self.responder = responder
         self.replies: list[ScriptedReply] = []
