@@ -38,6 +38,21 @@ def _finite(**values: float) -> str | None:
     return f"invalid input: non-finite {', '.join(bad)}" if bad else None
 
 
+_SIZE_INPUTS = (
+    "portfolio_value",
+    "cash",
+    "exposure_value",
+    "position_pct",
+    "max_position_pct",
+    "max_exposure",
+    "price",
+    "min_notional",
+    "macro_scale",
+    "existing_position_value",
+    "fee_rate",
+)
+
+
 def size_entry(
     portfolio_value: float,
     cash: float,
@@ -59,21 +74,27 @@ def size_entry(
     cap by cash less the fee; skip below min_notional. ``position_pct`` is the size of *this*
     order, so for an ADD it is the addition, not the target.
     """
-    bad = _finite(
-        portfolio_value=portfolio_value,
-        cash=cash,
-        exposure_value=exposure_value,
-        position_pct=position_pct,
-        max_position_pct=max_position_pct,
-        max_exposure=max_exposure,
-        price=price,
-        min_notional=min_notional,
-        macro_scale=macro_scale,
-        existing_position_value=existing_position_value,
-        fee_rate=fee_rate,
+    values = (
+        portfolio_value,
+        cash,
+        exposure_value,
+        position_pct,
+        max_position_pct,
+        max_exposure,
+        price,
+        min_notional,
+        macro_scale,
+        existing_position_value,
+        fee_rate,
     )
-    if bad:
-        return _skip(bad)
+    try:  # fast path (the backtester sizes thousands of orders): one sum of plain numbers
+        ok = math.isfinite(math.fsum(values))
+    except (TypeError, OverflowError, ValueError):
+        ok = False
+    if not ok:
+        bad = _finite(**dict(zip(_SIZE_INPUTS, values, strict=True)))
+        if bad:
+            return _skip(bad)
     if portfolio_value <= 0 or price <= 0:
         return _skip("invalid input: portfolio value and price must be positive")
     if min(position_pct, max_position_pct, max_exposure, macro_scale, fee_rate) < 0:

@@ -148,6 +148,7 @@ class Backtester:
         self.peak_equity = params.initial_cash
         self.halted = False
         self._marked = math.nan  # equity of the last drawdown_update call
+        self._expo = 0.0  # exposure value at the last mark
         self.fees_paid = 0.0
         self.funding_paid = 0.0
         self.seq: Counter = Counter()
@@ -172,6 +173,8 @@ class Backtester:
         return self.hooks.vol_regime(time_ms) if self.hooks.vol_regime else None
 
     def _exposure_value(self) -> float:
+        if not self.positions:
+            return 0.0
         return sum(p.qty * self.last_close.get(s, p.avg_entry) for s, p in self.positions.items())
 
     def _equity(self) -> float:
@@ -246,8 +249,9 @@ class Backtester:
         if not self.orders and not self.positions:
             return
         t_open = self.opens_ms[step]
-        for pos in list(self.positions.values()):
-            if pos.exit_reason and self._bar(pos.symbol, step) >= 0:
+        closing = [p for p in self.positions.values() if p.exit_reason]
+        for pos in closing:
+            if self._bar(pos.symbol, step) >= 0:
                 price = sell_price(self.bars[pos.symbol][1][step], self.p.slippage_bps)
                 self._close(pos, price, t_open, pos.exit_reason)
         waiting: list[_Order] = []
@@ -321,7 +325,8 @@ class Backtester:
         for s, (index, _, _, _, closes) in self.bars.items():
             if index[step] >= 0:
                 self.last_close[s] = closes[step]
-        equity = self._equity()
+        self._expo = self._exposure_value()
+        equity = self.cash + self._expo
         if equity == self._marked:
             return equity  # same reading again: drawdown_update would return the same state
         dd = drawdown_update(self.peak_equity, equity, self.p.drawdown_halt_pct, self.halted)
@@ -577,8 +582,9 @@ class Backtester:
                     self._close(pos, price, t_close, "end_of_test")
                 self.orders = []
                 eq = self._equity()
+                self._expo = self._exposure_value()
             equity[k] = eq
-            exposure[k] = self._exposure_value() / eq if self.positions and eq > 0 else 0.0
+            exposure[k] = self._expo / eq if self.positions and eq > 0 else 0.0
             nxt = step + 1
             quiet = not self.orders and (not self.positions or not per_bar)
             if self.skip_quiet and not last and quiet and not self._exits_pending():
