@@ -264,9 +264,14 @@ class LLMActivities:
     @activity.defn(name=api.LLM_DECIDE)
     async def llm_decide(self, req: DecideRequest) -> AgentDecision:
         """Claude's decisions on the request's snapshot, validated and clamped per decision."""
+        return await self.decide(req, _attempt())
+
+    async def decide(self, req: DecideRequest, attempt: int = 1) -> AgentDecision:
+        """``llm_decide`` without an activity context (the in-process LLM backtest calls it);
+        the caller owns retries and says which ``attempt`` this is. Raises ApplicationError."""
         snapshot = build_snapshot(req, req.context, max_exposure=req.max_exposure)
         prompt = f"TASK: decide (call {DECISION_TOOL})\n" + render_prompt(snapshot)
-        call_id = f"{req.decision_id}:decide:{_attempt()}:{uuid.uuid4().hex[:8]}"
+        call_id = f"{req.decision_id}:decide:{attempt}:{uuid.uuid4().hex[:8]}"
         answer, key = await self._answer("decide", prompt, req.market.as_of_ms, call_id)
         lim = DecisionLimits(
             universe=snapshot.universe,
@@ -278,9 +283,9 @@ class LLMActivities:
             decision, notes = validate_decisions(payload, lim)
         except AgentAnswerError as exc:
             await self._journal(call_id, "decide", key, req.market.as_of_ms, prompt, answer, exc)
-            raise self._invalid(exc, call_id, answer, req.market.as_of_ms) from None
+            raise self._invalid(exc, call_id, answer, req.market.as_of_ms, attempt) from None
         await self._journal(call_id, "decide", key, req.market.as_of_ms, prompt, answer, None)
-        info = self._info(call_id, answer, req.market.as_of_ms, notes)
+        info = self._info(call_id, answer, req.market.as_of_ms, notes, attempt)
         decision = decision.model_copy(update={"llm": info})
         acted = [f"{d.ticker} {d.action}" for d in decision.decisions if d.action != "HOLD"]
         log.info(
@@ -459,11 +464,16 @@ class LLMActivities:
         return _Answer(content, usage, cost, cost, False, message.stop_reason, latency)
 
     def _invalid(
-        self, exc: AgentAnswerError, call_id: str, answer: _Answer, market_time_ms: int
+        self,
+        exc: AgentAnswerError,
+        call_id: str,
+        answer: _Answer,
+        market_time_ms: int,
+        attempt: int | None = None,
     ) -> ApplicationError:
         """A final error that still carries the call's cost (details[0]: LLMCallInfo as a dict),
         so the workflow's daily budget counts answers it could not use."""
-        info = self._info(call_id, answer, market_time_ms, [])
+        info = self._info(call_id, answer, market_time_ms, [], attempt)
         log.warning("llm %s: invalid answer: %s ($%.4f)", call_id, exc, info.cost_usd)
         return ApplicationError(
             str(exc), info.model_dump(mode="json"), type=INVALID_ANSWER, non_retryable=True
@@ -487,7 +497,12 @@ class LLMActivities:
         return [block]
 
     def _info(
-        self, call_id: str, answer: _Answer, market_time_ms: int, notes: list[str]
+        self,
+        call_id: str,
+        answer: _Answer,
+        market_time_ms: int,
+        notes: list[str],
+        attempt: int | None = None,
     ) -> LLMCallInfo:
         cfg = self.config
         early = before_cutoff(cfg.model, market_time_ms, cfg.training_cutoffs)
@@ -510,7 +525,7 @@ class LLMActivities:
             cost_usd=round(answer.cost_usd, 8),
             recorded_cost_usd=round(answer.recorded_cost_usd, 8),
             replayed=answer.replayed,
-            attempt=_attempt(),
+            attempt=_attempt() if attempt is None else attempt,
             latency_ms=answer.latency_ms,
             before_training_cutoff=early,
             notes=notes[:MAX_NOTES],

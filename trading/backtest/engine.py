@@ -248,8 +248,10 @@ class Backtester:
     def _fill_at_open(self, step: int) -> None:
         if not self.orders and not self.positions:
             return
-        t_open = self.opens_ms[step]
         closing = [p for p in self.positions.values() if p.exit_reason]
+        if not closing and not self.orders:
+            return  # holding, nothing to fill
+        t_open = self.opens_ms[step]
         for pos in closing:
             if self._bar(pos.symbol, step) >= 0:
                 price = sell_price(self.bars[pos.symbol][1][step], self.p.slippage_bps)
