@@ -74,6 +74,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows.position import PositionWorkflow
 
 WAKE_IDS_KEPT = 500
+GATE_ONLY_PREFIXES = ("zscore:", "timer:", "condition:", "watchdog")
+
+
+def rule_may_act(reasons: list[str]) -> bool:
+    """The rule policy trades on a decision-candle close or a wake by hand (any reason the gate
+    does not produce), not on the gate's outlier, timer, condition or watchdog wakes."""
+    return any(
+        r.startswith("candle_close:") or not r.startswith(GATE_ONLY_PREFIXES) for r in reasons
+    )
 
 
 class ControlRequest(Model):
@@ -710,6 +719,11 @@ class DecisionWorkflow:
                     log.actions.append("LLM circuit breaker closed: the probe succeeded")
                 return decision
         s.decided_by = f"rule: {why}"
+        if not rule_may_act(req.wake_reasons):
+            # the rules are defined on closed decision candles (as in the backtests): an
+            # outlier, timer or condition wake is the agent's business, the stops stay on
+            log.actions.append(f"rule policy waits for a candle close ({why})")
+            return None
         if s.config.llm.enabled:
             log.actions.append(f"rule policy decides: {why}")
         weights = learner.policy_weights(

@@ -273,3 +273,22 @@ async def test_llm_exit_on_the_agent_timer_closes_the_position(ts_env, tmp_path,
     assert trade.symbol == "ETH/USDT" and trade.exit_reason == "llm_exit"
     assert state.llm_spend.total_calls == 2  # the position's call was counted on the budget
     assert anthropic_server.requests[1].body["tool_choice"]["name"] == EVALUATION_TOOL
+
+
+async def test_rule_policy_trades_on_candle_closes_not_on_outlier_wakes(
+    ts_env, tmp_path, anthropic_server
+) -> None:
+    rig = LLMRig(ts_env, tmp_path, anthropic_server)
+    async with rig.worker():
+        handle = await rig.start(LLMSettings(enabled=False))
+        for n, reason in enumerate(
+            ["zscore:BTC/USDT:1h:return:-3.10", "timer:900s", "candle_close:BTC/USDT:4h"], 1
+        ):
+            await handle.signal(DecisionWorkflow.wake, Wake(reason=reason))
+            state = await until(handle, lambda s, n=n: s.counters.wakes_handled == n, ts_env)
+    assert len(rig.policy.requests) == 1  # only the candle close asked the rules
+    assert rig.policy.requests[0].wake_reasons == ["candle_close:BTC/USDT:4h"]
+    waits = [
+        e for e in state.decision_log if any("waits for a candle close" in a for a in e.actions)
+    ]
+    assert len(waits) == 2
