@@ -216,9 +216,11 @@ def write_report(
     result: BacktestResult,
     metrics: Metrics,
     config: dict[str, object],
+    extra_metrics: dict[str, object] | None = None,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics.model_dump(mode="json"), indent=2))
+    payload = {**metrics.model_dump(mode="json"), **(extra_metrics or {})}
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2))
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     write_trades_csv(result, out / "trades.csv")
     with (out / "equity.csv").open("w", newline="") as handle:
@@ -368,18 +370,123 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     hooks = build_hooks(args, Path(args.data), loaded, start, end)
     used = [name for name in ("learner", "macro", "vol_regime") if getattr(hooks, name)]
     t0, t1 = loaded.data.steps_between(start, end)
-    with _progress(t1 - t0, args.quiet, "backtest") as bar:
-        result = run_backtest(loaded.data, params, start, end, hooks=hooks, progress=bar.update)
+    llm = open_llm_source(args, loaded, params, symbols, start) if args.llm else None
+    try:
+        with _progress(t1 - t0, args.quiet, "backtest") as bar:
+            if llm is None:
+                result = run_backtest(
+                    loaded.data, params, start, end, hooks=hooks, progress=bar.update
+                )
+            else:
+                from trading.backtest.engine import Backtester
+
+                backtester = Backtester(loaded.data, params, llm, hooks)
+                llm.attach(backtester)
+                result = backtester.run(start, end, bar.update)
+    finally:
+        if llm is not None:
+            llm.close()
     seconds = time.perf_counter() - began
     metrics = result_metrics(result)
-    print(format_table(metrics_rows(metrics)))
+    rows = metrics_rows(metrics)
+    if llm is not None:
+        rows += llm_rows(llm.report)
+    print(format_table(rows))
     print(f"{t1 - t0} bars x {len(symbols)} symbols in {seconds:.2f} s")
     if args.out:
         out = Path(args.out)
         config = run_config(params, symbols, args.timeframe, start, end, loaded, used)
-        write_report(out, result, metrics, config)
+        extra: dict[str, object] | None = None
+        if llm is not None:
+            extra = {"llm": llm.report.model_dump(mode="json")}
+            config["llm"] = llm_run_config(llm)
+        write_report(out, result, metrics, config, extra)
         print(f"report written to {out}")
     return 0
+
+
+# ------------------------------------------------------------ LLM decisions (--llm)
+
+
+def open_llm_source(
+    args: argparse.Namespace,
+    loaded: LoadedData,
+    params: BacktestParams,
+    symbols: list[str],
+    start: int,
+):
+    """Claude as the decision source (workers/llm_backtest.py); warns about the cutoff."""
+    import logging
+
+    from activities.llm_agent import LLMConfig
+    from trading.config import Settings
+    from workers.llm_backtest import check_training_cutoff, new_run_id, open_llm_decisions
+
+    try:
+        settings = Settings()
+        base = LLMConfig.from_settings(settings)
+    except ValueError as err:
+        raise SetupError(f"invalid LLM settings: {err}") from None
+    if not getattr(args, "verbose", False):
+        for name in ("activities.llm_agent", "httpx", "workers.llm_backtest"):
+            logging.getLogger(name).setLevel(logging.WARNING)  # one line per bar otherwise
+    cutoff = check_training_cutoff(base.model, start, base.training_cutoffs)
+    if cutoff.before:
+        print(cutoff.warning(start), file=sys.stderr)
+    budget = args.llm_run_budget if args.llm_run_budget is not None else base.run_budget_usd
+    if budget is not None and budget < 0:
+        raise SetupError("--llm-run-budget must be >= 0")
+    store = Path(args.llm_cache) if args.llm_cache else settings.paths()["llm_db"]
+    return open_llm_decisions(
+        base,
+        loaded.data,
+        params,
+        symbols,
+        store,
+        cache_mode=args.llm_cache_mode,
+        run_id=args.llm_run_id or new_run_id(),
+        run_budget_usd=budget,
+        on_replay_miss=args.llm_replay_miss,
+        start_ms=start,
+    )
+
+
+def llm_rows(report) -> list[tuple[str, str]]:
+    """The LLM lines of the printed table (report: workers.llm_backtest.LLMBacktestReport)."""
+    fallbacks = ", ".join(f"{k} {v}" for k, v in report.fallbacks.items()) or "none"
+    cutoff = "n/a" if report.training_cutoff is None else report.training_cutoff
+    return [
+        ("LLM model / cache mode", f"{report.model} / {report.cache_mode}"),
+        ("LLM bars decided", f"{report.llm_decided} of {report.decision_bars}"),
+        ("LLM API requests / cache hits", f"{report.api_requests} / {report.cache_hits}"),
+        (
+            "LLM cost (run budget)",
+            f"${report.cost_usd:.4f} (budget "
+            + ("none" if report.run_budget_usd is None else f"${report.run_budget_usd:.2f}")
+            + f", run {report.run_id})",
+        ),
+        ("LLM fallbacks to rules", fallbacks),
+        (
+            "LLM training cutoff",
+            f"{cutoff}" + (" (period starts before it!)" if report.before_training_cutoff else ""),
+        ),
+    ]
+
+
+def llm_run_config(llm) -> dict[str, object]:
+    """config.json's LLM part: what decides which answers a replay finds."""
+    cfg = llm.acts.config
+    return {
+        "model": cfg.model,
+        "temperature": cfg.temperature,
+        "max_tokens": cfg.max_tokens,
+        "cache_mode": str(cfg.cache_mode),
+        "cache_path": str(llm.acts.store.db_path),
+        "run_id": cfg.run_id,
+        "run_budget_usd": cfg.run_budget_usd,
+        "on_replay_miss": llm.on_replay_miss,
+        "prompt_version": llm.report.prompt_version,
+    }
 
 
 def format_walk_forward(report: WalkForwardReport) -> str:
@@ -466,6 +573,29 @@ def add_parsers(sub) -> None:  # sub: argparse subparsers of workers/cli.py
     p.add_argument("--learner-seed", type=int, dest="learner_seed", help="Thompson learner on")
     p.add_argument("--macro", action="store_true", help="FRED macro exposure scale and trail")
     p.add_argument("--vol-regime", action="store_true", dest="vol_regime", help="BTC HMM regime")
+    p.add_argument("--llm", action="store_true", help="Claude decides (docs/llm-trader.md)")
+    p.add_argument(
+        "--llm-cache-mode",
+        choices=["record", "replay", "record_replay"],
+        default="record_replay",
+        dest="llm_cache_mode",
+        help="record: always call; replay: never call; record_replay: call only on a miss",
+    )
+    p.add_argument(
+        "--llm-run-budget",
+        type=float,
+        dest="llm_run_budget",
+        help="USD this run may spend (default OCW_LLM_RUN_BUDGET_USD); then the rules decide",
+    )
+    p.add_argument("--llm-run-id", dest="llm_run_id", help="budget key (default: a new id)")
+    p.add_argument("--llm-cache", dest="llm_cache", help="cache file (default OCW_HOME/llm.db)")
+    p.add_argument(
+        "--llm-replay-miss",
+        choices=["fail", "rules"],
+        default="fail",
+        dest="llm_replay_miss",
+        help="replay mode, no stored answer: stop the run, or let the rule policy decide",
+    )
     p.set_defaults(func=cmd_backtest)
     p = sub.add_parser("optimize", help="walk-forward parameter grid (out-of-sample only)")
     _common(p)
