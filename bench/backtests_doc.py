@@ -384,6 +384,50 @@ make backtests                       # or: .venv/bin/python bench/backtests_doc.
 .venv/bin/ocw optimize --data ../shared/data --start 2024-02-01 --end 2026-02-01 --cash 5000
 .venv/bin/python bench/backtest_speed.py              # speed against backtesting.py
 ```
+
+## Parity with the Temporal path
+
+`tests/integration/test_parity.py` replays 10 real days (2025-08-08 → 2025-08-18; BTC, ETH,
+SOL, PAXG 1h files, the replay server aggregating the 4h candles) through the whole engine —
+dev server, `ocw worker`, `ocw listen --replay … --updates-per-bar 0` at speed 14,400 (60 s of
+wall time) — and runs `run_backtest` on the real 4h files of the same window, warmed up on the
+same 40 days the listener's BarStore is seeded with. Both read one set of `OCW_*` settings.
+
+* **Same decisions.** Every live cycle must have taken its market view at a 4h close (the test
+  fails if the replay had moved on), at every close of the window, woken by G1 only; each
+  symbol's rule score in every cycle must equal the backtester's at that candle (the features
+  are the same numbers). Entries match by (symbol, deciding candle), exits by (symbol,
+  deciding candle, reason), exactly; what the replay leaves open is the backtest's
+  `end_of_test`. The backtest runs one candle past the replay so the replay's last close
+  decides in both.
+* **Prices.** A replay entry fills at the tick of its decision (the candle's close), the backtest
+  at the next open, both ± 5 bps: equal within 5e-4 (measured ≤ 1.5e-5). A replay exit fills at
+  the tick when its PositionWorkflow acts, at this speed sometimes a 1h bar after the decision
+  (0-1 bar at 14,400, up to 3 at 21,600): it must equal that bar's close less 5 bps, fill before
+  the next decision, and match the backtest within 5e-4 when it filled on the deciding close.
+  Quantities within 2e-3 (measured ≤ 1.7e-4; sizes follow equity).
+* **Closed frames only.** With the default 4 in-progress frames per 1h bar the tick moves 12
+  market minutes after a close (50 ms of wall time here), and the tick price enters the regime
+  test, %B and the ranging rule: a late view is another decision. With `--updates-per-bar 0`
+  the tick stays at the close for a whole 1h bar (250 ms); the view came 20-55 ms after the
+  wake (measured from the workflow history). At 21,600 (40 s) the views were still in time but
+  a cycle (~0.6 s) nearly filled a 4h candle (0.67 s): too little margin on a shared machine.
+* **Made equal by configuration.** Stops out of reach (stop 25 %, guard 30 %, trail from
+  +50 %): the replay checks the tick every scaled 30 s, the backtester the bar's high/low, so
+  stop exits differ by construction; one would show as an unmatched exit. Agent layer off
+  (`agent_every_bars` 0; live `OCW_AGENT_INTERVAL_S` 1e9, exit/add scores outside [-1, 1]).
+  G3 off (`OCW_GATE_Z_THRESHOLD` 1e9): the backtester decides at candle closes only. Learner
+  neutral (`OCW_LEARNER_WARMUP_TRADES` 1e6: starting weights, multiplier 1), macro unknown
+  (empty `OCW_FRED_DIR`), crypto regime unknown (`OCW_HMM_MIN_DAYS` 1e5): both paths neutral.
+  `OCW_DEFAULT_POSITION_PCT` 0.1 keeps four positions under the 70 % cap, which then never
+  cuts an entry in one path and not the other.
+* **Result when written.** 15 entries and 13 `decision_sell` exits on BTC, ETH and PAXG, two
+  positions open at the end, identical in both paths. One difference found: the
+  `OCW_LEARNER_*` settings did not reach the DecisionWorkflow (`workers/wiring.py`
+  `engine_config` does not pass `learner_params_from(settings)`), so the replay's learner
+  scaled BUY sizes ×0.5-1.5 from the 5th trade on while the setting said otherwise; the test
+  checks the workflow's learner config and fails on it until the wiring passes it (verified
+  passing with that change).
 """
 
 

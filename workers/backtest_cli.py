@@ -334,7 +334,13 @@ def build_hooks(
 
     hooks = Hooks()
     if getattr(args, "learner_seed", None) is not None:
-        hooks.learner = ThompsonLearner(seed=args.learner_seed)
+        from activities.learner_store import learner_params_from
+        from trading.config import Settings
+
+        # the learner's numbers from the same OCW_LEARNER_* settings the live workflow uses
+        hooks.learner = ThompsonLearner(
+            seed=args.learner_seed, params=learner_params_from(Settings())
+        )
     if getattr(args, "macro", False):
         from trading.macro import SERIES_IDS, load_fred_csv
 

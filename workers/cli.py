@@ -118,6 +118,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
         missing = [f for f in args.replay if not Path(f).is_file()]
         if missing:
             raise SetupError(f"replay file not found: {', '.join(missing)}")
+        if args.updates_per_bar < 0:
+            raise SetupError("--updates-per-bar must be >= 0")
         overrides = {"mode": "replay", "speed": args.speed}
         replay = ReplayOptions(
             files=[Path(f) for f in args.replay],
@@ -125,6 +127,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
             days=args.days,
             warmup_days=args.warmup_days,
             start_ms=_parse_time(args.start),
+            # parity test (tests/integration/test_parity.py): 0 = closed frames only, so the
+            # tick stays at a candle's close until the next base bar closes
+            updates_per_bar=args.updates_per_bar,
         )
     settings = load_settings(overrides)
     service = ListenerService(settings, replay)
@@ -255,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--start", default=None, help="replay start, ISO UTC (default: last --days of data)"
+    )
+    p.add_argument(
+        "--updates-per-bar",
+        type=int,
+        default=4,
+        help="in-progress frames per replayed bar before its closed frame (default 4)",
     )
     p.add_argument("--exit-when-done", action="store_true", help="exit when the replay is over")
     p.set_defaults(func=cmd_listen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from activities.learner_store import learner_params_from
 from activities.llm_agent import llm_configured
 from trading.circuit_breaker import BreakerParams
 from trading.config import Settings
@@ -47,6 +48,8 @@ def engine_config(settings: Settings) -> EngineConfig:
             exit_score=settings.exit_score,
             add_score=settings.add_score,
         ),
+        learner=learner_params_from(settings),
+        regime_symbol=settings.regime_symbol,
         llm=LLMSettings(
             enabled=llm_enabled(settings),
             daily_budget_usd=settings.llm_daily_budget_usd,

@@ -1,0 +1,438 @@
+"""Parity: a real-data replay through Temporal and the in-process backtester make the same trades.
+
+The Temporal path runs as a user runs it: dev server, ``ocw worker``, ``ocw listen --replay`` on
+the real 1h files (the replay server aggregates the 4h decision candles). The backtester runs
+``run_backtest`` on the real 4h files of the same window, warmed up on the same 40 days of
+history the listener is seeded with. Both take their parameters from one set of settings.
+
+What is compared (docs/backtests.md, "Parity with the Temporal path"):
+
+* preconditions: every live decision cycle ran on the view of a 4h candle's close (the replay
+  had not moved on), one or more at every close of the window, woken by G1 only; the settings
+  that neutralise the learner reached the DecisionWorkflow; every exit filled before the next
+  decision;
+* each symbol's rule score at every live decision equals the backtester's at that candle;
+* BUY entries by (symbol, decision candle), exactly; exits by (symbol, decision candle,
+  reason), exactly; positions the replay leaves open are the backtester's ``end_of_test``;
+* prices: a replay entry fills at the tick of its decision (the candle's close), the backtest
+  at the next bar's open, both ± 5 bps: within ``PRICE_TOL``. A replay exit fills at the tick
+  when its PositionWorkflow acts, up to a few 1h bars after the decision at this speed: it must
+  equal that bar's close ∓ 5 bps, and the backtest's price within ``PRICE_TOL`` when it filled
+  on the deciding close. Quantities within ``QTY_TOL`` (equity carries the price gaps).
+
+Made equal by configuration, in both paths: no stop can trigger (wide stop, guard and trail
+activation; a stop exit would show up as an unmatched exit), the agent layer is off
+(``agent_every_bars`` 0; live: no 3-minute tick within the run, exit/add thresholds out of the
+score's range), no learner (the warm-up never ends: starting weights, multiplier 1), macro
+unknown (an empty FRED folder: scale and trail 1), crypto regime unknown (the HMM needs more
+days than exist), G3 off (z threshold out of reach: the backtester decides at candle closes
+only), sizes small enough that the 70 % exposure cap never binds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from activities.journal import Journal
+from tests.integration.test_engine_e2e import _file_has, _free_port, _has, _ocw, _wait
+from trading.backtest.engine import BacktestResult, run_backtest
+from trading.backtest.params import BacktestParams
+from trading.backtest.policy import RuleDecisions
+from trading.config import Settings
+from trading.market_data import format_timestamp, load_ohlcv_csv, parse_timestamp_ms
+from trading.models import ClosedTrade, DecisionRecord
+from trading.state import OpenPosition
+from workers.backtest_cli import load_backtest_data
+from workers.temporal_env import connect, start_dev_server, stop_process
+from workflows.decision import DecisionWorkflow
+
+SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "PAXG/USDT"]
+START = "2025-08-08T00:00:00Z"  # 10 days: 15 entries, 13 policy exits (SOL never trades)
+DAYS = 10
+REPLAY_SECONDS = 60  # speed 14,400: a 1h bar = 250 ms, a 4h candle = 1 s of wall time
+WARMUP_DAYS = 40  # `ocw listen --warmup-days` default: 240 4h bars >= the 200-bar window
+ACCOUNT = "parity"
+HOUR_MS = 3_600_000
+CANDLE_MS = 4 * HOUR_MS
+SLIPPAGE = 5e-4  # OCW_SLIPPAGE_BPS default, paper broker and backtester alike
+PRICE_TOL = 5e-4  # relative: a candle's close vs the next open (<= 1.1e-4 on these files)
+QTY_TOL = 2e-3  # relative: sizes follow equity, which carries the price gaps above
+SCORE_TOL = 1e-9
+
+# Both paths are configured from these (as OCW_* for the processes, as Settings here).
+PARITY_SETTINGS: dict[str, str] = {
+    "OCW_ACCOUNT": ACCOUNT,
+    "OCW_SYMBOLS": ",".join(SYMBOLS),
+    "OCW_INTERVALS": "1h,4h",
+    "OCW_LLM_ENABLED": "false",  # the rule policy decides, as in every backtest
+    "OCW_SENTIMENT_ENABLED": "false",
+    "OCW_DEFAULT_POSITION_PCT": "0.1",  # <= 15 % a position: 4 positions stay under 70 %
+    "OCW_STOP_LOSS_PCT": "0.25",  # stops out of reach in this window
+    "OCW_MAX_DRAWDOWN_GUARD_PCT": "0.3",
+    "OCW_TRAIL_ACTIVATE_PCT": "0.5",
+    "OCW_AGENT_INTERVAL_S": "1e9",  # agent layer off: no 3-minute tick within the run
+    "OCW_EXIT_SCORE": "-2",  # and out of the scorer's [-1, 1] range if one came
+    "OCW_ADD_SCORE": "2",
+    "OCW_GATE_Z_THRESHOLD": "1e9",  # G3 off: decisions at 4h candle closes only
+    "OCW_LEARNER_WARMUP_TRADES": "1000000",  # starting weights throughout: multiplier 1
+    "OCW_HMM_MIN_DAYS": "100000",  # crypto regime "unknown", as the backtester without hooks
+}
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One entry or exit, keyed by the 4h candle whose close decided it."""
+
+    symbol: str
+    candle_ms: int  # open time of the deciding candle; -1 for "open at end"
+    reason: str  # "entry", an exit reason, or "open at end"
+    price: float
+    qty: float
+    ref: str  # position / trade id
+    lag_bars: int = 0  # replay exits: 1h bars between the deciding close and the fill
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.symbol, self.candle_ms, self.reason)
+
+
+# ---------------------------------------------------------------- both paths as legs
+
+
+def candle_of_close(close_ms: int) -> int | None:
+    """Open time of the candle whose last millisecond is ``close_ms``; None off a close."""
+    return close_ms + 1 - CANDLE_MS if (close_ms + 1) % CANDLE_MS == 0 else None
+
+
+def backtest_legs(result: BacktestResult) -> tuple[list[Leg], list[Leg]]:
+    """Entries and exits of a backtest. Orders fill at the open after the deciding close, so
+    the deciding candle opened one candle before the fill; ``end_of_test`` marks what is open."""
+    entries, exits = [], []
+    for t in result.trades:
+        entries.append(
+            Leg(t.symbol, t.entry_time_ms - CANDLE_MS, "entry", t.entry_price, t.qty, t.trade_id)
+        )
+        if t.exit_reason == "end_of_test":
+            exits.append(Leg(t.symbol, -1, "open at end", t.exit_price, t.qty, t.trade_id))
+        else:
+            candle = t.exit_time_ms - CANDLE_MS
+            exits.append(Leg(t.symbol, candle, t.exit_reason, t.exit_price, t.qty, t.trade_id))
+    return entries, exits
+
+
+def live_legs(
+    trades: list[ClosedTrade], open_positions: list[OpenPosition], decisions: list[DecisionRecord]
+) -> tuple[list[Leg], list[Leg]]:
+    """Entries and exits of the Temporal path from its journal and final status.
+
+    An entry is stamped with the market time of the view that decided it; an exit is keyed by
+    the decision cycle that requested it and carries how many 1h bars later it filled.
+    """
+    requested: dict[str, int] = {}
+    for rec in decisions:
+        for line in rec.executed:
+            if "exit requested on " in line and rec.market_time_ms is not None:
+                pid = line.split("exit requested on ", 1)[1].split(" ", 1)[0]
+                requested.setdefault(pid, rec.market_time_ms)
+    entries, exits = [], []
+    for t in trades:
+        entries.append(
+            Leg(t.symbol, _candle(t.entry_time_ms), "entry", t.entry_price, t.qty, t.trade_id)
+        )
+        decided = requested.get(t.trade_id, t.exit_time_ms)
+        lag = (t.exit_time_ms - decided) // HOUR_MS
+        leg = Leg(t.symbol, _candle(decided), t.exit_reason, t.exit_price, t.qty, t.trade_id, lag)
+        exits.append(leg)
+    for p in open_positions:
+        entries.append(
+            Leg(p.symbol, _candle(p.entry_time_ms), "entry", p.avg_entry, p.qty, p.position_id)
+        )
+        exits.append(Leg(p.symbol, -1, "open at end", p.last_price, p.qty, p.position_id))
+    return entries, exits
+
+
+def _candle(market_ms: int) -> int:
+    candle = candle_of_close(market_ms)
+    return candle if candle is not None else -market_ms  # off a close: never matches
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def compare_legs(
+    live: list[Leg], backtest: list[Leg], price_tol: float, qty_tol: float
+) -> list[str]:
+    """Every difference between the two lists of legs, one line each (empty: they agree).
+
+    Prices are compared only for legs the replay filled on the deciding close (lag 0): a
+    later fill is checked against the market at its own time (``replay_fill_problems``).
+    """
+    problems = []
+    by_live = {leg.key: leg for leg in live}
+    by_bt = {leg.key: leg for leg in backtest}
+    if len(by_live) != len(live) or len(by_bt) != len(backtest):
+        problems.append("two legs share a (symbol, candle, reason) key")
+    for key in sorted(by_live.keys() - by_bt.keys(), key=_sort_key):
+        problems.append(f"only in the replay: {_describe(key)}")
+    for key in sorted(by_bt.keys() - by_live.keys(), key=_sort_key):
+        problems.append(f"only in the backtest: {_describe(key)}")
+    for key in sorted(by_live.keys() & by_bt.keys(), key=_sort_key):
+        a, b = by_live[key], by_bt[key]
+        if a.lag_bars == 0 and key[2] != "open at end" and abs(a.price / b.price - 1) > price_tol:
+            problems.append(f"{_describe(key)}: price {a.price:.8g} vs {b.price:.8g}")
+        if abs(a.qty / b.qty - 1) > qty_tol:
+            problems.append(f"{_describe(key)}: qty {a.qty:.8g} vs {b.qty:.8g}")
+    return problems
+
+
+def replay_fill_problems(exits: list[Leg], closes_1h: dict[tuple[str, int], float]) -> list[str]:
+    """A replay exit must fill before the next decision, at the 1h close it filled on ∓ 5 bps."""
+    problems = []
+    for leg in exits:
+        if leg.reason == "open at end":
+            continue
+        if not 0 <= leg.lag_bars < CANDLE_MS // HOUR_MS:
+            problems.append(f"{leg.ref}: filled {leg.lag_bars} 1h bars after its decision")
+            continue
+        fill_close = leg.candle_ms + CANDLE_MS - 1 + leg.lag_bars * HOUR_MS
+        tick = closes_1h.get((leg.symbol, fill_close))
+        if tick is None or abs(leg.price / (tick * (1 - SLIPPAGE)) - 1) > 1e-12:
+            problems.append(f"{leg.ref}: exit at {leg.price:.8g}, the tick then was {tick}")
+    return problems
+
+
+def side_by_side(live: list[Leg], backtest: list[Leg]) -> str:
+    """Both lists aligned on (symbol, candle, reason), for failure messages and the docs."""
+    keys = sorted({leg.key for leg in live} | {leg.key for leg in backtest}, key=_sort_key)
+    by_live = {leg.key: leg for leg in live}
+    by_bt = {leg.key: leg for leg in backtest}
+    rows = [f"{'symbol':<10} {'candle':<17} {'reason':<14} {'replay':>30} {'backtest':>24}"]
+    for key in keys:
+        a, b = by_live.get(key), by_bt.get(key)
+        left = "-" if a is None else f"{a.price:.6g} x {a.qty:.6g}"
+        if a is not None and a.lag_bars:
+            left += f" (+{a.lag_bars}h)"
+        right = "-" if b is None else f"{b.price:.6g} x {b.qty:.6g}"
+        rows.append(f"{key[0]:<10} {_when(key[1]):<17} {key[2]:<14} {left:>30} {right:>24}")
+    return "\n".join(rows)
+
+
+def _when(candle_ms: int) -> str:
+    if candle_ms == -1:
+        return "end"
+    if candle_ms < 0:
+        return f"off-close {format_timestamp(-candle_ms)[:16]}"
+    return format_timestamp(candle_ms)[:16]
+
+
+def _describe(key: tuple[str, int, str]) -> str:
+    return f"{key[0]} {key[2]} decided on the {_when(key[1])} candle"
+
+
+def _sort_key(key: tuple[str, int, str]) -> tuple[int, str, str]:
+    return (abs(key[1]), key[0], key[2])
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def parity_env(home: Path, address: str, fred_dir: Path, speed: float) -> dict[str, str]:
+    return {
+        **os.environ,
+        **PARITY_SETTINGS,
+        "OCW_HOME": str(home),
+        "OCW_TEMPORAL_ADDRESS": address,
+        "OCW_FRED_DIR": str(fred_dir),
+        "OCW_SPEED": str(speed),
+    }
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """The Settings the processes build from ``env`` (this process's environment below it)."""
+    values = {k[4:].lower(): v for k, v in env.items() if k.startswith("OCW_")}
+    return Settings(**{**values, "symbols": SYMBOLS, "intervals": ["1h", "4h"]})
+
+
+def backtest_params(settings: Settings) -> BacktestParams:
+    """What ``ocw backtest`` takes from the engine's settings, with the agent layer off."""
+    shared = set(BacktestParams.model_fields) & set(Settings.model_fields)
+    return BacktestParams(**{n: getattr(settings, n) for n in shared}, agent_every_bars=0)
+
+
+# ---------------------------------------------------------------- the comparator itself
+
+
+def test_compare_legs_reports_every_kind_of_difference():
+    """The comparison fails on a missing leg, a shifted candle, a price or a size."""
+    t0 = parse_timestamp_ms(START)
+    bt = [
+        Leg("BTC/USDT", t0, "entry", 100.0, 1.0, "b1"),
+        Leg("ETH/USDT", t0, "entry", 10.0, 2.0, "b2"),
+        Leg("SOL/USDT", t0 + CANDLE_MS, "entry", 5.0, 3.0, "b3"),
+    ]
+    live = [
+        Leg("BTC/USDT", t0, "entry", 100.01, 1.0, "l1"),  # within PRICE_TOL
+        Leg("ETH/USDT", t0, "entry", 10.1, 2.0, "l2"),  # 1 % off
+        Leg("SOL/USDT", t0 + 2 * CANDLE_MS, "entry", 5.0, 3.0, "l3"),  # a candle later
+        Leg("PAXG/USDT", t0, "entry", 3000.0, 0.1, "l4"),  # the backtest never bought
+    ]
+    problems = compare_legs(live, bt, PRICE_TOL, QTY_TOL)
+    assert len(problems) == 4, problems
+    assert "only in the replay: PAXG/USDT entry" in problems[0]
+    assert any("ETH/USDT entry" in p and "price" in p for p in problems)
+    assert sum("SOL/USDT" in p for p in problems) == 2
+    assert compare_legs(live[:1], bt[:1], PRICE_TOL, QTY_TOL) == []
+    sized = [Leg("BTC/USDT", t0, "entry", 100.0, 1.01, "l1")]
+    assert compare_legs(sized, bt[:1], PRICE_TOL, QTY_TOL) == [
+        "BTC/USDT entry decided on the 2025-08-08T00:00 candle: qty 1.01 vs 1"
+    ]
+
+
+def test_replay_exit_checks_its_own_tick_and_the_next_decision():
+    t0 = parse_timestamp_ms(START)
+    closes = {("BTC/USDT", t0 + CANDLE_MS - 1 + HOUR_MS): 100.0}
+    on_tick = Leg("BTC/USDT", t0, "decision_sell", 100.0 * (1 - SLIPPAGE), 1.0, "p1", 1)
+    assert replay_fill_problems([on_tick], closes) == []
+    off_tick = Leg("BTC/USDT", t0, "decision_sell", 99.0, 1.0, "p2", 1)
+    too_late = Leg("BTC/USDT", t0, "decision_sell", 100.0, 1.0, "p3", 4)
+    assert len(replay_fill_problems([off_tick, too_late], closes)) == 2
+
+
+# ---------------------------------------------------------------- the parity run
+
+
+@pytest.mark.integration
+async def test_replay_and_backtester_make_the_same_trades(tmp_path: Path, data_dir: Path):
+    start_ms = parse_timestamp_ms(START)
+    end_ms = start_ms + DAYS * 86_400_000
+    speed = DAYS * 86_400 / REPLAY_SECONDS
+    home = tmp_path / "home"
+    fred = tmp_path / "no-fred"
+    fred.mkdir()
+    env = parity_env(home, f"127.0.0.1:{_free_port()}", fred, speed)
+    settings = settings_from_env(env)
+    assert settings.agent_interval_s / speed > 2 * REPLAY_SECONDS  # no agent tick in the run
+
+    # ---- the backtester: the real 4h files, warmed up on what the listener is seeded with;
+    # one candle more than the replay, so that the replay's last close decides here too
+    params = backtest_params(settings)
+    loaded = load_backtest_data(
+        data_dir,
+        SYMBOLS,
+        settings.decision_interval,
+        start_ms,
+        end_ms + CANDLE_MS,
+        scorer_interval=None,
+        warmup_bars=WARMUP_DAYS * 6,
+    )
+    result = run_backtest(loaded.data, params, start_ms, end_ms + CANDLE_MS)
+    bt_entries, bt_exits = backtest_legs(result)
+    assert len(bt_entries) >= 8, "the window should trade"
+
+    # ---- the Temporal path, as a user runs it
+    files = [data_dir / f"binance_{s.replace('/', '')}_1h.csv" for s in SYMBOLS]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = start_dev_server(settings, log_file=logs / "temporal.log", ui=False)
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(_ocw(["worker"], env, logs / "worker.log"))
+        listen_log = logs / "listen.log"
+        args = ["listen", "--replay", *map(str, files), "--speed", str(speed)]
+        args += ["--days", str(DAYS), "--start", START, "--warmup-days", str(WARMUP_DAYS)]
+        procs.append(_ocw([*args, "--updates-per-bar", "0"], env, listen_log))
+        client = await connect(settings, attempts=60, delay_s=0.5)
+        handle = client.get_workflow_handle(settings.decision_workflow_id)
+
+        async def status():
+            try:
+                return await handle.query(DecisionWorkflow.status)
+            except Exception:  # noqa: BLE001 - not started yet
+                return None
+
+        await _wait(
+            lambda: _file_has(listen_log, "replay finished"),
+            timeout=REPLAY_SECONDS * 3,
+            what="replay end",
+        )
+        final = await _wait(
+            lambda: _has(
+                status,
+                lambda s: (
+                    s.queue_length == 0
+                    and not s.busy
+                    and not any(p.exit_requested for p in s.positions)
+                ),
+            ),
+            60,
+            "idle engine, every requested exit filled",
+        )
+        engine_config = (await handle.query(DecisionWorkflow.state)).config
+        await asyncio.sleep(0.5)  # the last journal writes follow the signals
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        stop_process(server)
+
+    journal = Journal(home / "journal.db")
+    decisions = journal.decisions(ACCOUNT)
+    trades = journal.trades(ACCOUNT)
+    live_entries, live_exits = live_legs(trades, final.positions, decisions)
+    table = side_by_side(live_entries + live_exits, bt_entries + bt_exits)
+    problems: list[str] = []
+
+    # ---- preconditions: the replay path saw what the backtester sees
+    if engine_config.learner.warmup_trades != settings.learner_warmup_trades:
+        problems.append(
+            "OCW_LEARNER_WARMUP_TRADES did not reach the DecisionWorkflow (its config has "
+            f"{engine_config.learner.warmup_trades}): the learner scales BUY sizes in the replay "
+            "only; workers/wiring.engine_config does not pass learner_params_from(settings)"
+        )
+    late = [
+        format_timestamp(d.market_time_ms or 0)
+        for d in decisions
+        if d.market_time_ms is None or candle_of_close(d.market_time_ms) is None
+    ]
+    if late:
+        problems.append(f"decisions on a view past a candle's close (replay ran ahead): {late}")
+    reasons = {r.split(":")[0] for d in decisions for r in d.wake_reasons}
+    if reasons != {"candle_close"}:
+        problems.append(f"wakes other than G1 candle closes: {sorted(reasons)}")
+    candles = {candle_of_close(d.market_time_ms) for d in decisions if d.market_time_ms}
+    if candles != set(range(start_ms, end_ms, CANDLE_MS)):
+        problems.append("not every 4h close of the window was decided on")
+    if final.portfolio.halted:
+        problems.append("the replay's drawdown halt is on")
+
+    # ---- the same rule scores at every decision, for every symbol (features equal)
+    rules = RuleDecisions(loaded.data, params.default_position_pct, params.max_position_pct)
+    steps = {int(t): k for k, t in enumerate(loaded.data.timeline)}
+    for d in decisions:
+        candle = candle_of_close(d.market_time_ms or 0)
+        if candle not in steps:
+            continue
+        as_flat, _ = rules.both(steps[candle])
+        for td in d.decision.decisions:
+            if abs(td.confidence - as_flat[td.ticker].confidence) > SCORE_TOL:
+                problems.append(
+                    f"{_when(candle)} {td.ticker}: replay score {td.confidence} vs backtest "
+                    f"{as_flat[td.ticker].confidence}"
+                )
+
+    # ---- the same entries and exits, at matching prices
+    closes_1h = {
+        (s, b.close_time): b.close
+        for s, path in zip(SYMBOLS, files, strict=True)
+        for b in load_ohlcv_csv(path, s, "1h", start_ms, end_ms)
+    }
+    problems += replay_fill_problems(live_exits, closes_1h)
+    problems += compare_legs(live_entries, bt_entries, PRICE_TOL, QTY_TOL)
+    problems += compare_legs(live_exits, bt_exits, PRICE_TOL, QTY_TOL)
+    print(table)
+    assert not problems, "\n".join(["replay and backtest differ:", *problems, table])
