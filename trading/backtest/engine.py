@@ -173,9 +173,11 @@ class Backtester:
         return self.hooks.vol_regime(time_ms) if self.hooks.vol_regime else None
 
     def _exposure_value(self) -> float:
-        if not self.positions:
-            return 0.0
-        return sum(p.qty * self.last_close.get(s, p.avg_entry) for s, p in self.positions.items())
+        value = 0.0  # a plain loop: this runs at every visited bar, generators cost more
+        last = self.last_close
+        for s, p in self.positions.items():
+            value += p.qty * last.get(s, p.avg_entry)
+        return value
 
     def _equity(self) -> float:
         return self.cash + self._exposure_value()
@@ -248,9 +250,9 @@ class Backtester:
     def _fill_at_open(self, step: int) -> None:
         if not self.orders and not self.positions:
             return
-        closing = [p for p in self.positions.values() if p.exit_reason]
-        if not closing and not self.orders:
+        if not self.orders and not self._exits_pending():
             return  # holding, nothing to fill
+        closing = [p for p in self.positions.values() if p.exit_reason]
         t_open = self.opens_ms[step]
         for pos in closing:
             if self._bar(pos.symbol, step) >= 0:
@@ -465,7 +467,10 @@ class Backtester:
     # ------------------------------------------------------------ event skipping
 
     def _exits_pending(self) -> bool:
-        return any(p.exit_reason for p in self.positions.values())
+        for p in self.positions.values():  # noqa: SIM110 - per-bar path: no generator
+            if p.exit_reason:
+                return True
+        return False
 
     def _needs_every_bar(self) -> bool:
         """Whether an open position needs every bar (stops, scorer, funding)."""
