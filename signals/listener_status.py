@@ -43,6 +43,8 @@ class ListenerStatus(Model):
     wake_failures: int = 0
     gate_sync: dict[str, Any] = Field(default_factory=dict)
     sentiment: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # live only: bootstrap, gap repair, REST budget, derivatives, liquidations (issue 3)
+    live: dict[str, Any] = Field(default_factory=dict)
 
 
 def status_path(home: Path) -> Path:
@@ -176,7 +178,51 @@ def render_listener_status(status: ListenerStatus, at_ms: int | None = None) -> 
             age = info.get("age_s")
             parts.append(f"{name} {state}" + (f" ({age:.0f} s old)" if age is not None else ""))
         lines.append("  sentiment: " + "; ".join(parts))
+    lines += _live_lines(status.live)
     return "\n".join(lines)
+
+
+def _live_lines(live: dict[str, Any]) -> list[str]:
+    """A live listener's exchange data: where the store came from and what keeps it whole."""
+    if not live:
+        return []
+    boot, repair = live.get("bootstrap", {}), live.get("repair", {})
+    failing = ", ".join(repair.get("failing", [])) or "none"
+    lines = [
+        f"  exchange: bootstrap {boot.get('bars', 0):,} bars in {boot.get('requests', 0)} "
+        f"requests ({len(boot.get('failed', []))} failed); gap repair {repair.get('runs', 0)} "
+        f"runs, {repair.get('bars', 0):,} bars merged, failing: {failing}"
+    ]
+    rest = live.get("rest")
+    if rest:
+        weights = ", ".join(f"{k} {v}" for k, v in rest.get("used_weight", {}).items())
+        lines.append(
+            f"    rest: {'BANNED' if rest.get('banned') else 'ok'}, {rest.get('calls', 0):,} "
+            f"calls, weight used {weights}; throttled {rest.get('throttled', 0)}, "
+            f"rate limited {rest.get('rate_limited', 0)}"
+        )
+    deriv = live.get("derivatives")
+    if deriv:
+        parts = []
+        for symbol, info in deriv.get("symbols", {}).items():
+            flags = "".join(
+                f" {k}: {','.join(info[k])}" for k in ("stale", "extreme") if info.get(k)
+            )
+            fresh = len(info.get("fresh", []))
+            total = fresh + len(info.get("missing", [])) + len(info.get("stale", []))
+            parts.append(f"{symbol} {fresh}/{total} fresh{flags}")
+        lines.append(
+            f"    derivatives: {deriv.get('refreshes', 0)} refreshes, "
+            f"{deriv.get('errors', 0)} errors; " + "; ".join(parts)
+        )
+    liq = live.get("liquidations")
+    if liq:
+        lines.append(
+            f"    liquidations: {'connected' if liq.get('connected') else 'NOT connected'}, "
+            f"{liq.get('events', 0):,} forced orders, ${float(liq.get('usd_1h', 0.0)):,.0f} in 1 h"
+            + (" CASCADE" if liq.get("cascade") else "")
+        )
+    return lines
 
 
 def render_status_file(home: Path, at_ms: int | None = None) -> str:

@@ -1,7 +1,8 @@
 """Delivers wake reasons to the DecisionWorkflow with signal-with-start.
 
-Reasons are queued as the gate produces them; the dispatcher sends everything queued at that
-moment as one Wake (four symbols closing the same candle become one decision cycle, not four).
+Reasons are queued as the gate produces them; the dispatcher waits ``batch_window_s`` after the
+first (live: 2 s, a candle close arrives symbol by symbol) and sends everything queued then as
+one Wake (four symbols closing the same candle become one decision cycle, not four).
 If Temporal is unreachable the reasons stay queued and go out with the next successful send:
 none is ever dropped.
 """
@@ -39,12 +40,14 @@ class WakeDispatcher:
         task_queue: str,
         start_input: Callable[[], DecisionInput],
         on_sent: Callable[[Wake], None] | None = None,
+        batch_window_s: float = 0.0,
     ) -> None:
         self.client = client
         self.workflow_id = workflow_id
         self.task_queue = task_queue
         self.start_input = start_input
         self.on_sent = on_sent
+        self.batch_window_s = batch_window_s
         self.queue: asyncio.Queue[PendingReason] = asyncio.Queue()
         self.sent = 0
         self.failures = 0
@@ -59,11 +62,16 @@ class WakeDispatcher:
     async def run(self) -> None:
         while True:
             first = await self.queue.get()
-            batch = [first]
-            while not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            self._sending = True
+            self._sending = True  # from here on, not idle: the reason is on its way
             try:
+                if self.batch_window_s > 0:
+                    # Live fix (issue 3, first `ocw listen` against a live-paced feed): each
+                    # symbol's close frame arrives on its own, so without this wait one candle
+                    # close became one wake (and decision cycle) per symbol. Gather briefly.
+                    await asyncio.sleep(self.batch_window_s)
+                batch = [first]
+                while not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
                 await self._send_until_done(batch)
             finally:
                 self._sending = False

@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     gate_sync_poll_s: float = Field(default=30.0, gt=0, description="wall s, scaled by speed")
     watchdog_s: float = Field(default=300.0, gt=0, description="wall s without a frame, scaled")
     listener_status_s: float = Field(default=5.0, gt=0, description="wall s between writes")
+    wake_batch_s: float = Field(  # live closes of several symbols arrive frame by frame
+        default=2.0, ge=0, description="wall s to gather reasons into one wake, scaled"
+    )
 
     # sentiment feeds (optional; unreachable = marked missing); cadences in wall seconds
     sentiment_enabled: bool = True

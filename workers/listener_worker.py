@@ -122,6 +122,9 @@ class ListenerService:
         self.liquidations: LiquidationTracker | None = None
         self.liquidation_stream: LiquidationStream | None = None
         self._rest_clients: list[BinanceRest] = []
+        # what bootstrap and gap repair brought, for the status file (issue 3 live run)
+        self.bootstrap_report: RepairReport | None = None
+        self.repaired_bars = 0
 
     def prepare_replay(self) -> ReplayPlan:
         opts = self.replay_options
@@ -166,6 +169,7 @@ class ListenerService:
             settings.decision_workflow_id,
             settings.trading_task_queue,
             start_input=lambda: decision_input(settings),
+            batch_window_s=settings.wake_batch_s / settings.speed,  # one wake per candle close
         )
         self.gate_sync = GateSync(
             self.client,
@@ -254,7 +258,7 @@ class ListenerService:
             daily_bars=s.daily_bars,
             on_repaired=self._on_repaired,
         )
-        await self.repairer.bootstrap()
+        self.bootstrap_report = await self.repairer.bootstrap()
         if not s.derivatives_enabled:
             return
         self.liquidations = LiquidationTracker(s.liquidation_cascade_usd)
@@ -309,6 +313,7 @@ class ListenerService:
     def _on_repaired(self, report: RepairReport) -> None:
         """Repaired bars fill the store; only a bar that closed within its own interval may
         still wake (as the stream would have), older ones only warm the gate's windows."""
+        self.repaired_bars += len(report.new_bars)  # for the status file
         now = int(time.time() * 1000)
         newest = report.newest()
         recent = {
@@ -372,7 +377,56 @@ class ListenerService:
             wake_failures=dispatcher.failures if dispatcher else 0,
             gate_sync=vars(self.gate_sync.stats) if self.gate_sync else {},
             sentiment=self.sentiment.status(),
+            live=self._live_status(),
         )
+
+    def _live_status(self) -> dict[str, object]:
+        """Exchange data for the status file, live only. Added when `ocw listen` first ran
+        against local Binance stand-ins (issue 3): without it neither `ocw status` nor a test
+        could tell whether bootstrap, gap repair, REST and the derivatives monitor work."""
+        if self.repairer is None:
+            return {}
+        boot = self.bootstrap_report
+        last = self.repairer.last_report
+        out: dict[str, object] = {
+            "bootstrap": {
+                "bars": len(boot.new_bars) if boot else 0,
+                "requests": boot.requests if boot else 0,
+                "failed": sorted(boot.failed) if boot else [],
+            },
+            "repair": {
+                "runs": self.repairer.repairs,
+                "bars": self.repaired_bars,
+                "failing": sorted(last.failed) if last else [],
+            },
+        }
+        if self.budget is not None:
+            out["rest"] = self.budget.status()
+        if self.derivatives is not None:
+            view = self.derivatives.view()
+            out["derivatives"] = {
+                "refreshes": self.derivatives.refreshes,
+                "errors": len(self.derivatives.errors),
+                "symbols": {
+                    symbol: {
+                        "fresh": [r for r in snap.updated_ms if r not in snap.stale],
+                        "missing": snap.missing,
+                        "stale": snap.stale,
+                        "extreme": snap.extreme,
+                    }
+                    for symbol, snap in view.symbols.items()
+                },
+            }
+        if self.liquidations is not None and self.liquidation_stream is not None:
+            summary = self.liquidations.summary(self.settings.symbols)
+            out["liquidations"] = {
+                "connected": summary.connected,
+                "connects": self.liquidation_stream.stats.connects,
+                "events": summary.events,
+                "usd_1h": summary.total_1h,
+                "cascade": summary.cascade,
+            }
+        return out
 
     async def _configure_workflow(self) -> None:
         """Hand the current settings to the running DecisionWorkflow (or start it with them)."""
