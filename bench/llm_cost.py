@@ -39,6 +39,7 @@ from trading.agent_contract import (  # noqa: E402
     system_prompt,
     tool_definitions,
 )
+from trading.config import Settings  # noqa: E402
 from trading.features import compute_features  # noqa: E402
 from trading.llm_pricing import ModelPrice, price_for  # noqa: E402
 from trading.market_data import (  # noqa: E402
@@ -463,7 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=90.0)
     parser.add_argument("--model", default="claude-sonnet-4-6")
     parser.add_argument("--avg-positions", type=float, default=1.0, help="open positions, mean")
-    parser.add_argument("--eval-interval-s", type=float, default=3600.0, help="LLM position check")
+    parser.add_argument(
+        "--eval-interval-s",
+        type=float,
+        default=Settings().llm_position_eval_interval_s,
+        help="LLM position check (default: OCW_LLM_POSITION_EVAL_INTERVAL_S)",
+    )
     args = parser.parse_args(argv)
 
     data_dir = args.data_dir or shared_data_dir()

@@ -113,8 +113,8 @@ class Settings(BaseSettings):
     llm_cache_mode: Literal["off", "record", "replay", "record_replay"] = "off"
     llm_prompt_cache: Literal["always", "adaptive", "off"] = "adaptive"  # Anthropic prompt cache
     llm_cache_path: Path | None = None  # default: OCW_HOME/llm.db
-    llm_position_eval_interval_s: float = Field(
-        default=3600.0, gt=0, description="LLM evaluate_position at most this often per position"
+    llm_position_eval_interval_s: float = Field(  # the scorer covers the 3-min ticks between
+        default=14400.0, gt=0, description="LLM evaluate_position at most this often per position"
     )
     llm_breaker_failures: int = Field(default=3, ge=1, description="consecutive failures to open")
     llm_breaker_open_s: float = Field(default=900.0, ge=0, description="open this long, then probe")

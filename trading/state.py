@@ -36,7 +36,7 @@ class LLMSettings(Model):
     enabled: bool = False
     daily_budget_usd: float | None = Field(default=0.50, ge=0)
     breaker: BreakerParams = Field(default_factory=BreakerParams)  # open_ms on the replay clock
-    position_eval_interval_s: float = Field(default=3600.0, ge=0)  # wall seconds, scaled
+    position_eval_interval_s: float = Field(default=14400.0, ge=0)  # wall seconds, scaled
 
 
 class EngineConfig(Model):
@@ -275,7 +275,7 @@ class PositionInput(Model):
     market_task_queue: str
     max_ticks_per_run: int | None = None
     llm_enabled: bool = False  # may the agent layer ask the LLM (the DecisionWorkflow decides)
-    llm_eval_interval_s: float = 3600.0  # at most this often, unless the scorer leans EXIT/ADD
+    llm_eval_interval_s: float = 14400.0  # at most this often, unless the scorer leans EXIT/ADD
 
 
 class StartPosition(Model):
