@@ -203,3 +203,18 @@ def test_rule_decisions_mirror_one_live_call(data) -> None:
                 assert memo[symbol].action == d.action
                 assert memo[symbol].position_pct == d.position_pct
                 assert memo[symbol].signal_weights == d.signal_weights
+
+
+def test_mark_shortcut_agrees_with_drawdown_update() -> None:
+    """The engine skips drawdown_update on a new high; that must be its exact answer."""
+    import math as _math
+
+    from trading.risk import drawdown_update
+
+    for peak, equity in [(100.0, 100.0), (100.0, 130.5), (1e-9, 5.0), (7.0, 7.0000001)]:
+        state = drawdown_update(peak, equity, 0.12, False)
+        assert state.peak == equity and not state.halted and state.drawdown == 0.0
+    assert (
+        not _math.isfinite(float("inf"))
+        and drawdown_update(1.0, float("inf"), 0.12, False).peak == 1.0
+    )

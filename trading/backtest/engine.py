@@ -149,6 +149,8 @@ class Backtester:
         self.halted = False
         self._marked = math.nan  # equity of the last drawdown_update call
         self._expo = 0.0  # exposure value at the last mark
+        halt = params.drawdown_halt_pct
+        self._halt_valid = math.isfinite(halt) and halt > 0  # drawdown_update's own guard
         self.fees_paid = 0.0
         self.funding_paid = 0.0
         self.seq: Counter = Counter()
@@ -333,6 +335,11 @@ class Backtester:
         equity = self.cash + self._expo
         if equity == self._marked:
             return equity  # same reading again: drawdown_update would return the same state
+        if not self.halted and self.peak_equity <= equity < math.inf and self._halt_valid:
+            # a new high while trading: drawdown_update's answer is (equity, not halted)
+            self.peak_equity = equity
+            self._marked = equity
+            return equity
         dd = drawdown_update(self.peak_equity, equity, self.p.drawdown_halt_pct, self.halted)
         self.peak_equity, self.halted = dd.peak, dd.halted
         self._marked = equity
@@ -511,10 +518,11 @@ class Backtester:
             equity[a - t0 : b - t0] = self.cash
             exposure[a - t0 : b - t0] = 0.0
             return
-        positions = list(self.positions.values())
-        value = positions[0].qty * self.data.close_ffill[positions[0].symbol][a:b]
-        for pos in positions[1:]:
-            value = value + pos.qty * self.data.close_ffill[pos.symbol][a:b]
+        ffill = self.data.close_ffill
+        value = None
+        for pos in self.positions.values():
+            part = pos.qty * ffill[pos.symbol][a:b]
+            value = part if value is None else value + part
         eq = self.cash + value
         equity[a - t0 : b - t0] = eq
         low, high = float(eq.min()), float(eq.max())
