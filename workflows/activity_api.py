@@ -8,8 +8,10 @@ non-retryable error types are declared here, where the calls are made.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 # served by the listener worker, from its BarStore (market task queue)
 MARKET_PRICES = "market_prices"
@@ -125,3 +127,26 @@ LEARNER_RETRY = RetryPolicy(
     non_retryable_error_types=["ValueError"],
 )
 LEARNER_TIMEOUT = timedelta(seconds=30)
+
+
+def failure_text(err: ActivityError, limit: int = 160) -> str:
+    """A short description of an activity failure: the error type and message only.
+
+    The LLM activities raise messages that hold an HTTP status and an error type, never a key
+    or a response body, so this text is safe for workflow state and logs.
+    """
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return f"{cause.type or 'error'}: {cause.message}"[:limit]
+    return str(cause or err)[:limit]
+
+
+def failure_details(err: ActivityError) -> dict[str, Any] | None:
+    """The first detail of an application error when it is a dict (an invalid LLM answer
+    carries its call's accounting there: it cost tokens all the same)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        detail = cause.details[0]
+        if isinstance(detail, dict):
+            return detail
+    return None

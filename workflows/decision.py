@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from trading import circuit_breaker as breaker
@@ -782,15 +782,11 @@ class DecisionWorkflow:
 
     def _llm_error(self, err: ActivityError) -> str:
         """A short, secret-free description; an invalid answer still cost tokens: count them."""
-        cause = err.cause
-        if isinstance(cause, ApplicationError):
-            if cause.type == "InvalidAgentAnswer" and cause.details:
-                detail = cause.details[0]
-                if isinstance(detail, dict):
-                    with contextlib.suppress(ValueError):
-                        self._count_llm(LLMCallInfo.model_validate(detail))
-            return f"{cause.type or 'error'}: {cause.message}"[:160]
-        return str(cause or err)[:160]
+        detail = api.failure_details(err)
+        if detail is not None:
+            with contextlib.suppress(ValueError):
+                self._count_llm(LLMCallInfo.model_validate(detail))
+        return api.failure_text(err)
 
     def _budget_time_ms(self) -> int:
         """The budget's day follows market time when known (a replay gets a budget per market day)."""

@@ -12,12 +12,13 @@ import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from trading.models import (
         ClosedTrade,
         Fill,
+        LLMCallInfo,
         MarketView,
         OrderRequest,
         OrderStatus,
@@ -262,14 +263,14 @@ class PositionWorkflow:
             )
             report = LLMReport(position_id=s.position_id, ok=True, info=verdict.llm)
         except ActivityError as err:
-            cause = err.cause
-            error = (
-                f"{cause.type or 'error'}: {cause.message}"
-                if isinstance(cause, ApplicationError)
-                else str(cause or err)
-            )[:160]
+            error = api.failure_text(err)
             workflow.logger.warning("LLM position check failed for %s: %s", s.position_id, error)
-            report = LLMReport(position_id=s.position_id, ok=False, error=error)
+            info = None  # an invalid answer still cost tokens: the budget counts them
+            detail = api.failure_details(err)
+            if detail is not None:
+                with contextlib.suppress(ValueError):
+                    info = LLMCallInfo.model_validate(detail)
+            report = LLMReport(position_id=s.position_id, ok=False, info=info, error=error)
         await workflow.get_external_workflow_handle(self._input.decision_workflow_id).signal(
             "llm_report", report
         )
