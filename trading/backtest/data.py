@@ -99,6 +99,33 @@ class BacktestData:
             out[s] = np.where(last >= 0, closes[np.maximum(last, 0)], np.nan)
         return out
 
+    @cached_property
+    def close_range_tables(self) -> dict[str, tuple[list[list[float]], list[list[float]]]]:
+        """Per symbol, sparse tables of ``close_ffill`` minima and maxima over power-of-two
+        spans (level k covers 2**k steps), as lists: ``close_range(s, a, b)`` answers in O(1).
+
+        The engine asks the lowest and highest close of every quiet stretch it skips while
+        holding (for the drawdown halt); a table lookup is cheaper than two numpy reductions.
+        """
+        out = {}
+        for s in self.symbols:
+            lo = [self.close_ffill[s]]
+            hi = [self.close_ffill[s]]
+            span = 1
+            while span * 2 <= len(lo[0]):
+                lo.append(np.fmin(lo[-1][:-span], lo[-1][span:]))
+                hi.append(np.fmax(hi[-1][:-span], hi[-1][span:]))
+                span *= 2
+            out[s] = ([a.tolist() for a in lo], [a.tolist() for a in hi])
+        return out
+
+    def close_range(self, symbol: str, a: int, b: int) -> tuple[float, float]:
+        """Lowest and highest ``close_ffill`` of ``symbol`` over steps ``a .. b-1`` (b > a)."""
+        lo, hi = self.close_range_tables[symbol]
+        k = (b - a).bit_length() - 1
+        j = b - (1 << k)
+        return min(lo[k][a], lo[k][j]), max(hi[k][a], hi[k][j])
+
     def steps_between(self, start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
         """Timeline steps whose bar opens in ``[start_ms, end_ms)``."""
         t0 = 0 if start_ms is None else int(np.searchsorted(self.timeline, start_ms, "left"))

@@ -110,6 +110,15 @@ class BacktestResult:
     adds: int = 0  # ADD orders filled (agent layer)
 
 
+@dataclass
+class _Held:
+    """Quiet stretches skipped while holding: cash and quantities per step, marked at the end."""
+
+    mask: np.ndarray
+    cash: np.ndarray
+    qty: dict[str, np.ndarray]
+
+
 class Backtester:
     """One run of the rule policy over ``data`` between two times; ``run()`` does it."""
 
@@ -512,26 +521,31 @@ class Backtester:
         Flat, the equity is the cash and the drawdown state cannot change. Holding without
         stops or scorer, the equity moves with the closes: the peak takes its maximum and the
         halt state is decided, as bar-by-bar ``drawdown_update`` calls would, by whichever
-        came last, a bar at or past the halt threshold or one below half of it.
+        came last, a bar at or past the halt threshold or one below half of it. The equity and
+        exposure of held stretches are written once at the end of the run (``_fill_held``).
         """
         if not self.positions:
             equity[a - t0 : b - t0] = self.cash
             exposure[a - t0 : b - t0] = 0.0
             return
-        ffill = self.data.close_ffill
-        value = None
+        held = self._held
+        held.cash[a - t0 : b - t0] = self.cash
+        held.mask[a - t0 : b - t0] = True
         for pos in self.positions.values():
-            part = pos.qty * ffill[pos.symbol][a:b]
-            value = part if value is None else value + part
-        eq = self.cash + value
-        equity[a - t0 : b - t0] = eq
-        low, high = float(eq.min()), float(eq.max())
-        exposure[a - t0 : b - t0] = value / eq if low > 0 else np.where(eq > 0, value / eq, 0)
+            held.qty[pos.symbol][a - t0 : b - t0] = pos.qty
+        if len(self.positions) == 1:
+            pos = next(iter(self.positions.values()))
+            lo_close, hi_close = self.data.close_range(pos.symbol, a, b)
+            low, high = self.cash + pos.qty * lo_close, self.cash + pos.qty * hi_close
+        else:
+            eq = self._held_equity(a, b)
+            low, high = float(eq.min()), float(eq.max())
         peak_end = max(self.peak_equity, high)
         halt = self.p.drawdown_halt_pct
         # no bar can be deeper than the lowest equity under the highest peak: usually the halt
         # state cannot change, and the bar-by-bar drawdowns are not needed
         if self.halted or 1.0 - low / peak_end >= halt - 1e-12:
+            eq = self._held_equity(a, b)
             peaks = np.maximum(np.maximum.accumulate(eq), self.peak_equity)
             dd = 1.0 - eq / peaks
             on = np.flatnonzero(dd >= halt)
@@ -543,8 +557,35 @@ class Backtester:
                 self.halted = state.halted
         self.peak_equity = peak_end
         self._marked = math.nan
+        ffill = self.data.close_ffill
         for s in self.positions:
-            self.last_close[s] = float(self.data.close_ffill[s][b - 1])
+            self.last_close[s] = float(ffill[s][b - 1])
+
+    def _held_equity(self, a: int, b: int) -> np.ndarray:
+        """Equity over steps ``a .. b-1`` with the current cash and positions."""
+        ffill = self.data.close_ffill
+        value = None
+        for pos in self.positions.values():
+            part = pos.qty * ffill[pos.symbol][a:b]
+            value = part if value is None else value + part
+        return self.cash + value
+
+    def _fill_held(self, t0: int, t1: int, equity: np.ndarray, exposure: np.ndarray) -> None:
+        """Equity and exposure of every held quiet stretch, in one vectorised pass: the same
+        ``cash + Σ qty·close`` and ``value / equity`` a bar-by-bar mark computes."""
+        held = self._held
+        idx = np.flatnonzero(held.mask)
+        if not len(idx):
+            return
+        ffill = self.data.close_ffill
+        value = np.zeros(len(idx))
+        for s, qty in held.qty.items():
+            q = qty[idx]
+            if q.any():
+                value = value + q * ffill[s][t0 + idx]
+        eq = held.cash[idx] + value
+        equity[idx] = eq
+        exposure[idx] = np.divide(value, eq, out=np.zeros_like(eq), where=eq > 0)
 
     # ------------------------------------------------------------ run
 
@@ -561,6 +602,11 @@ class Backtester:
         n = t1 - t0
         equity = np.empty(n)
         exposure = np.empty(n)
+        self._held = _Held(
+            mask=np.zeros(n, dtype=bool),
+            cash=np.zeros(n),
+            qty={sym: np.zeros(n) for sym in self.data.symbols},
+        )
         closes = {s: self.data.ohlc_by_step[s]["close"][t0:t1].copy() for s in self.data.symbols}
         first_open: dict[str, float] = {}
         for s in self.data.symbols:
@@ -610,6 +656,7 @@ class Backtester:
             if progress is not None:
                 progress(nxt - step)
             step = nxt
+        self._fill_held(t0, t1, equity, exposure)
         return BacktestResult(
             params=self.p,
             symbols=list(self.data.symbols),
