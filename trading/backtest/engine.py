@@ -147,6 +147,7 @@ class Backtester:
         self.step_ms = int(data.step_close[0] - data.timeline[0] + 1) if len(data.timeline) else 0
         self.opens_ms, self.closes_ms = data.step_lists
         self.bars = data.bars_by_step  # symbol -> (index, open, high, low, close) per step
+        self._index_closes = [(sym, cols[0], cols[4]) for sym, cols in self.bars.items()]
         self._params_cache: dict[float, PositionParams] = {}
         self.cash = params.initial_cash
         self.positions: dict[str, _Position] = {}
@@ -337,9 +338,10 @@ class Backtester:
                 self.funding_paid += paid
 
     def _mark(self, step: int) -> float:
-        for s, (index, _, _, _, closes) in self.bars.items():
+        last = self.last_close
+        for s, index, closes in self._index_closes:
             if index[step] >= 0:
-                self.last_close[s] = closes[step]
+                last[s] = closes[step]
         self._expo = self._exposure_value()
         equity = self.cash + self._expo
         if equity == self._marked:
@@ -443,7 +445,10 @@ class Backtester:
 
     def _decide(self, step: int, equity: float) -> None:
         t_close = self.closes_ms[step]
-        held = set(self.positions) | {o.symbol for o in self.orders if o.kind == "entry"}
+        held = set(self.positions)
+        for o in self.orders:
+            if o.kind == "entry":
+                held.add(o.symbol)
         weights = None
         if self.hooks.learner is not None:
             weights = self.hooks.learner.group_weights(self._vol(t_close) or "unknown")
