@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from trading.orders import client_order_id
     from trading.safety import check_safety
-    from trading.snapshot import PositionMark, SnapshotContext
+    from trading.snapshot import PositionMark, RegimeReading, SnapshotContext
     from trading.state import (
         AddOrder,
         EvaluateRequest,
@@ -246,6 +246,9 @@ class PositionWorkflow:
                     position_marks={
                         s.symbol: PositionMark(peak_price=s.peak_price, trough_price=s.trough_price)
                     },
+                    crypto_regime=RegimeReading(label=s.current_vol_regime)
+                    if s.current_vol_regime and s.current_vol_regime != "unknown"
+                    else None,
                     fee_rate=self._input.params.fee_rate,
                 )
             }
