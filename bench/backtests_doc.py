@@ -43,6 +43,7 @@ HOOKED = "engine + learner + macro"
 CADENCES = {"4h": 1, "8h": 2, "12h": 3, "24h": 6, "3d": 18}
 VARIANTS = {
     "engine": {},
+    "7-day cool-off": {"drawdown_cooloff_hours": 168.0},
     "no halt": {"drawdown_halt_pct": 0.99},
     "rules + stops": {"drawdown_halt_pct": 0.99, "agent_every_bars": 0},
     "rules only": {
@@ -287,7 +288,9 @@ cores.
 
 BTC/USDT, ETH/USDT, SOL/USDT, 4h bars, 2025-03-01 → 2026-02-01, $5,000, fee 0.1 %. Each cell:
 total return / Sharpe / max drawdown / trades. `engine` is OCW as configured by default
-(stops, scorer, halt, 5 bps slippage); `no halt` lifts the 12 % drawdown halt; `rules + stops`
+(stops, scorer, halt, 5 bps slippage); `7-day cool-off` is the engine with the opt-in
+`OCW_DRAWDOWN_COOLOFF_HOURS=168` (a halt lifts after a week and the drawdown is measured
+afresh); `no halt` lifts the 12 % drawdown halt; `rules + stops`
 also turns the scorer off; `rules only` keeps nothing but the rule policy's BUY/SELL (no stops,
 no slippage), the closest to a plain signal backtest; `engine + learner + macro` is the engine
 with the Thompson learner (seed 7) weighting BUY sizes and the FRED macro quadrant scaling
@@ -314,8 +317,9 @@ sizes and the trail, point in time.
 * **Exits beyond the rules.** The scorer (`agent_exit`) and the −4 % stop close many trades
   early; the columns without them show what they add or remove.
 * **The halt.** With the halt on, a drawdown of 12 % stops new entries for good once the book is
-  flat, which caps the loss of the `engine` column but also freezes it; `no halt` shows the
-  policy's own result.
+  flat, which caps the loss of the `engine` column but also freezes it (SPEC: it waits for a
+  manual `resume`); `7-day cool-off` shows an engine that resumes by itself after a week, and
+  `no halt` the policy's own result.
 
 ## 2. Walk-forward, 2023 → 2026 (out of sample only)
 

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     max_position_pct: float = Field(default=0.30, gt=0, le=1)
     max_exposure: float = Field(default=0.70, gt=0, le=1)
     drawdown_halt_pct: float = Field(default=0.12, gt=0, lt=1)
+    drawdown_cooloff_hours: float | None = Field(
+        default=None, ge=0, description="lift an automatic halt after this many market hours"
+    )
     min_order_notional: float = Field(default=10.0, ge=0)
     default_position_pct: float = Field(default=0.20, gt=0, le=1)
 

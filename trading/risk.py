@@ -154,6 +154,22 @@ def drawdown_update(
     )
 
 
+def cooloff_over(
+    halted_since_ms: int | None, now_ms: int | None, cooloff_hours: float | None
+) -> bool:
+    """Whether an automatic drawdown halt has lasted its cool-off (opt-in; SPEC has none).
+
+    SPEC §8 lifts a halt on ``resume`` or when the drawdown recovers below half the trigger;
+    a flat, halted book cannot recover by itself, so without a cool-off it waits for a human.
+    With one, the caller re-bases the peak at the current equity and trades again.
+    """
+    if cooloff_hours is None or halted_since_ms is None or now_ms is None:
+        return False
+    if not math.isfinite(cooloff_hours) or cooloff_hours < 0:
+        return False
+    return now_ms - halted_since_ms >= cooloff_hours * 3_600_000
+
+
 # ---------------------------------------------------------------- pre-order check
 
 

@@ -52,6 +52,7 @@ class EngineConfig(Model):
     max_position_pct: float = 0.30
     max_exposure: float = 0.70
     drawdown_halt_pct: float = 0.12
+    drawdown_cooloff_hours: float | None = None  # opt-in: lift an automatic halt after this
     min_order_notional: float = 10.0
     default_position_pct: float = 0.20
     position: PositionParams = Field(default_factory=PositionParams)
@@ -95,6 +96,7 @@ class Portfolio(Model):
     equity: float
     drawdown: float = 0.0
     halted: bool = False  # automatic drawdown halt
+    halted_since_ms: int | None = None  # market time the automatic halt was first seen
     manual_halt: bool = False
     halt_reason: str = ""
     realized_pnl: float = 0.0

@@ -34,6 +34,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_position_pct=settings.max_position_pct,
         max_exposure=settings.max_exposure,
         drawdown_halt_pct=settings.drawdown_halt_pct,
+        drawdown_cooloff_hours=settings.drawdown_cooloff_hours,
         min_order_notional=settings.min_order_notional,
         default_position_pct=settings.default_position_pct,
         position=PositionParams(

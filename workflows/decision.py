@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from trading.orders import client_order_id
     from trading.regime_crypto import CryptoRegime, CryptoRegimeRequest
-    from trading.risk import check_order, drawdown_update
+    from trading.risk import check_order, cooloff_over, drawdown_update
     from trading.snapshot import (
         EngineStatus,
         MacroReading,
@@ -134,6 +134,7 @@ class DecisionWorkflow:
         p = self._s.portfolio
         p.manual_halt = False
         p.halted = False
+        p.halted_since_ms = None
         p.halt_reason = ""
         p.peak_equity = p.equity
         p.drawdown = 0.0
@@ -890,6 +891,19 @@ class DecisionWorkflow:
             p.halted = dd.halted
             p.halt_reason = dd.reason or ""
             workflow.logger.warning("drawdown halt %s: %s", "on" if dd.halted else "off", dd.reason)
+        market_ms = s.last_market_time_ms
+        if not p.halted:
+            p.halted_since_ms = None
+        elif p.halted_since_ms is None:
+            p.halted_since_ms = market_ms
+        elif cooloff_over(p.halted_since_ms, market_ms, s.config.drawdown_cooloff_hours):
+            # opt-in cool-off: the drawdown is measured afresh from here, as after ``resume``
+            hours = s.config.drawdown_cooloff_hours
+            p.halted, p.halted_since_ms = False, None
+            p.peak_equity, p.drawdown = p.equity, 0.0
+            p.halt_reason = ""
+            self._log_note(f"drawdown halt lifted after its {hours:g} h cool-off")
+            workflow.logger.warning("drawdown halt lifted after a %g h cool-off", hours)
 
     def _account_view(self) -> AccountView:
         s = self._s

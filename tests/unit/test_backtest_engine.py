@@ -61,6 +61,14 @@ def test_same_inputs_same_trades_and_metrics(market, data) -> None:
             "agent_every_bars": 0,
             "drawdown_halt_pct": 0.05,
         },
+        {"drawdown_halt_pct": 0.05, "drawdown_cooloff_hours": 72.0},
+        {
+            "stop_loss_pct": 0.0,
+            "trail_pct": 0.0,
+            "agent_every_bars": 0,
+            "drawdown_halt_pct": 0.05,
+            "drawdown_cooloff_hours": 24.0,
+        },
     ],  # fmt: skip
 )
 def test_skipping_quiet_bars_changes_nothing(data, update) -> None:
@@ -218,3 +226,30 @@ def test_mark_shortcut_agrees_with_drawdown_update() -> None:
         not _math.isfinite(float("inf"))
         and drawdown_update(1.0, float("inf"), 0.12, False).peak == 1.0
     )
+
+
+def test_drawdown_cooloff_lifts_a_flat_halt(data) -> None:
+    """Without a cool-off a flat, halted book never trades again (SPEC: it waits for resume);
+    with one, trading starts again once the halt has lasted the cool-off, market time."""
+    strict = BacktestParams(drawdown_halt_pct=0.05)
+    frozen = run_backtest(data, strict, _start(data))
+    assert frozen.cooloffs == 0
+    halted_at = _first_halt(frozen, 0.05)
+    assert halted_at is not None, "the scenario must halt"
+    assert all(t.entry_time_ms <= halted_at + 4 * H for t in frozen.trades)
+
+    relaxed = run_backtest(
+        data, strict.model_copy(update={"drawdown_cooloff_hours": 72.0}), _start(data)
+    )
+    assert relaxed.cooloffs >= 1
+    later = [t for t in relaxed.trades if t.entry_time_ms > halted_at + 72 * H]
+    assert later, "trading resumes after the cool-off"
+    first_after = min(t.entry_time_ms for t in later)
+    assert first_after >= halted_at + 72 * H
+
+
+def _first_halt(result, halt_pct: float) -> int | None:
+    """Close time of the first bar whose drawdown from the running peak reaches ``halt_pct``."""
+    peaks = np.maximum.accumulate(np.maximum(result.equity, result.params.initial_cash))
+    hit = np.flatnonzero(1.0 - result.equity / peaks >= halt_pct)
+    return int(result.times[hit[0]]) if len(hit) else None

@@ -100,3 +100,14 @@ def test_new_peak_and_bad_equity() -> None:
     s = drawdown_update(10_000, math.nan, 0.12, halted=True)
     assert s.halted and s.peak == 10_000 and "invalid" in s.reason
     assert drawdown_update(math.nan, 5_000, 0.12, halted=False).peak == 5_000
+
+
+def test_cooloff_over() -> None:
+    from trading.risk import cooloff_over
+
+    h = 3_600_000
+    assert not cooloff_over(0, 10 * h, None)  # SPEC default: no cool-off
+    assert not cooloff_over(None, 10 * h, 1.0)
+    assert not cooloff_over(0, h - 1, 1.0)
+    assert cooloff_over(0, h, 1.0)
+    assert not cooloff_over(0, 10 * h, float("nan"))

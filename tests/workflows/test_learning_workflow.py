@@ -149,3 +149,35 @@ async def test_macro_scale_shrinks_entries_and_trail_multiplier_reaches_the_posi
         assert pstate["current_vol_regime"] == "high"
         assert len(rig.regimes.crypto_calls) == 2
         await _flatten(handle, ts_env)
+
+
+async def test_drawdown_cooloff_lifts_the_halt_when_configured(ts_env, tmp_path):
+    market = FakeMarket(
+        {"BTC/USDT": PriceScript([(0, 100.0), (60, 60.0)]), "ETH/USDT": PriceScript([(0, 50.0)])}
+    )
+
+    def script(cycle: int, req) -> list[TradeDecision]:
+        if cycle == 1:
+            return [TradeDecision(ticker="BTC/USDT", action=Action.BUY, position_pct=0.3)]
+        return [TradeDecision(ticker="ETH/USDT", action=Action.BUY, position_pct=0.1)]
+
+    rig = Rig(ts_env, tmp_path, market, ScriptedPolicy(script))
+    async with rig.worker():
+        handle = await rig.start(
+            max_position_pct=0.3, drawdown_halt_pct=0.10, drawdown_cooloff_hours=1.0
+        )
+        await _cycle(handle, ts_env, 1)
+        await ts_env.sleep(timedelta(minutes=2))  # the stop fills at 60: 12 % drawdown
+        await _until(handle, lambda s: s.counters.positions_closed == 1, ts_env)
+        await _cycle(handle, ts_env, 2)
+        state = await handle.query(DecisionWorkflow.state)
+        assert state.portfolio.halted and state.portfolio.halted_since_ms is not None
+        assert "ETH/USDT" not in state.positions
+        await ts_env.sleep(timedelta(minutes=70))  # market time passes the 1 h cool-off
+        await _cycle(handle, ts_env, 3)
+        state = await handle.query(DecisionWorkflow.state)
+        assert not state.portfolio.halted
+        assert state.portfolio.peak_equity == pytest.approx(state.portfolio.equity, rel=1e-3)
+        log = state.decision_log[-1].actions
+        assert any("cool-off" in a for a in log) and "ETH/USDT" in state.positions
+        await _flatten(handle, ts_env)

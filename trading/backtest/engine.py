@@ -34,7 +34,7 @@ from trading.backtest.fills import buy_price, close_only_exit, intrabar_exit, se
 from trading.backtest.params import BacktestParams
 from trading.backtest.policy import DecisionSource, RuleDecisions
 from trading.models import Action, ClosedTrade, PositionParams
-from trading.risk import check_order, drawdown_update
+from trading.risk import check_order, cooloff_over, drawdown_update
 from trading.safety import net_pnl_pct
 from trading.scorer import ScorerInputs, score_position
 
@@ -108,6 +108,7 @@ class BacktestResult:
     funding_paid: float = 0.0
     fees_paid: float = 0.0
     adds: int = 0  # ADD orders filled (agent layer)
+    cooloffs: int = 0  # drawdown halts lifted by the opt-in cool-off
 
 
 @dataclass
@@ -159,6 +160,8 @@ class Backtester:
         self.halted = False
         self._marked = math.nan  # equity of the last drawdown_update call
         self._expo = 0.0  # exposure value at the last mark
+        self._halted_since: int | None = None  # market time the halt was first marked
+        self.cooloffs = 0  # halts lifted by the opt-in cool-off
         halt = params.drawdown_halt_pct
         self._halt_valid = math.isfinite(halt) and halt > 0  # drawdown_update's own guard
         self.fees_paid = 0.0
@@ -345,16 +348,31 @@ class Backtester:
         self._expo = self._exposure_value()
         equity = self.cash + self._expo
         if equity == self._marked:
-            return equity  # same reading again: drawdown_update would return the same state
-        if not self.halted and self.peak_equity <= equity < math.inf and self._halt_valid:
+            pass  # same reading again: drawdown_update would return the same state
+        elif not self.halted and self.peak_equity <= equity < math.inf and self._halt_valid:
             # a new high while trading: drawdown_update's answer is (equity, not halted)
             self.peak_equity = equity
             self._marked = equity
-            return equity
-        dd = drawdown_update(self.peak_equity, equity, self.p.drawdown_halt_pct, self.halted)
-        self.peak_equity, self.halted = dd.peak, dd.halted
-        self._marked = equity
+        else:
+            dd = drawdown_update(self.peak_equity, equity, self.p.drawdown_halt_pct, self.halted)
+            self.peak_equity, self.halted = dd.peak, dd.halted
+            self._marked = equity
+        if self.halted:
+            self._halt_clock(step, equity)
+        else:
+            self._halted_since = None
         return equity
+
+    def _halt_clock(self, step: int, equity: float) -> None:
+        """The opt-in cool-off (``drawdown_cooloff_hours``), counted from the first mark that
+        saw the halt, on market time as live; when over, the drawdown restarts from here."""
+        now = self.closes_ms[step]
+        if self._halted_since is None:
+            self._halted_since = now
+        elif cooloff_over(self._halted_since, now, self.p.drawdown_cooloff_hours):
+            self.halted, self._halted_since = False, None
+            self.peak_equity, self._marked = equity, equity
+            self.cooloffs += 1
 
     def _scorer_features(self, symbol: str, step: int):
         sf = self.data.scorer_frames[symbol]
@@ -512,12 +530,18 @@ class Backtester:
     def _next_event(self, step: int, t1: int, cursors: dict[bool, list]) -> int:
         """The next step that must be visited when nothing is pending after ``step``."""
         flat = not self.positions
-        if flat and self.halted:
-            return t1 - 1  # flat and halted: the equity cannot move, the halt cannot lift
         events, pos = cursors[flat]
         while pos < len(events) and events[pos] <= step:
             pos += 1
         cursors[flat][1] = pos
+        if flat and self.halted:
+            # flat and halted the equity cannot move: only a cool-off can lift the halt
+            hours = self.p.drawdown_cooloff_hours
+            if hours is None or self._halted_since is None:
+                return t1 - 1
+            resume_ms = self._halted_since + hours * 3_600_000
+            while pos < len(events) and self.closes_ms[events[pos]] < resume_ms:
+                pos += 1
         return min(events[pos] if pos < len(events) else t1 - 1, t1 - 1)
 
     def _quiet(self, a: int, b: int, t0: int, equity: np.ndarray, exposure: np.ndarray) -> None:
@@ -560,6 +584,10 @@ class Backtester:
                 before = float(peaks[decisive - 1]) if decisive > 0 else self.peak_equity
                 state = drawdown_update(before, float(eq[decisive]), halt, self.halted)
                 self.halted = state.halted
+                if not self.halted:
+                    self._halted_since = None
+                elif self._halted_since is None:
+                    self._halted_since = self.closes_ms[b - 1]
         self.peak_equity = peak_end
         self._marked = math.nan
         ffill = self.data.close_ffill
@@ -676,6 +704,7 @@ class Backtester:
             funding_paid=self.funding_paid,
             fees_paid=self.fees_paid,
             adds=self.adds,
+            cooloffs=self.cooloffs,
         )
 
 

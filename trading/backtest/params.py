@@ -25,6 +25,7 @@ class BacktestParams(Model):
     max_position_pct: float = Field(default=0.30, gt=0, le=1)
     max_exposure: float = Field(default=0.70, gt=0, le=1)
     drawdown_halt_pct: float = Field(default=0.12, gt=0, lt=1)
+    drawdown_cooloff_hours: float | None = Field(default=None, ge=0)  # opt-in, as live
     min_order_notional: float = Field(default=10.0, ge=0)
     stop_loss_pct: float = 0.04
     trail_activate_pct: float = 0.08
