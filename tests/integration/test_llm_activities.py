@@ -32,7 +32,7 @@ from trading.agent_contract import DECISION_TOOL, EVALUATION_TOOL, AgentLimits
 from trading.models import PositionParams
 from trading.state import EvaluateRequest, PositionState
 
-KEY = "sk-ant-test-SECRET-0123456789"
+KEY = "fake-test-key-0123456789"
 USAGE = {
     "input_tokens": 1000,
     "output_tokens": 400,

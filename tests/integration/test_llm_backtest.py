@@ -39,7 +39,7 @@ from workers.temporal_env import SetupError
 SYMBOLS = "BTC/USDT,ETH/USDT"
 START, END = "2025-03-01", "2025-03-11"  # 60 bars of 4h; the last one decides nothing
 DECISION_BARS = 59
-KEY = "sk-ant-test-SECRET-llm-backtest"
+KEY = "fake-test-key-llm-backtest"
 # stops, trail and scorer out of the way: every exit in these tests is the LLM's (or the end)
 PARAMS = {
     "agent_every_bars": 0,

@@ -28,7 +28,7 @@ from workflows.decision import DecisionWorkflow
 pytestmark = pytest.mark.integration
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
-KEY = "sk-ant-e2e-NEVER-LOGGED-4242"
+KEY = "fake-test-key-e2e-4242"
 DAYS = 3
 SECONDS = 20
 

@@ -36,7 +36,7 @@ from workflows.decision import DecisionWorkflow
 from workflows.position import PositionWorkflow
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
-KEY = "sk-ant-test-workflow-SECRET"
+KEY = "fake-test-key-workflow"
 USAGE = {"input_tokens": 1000, "output_tokens": 300, "cache_read_input_tokens": 2000}
 
 
