@@ -18,7 +18,6 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from activities.journal import Journal
 from activities.paper_broker import PaperBroker
 from trading.models import AgentDecision, DecisionRecord, Fill, OrderRequest
-from trading.rule_policy import DerivativesReading
 from trading.rule_policy import decide as rule_decide
 from trading.safety import net_pnl_pct
 from trading.scorer import ScorerInputs, score_position
@@ -76,15 +75,7 @@ class TradingActivities:
     async def decide(self, req: DecideRequest) -> AgentDecision:
         """The rule policy (SPEC §7); the LLM trader plugs in here with the same contract."""
         held = {p.symbol for p in req.account_view.positions}
-        derivatives = {
-            symbol: DerivativesReading(
-                funding_rate=d.funding_rate,
-                taker_ratio=d.taker_ratio,
-                ls_z=d.ls_z,
-                oi_change_pct=d.oi_change_pct,
-            )
-            for symbol, d in ((req.context.derivatives or {}) if req.context else {}).items()
-        }
+        derivatives = (req.context.derivatives or {}) if req.context else {}
         decision = rule_decide(
             req.market,
             held,

@@ -80,6 +80,23 @@ class SymbolFeatures(Model):
     missing: list[str] = Field(default_factory=list)
 
 
+class DerivativesReading(Model):
+    """Latest derivatives metrics of one symbol; any of them may be unavailable.
+
+    ``funding_rate`` per 8 h funding period (0.0001 = 0.01 %); ``taker_ratio`` taker buy/sell
+    volume (1 = balanced); ``ls_z`` z-score of the long/short account ratio; ``oi_change_pct``
+    open-interest change as a fraction (0.05 = +5 %); ``basis_annualised`` perp-spot basis a
+    year (0.08 = 8 %). The rule policy's composite (SPEC §7) reads the first four; the snapshot
+    shows all five.
+    """
+
+    funding_rate: float | None = None
+    taker_ratio: float | None = None
+    ls_z: float | None = None
+    oi_change_pct: float | None = None
+    basis_annualised: float | None = None
+
+
 class MarketView(Model):
     """Features of every symbol at one moment, as served by the listener."""
 

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 
 from trading.features import regime_of
 from trading.learner import STARTING_WEIGHTS
-from trading.models import Action, AgentDecision, MarketView, Model, SymbolFeatures, TradeDecision
+from trading.models import (
+    Action,
+    AgentDecision,
+    DerivativesReading,
+    MarketView,
+    SymbolFeatures,
+    TradeDecision,
+)
 
 SIGNAL_GROUPS: tuple[str, ...] = (
     "trend",
@@ -45,20 +52,6 @@ RULE_WEIGHT = 0.7
 DERIV_WEIGHT = 0.3
 LEARNED_MIN = 0.5
 LEARNED_MAX = 1.5
-
-
-class DerivativesReading(Model):
-    """Latest derivatives metrics of one symbol; any of them may be unavailable.
-
-    ``funding_rate`` per 8 h funding period (0.0001 = 0.01 %); ``taker_ratio`` taker buy/sell
-    volume (1 = balanced); ``ls_z`` z-score of the long/short account ratio; ``oi_change_pct``
-    open-interest change as a fraction (0.05 = +5 %).
-    """
-
-    funding_rate: float | None = None
-    taker_ratio: float | None = None
-    ls_z: float | None = None
-    oi_change_pct: float | None = None
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ import json
 import math
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from trading.models import Model, SymbolFeatures
+from trading.models import DerivativesReading, Model, SymbolFeatures
 
 if TYPE_CHECKING:  # state.py imports this module; the builder only needs the types
     from trading.state import AccountView, DecideRequest, EvaluateRequest
@@ -53,28 +53,8 @@ class MacroReading(Model):
     trail_multiplier: float = 1.0
 
 
-class DerivativesSnapshot(Model):
-    """Derivatives metrics of one symbol (same meaning as rule_policy.DerivativesReading) plus
-    the annualised perp-spot basis (0.08 = 8 % a year)."""
-
-    funding_rate: float | None = None
-    taker_ratio: float | None = None
-    ls_z: float | None = None
-    oi_change_pct: float | None = None
-    basis_annualised: float | None = None
-
-    @classmethod
-    def from_reading(
-        cls, reading: Any, basis_annualised: float | None = None
-    ) -> DerivativesSnapshot:
-        """From a ``rule_policy.DerivativesReading`` (or anything with its four attributes)."""
-        return cls(
-            funding_rate=getattr(reading, "funding_rate", None),
-            taker_ratio=getattr(reading, "taker_ratio", None),
-            ls_z=getattr(reading, "ls_z", None),
-            oi_change_pct=getattr(reading, "oi_change_pct", None),
-            basis_annualised=basis_annualised,
-        )
+# the snapshot shows the same reading the rule policy decides on
+DerivativesSnapshot = DerivativesReading
 
 
 class LiquidationReading(Model):
