@@ -55,6 +55,7 @@ class Rig:
         self.policy = policy
         self.regimes = FakeRegimes()
         self.learner = LearnerActivities(LearnerStore(tmp / f"{self.queue}-learner.db"))
+        self.extra_activities: list = []  # e.g. the real LLM activities
         self.flat: DecisionState | None = None
 
     def worker(self, **options) -> Worker:
@@ -75,6 +76,7 @@ class Rig:
                 self.trading.start_position,
                 *self.regimes.all(),
                 *self.learner.all(),
+                *self.extra_activities,
             ],
         )
 
@@ -97,7 +99,7 @@ async def _until(
         if cond(state):
             return state
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met; state: {state.counters}")
+            raise AssertionError(f"condition not met: {state.counters}, {state.decided_by}")
         await env.sleep(timedelta(seconds=5))
 
 

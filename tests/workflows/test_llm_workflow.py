@@ -9,8 +9,6 @@ until it opens, the rule policy taking over, the half-open probe closing it), th
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,24 +16,18 @@ from pathlib import Path
 import pytest_asyncio
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.journal import Journal
-from activities.learner_store import LearnerActivities, LearnerStore
 from activities.llm_agent import LLMActivities, LLMConfig
 from activities.llm_cache import LLMStore
-from activities.paper_broker import PaperBroker
-from activities.trading import TradingActivities
 from tests.servers.fake_anthropic import FakeAnthropic, error_reply, tool_reply
-from tests.workflows.fakes import FakeMarket, FakeRegimes, ScriptedPolicy
+from tests.workflows.fakes import FakeMarket, ScriptedPolicy
+from tests.workflows.test_decision_workflow import SYMBOLS, Rig, _until
 from trading.agent_contract import DECISION_TOOL, EVALUATION_TOOL, AgentLimits
 from trading.circuit_breaker import BreakerParams
-from trading.models import PositionParams, Wake
-from trading.state import DecisionInput, DecisionState, EngineConfig, LLMSettings
+from trading.models import Wake
+from trading.state import DecisionState, LLMSettings
 from workflows.decision import DecisionWorkflow
-from workflows.position import PositionWorkflow
 
-SYMBOLS = ["BTC/USDT", "ETH/USDT"]
 KEY = "fake-test-key-workflow"
 USAGE = {"input_tokens": 1000, "output_tokens": 300, "cache_read_input_tokens": 2000}
 
@@ -67,72 +59,24 @@ async def anthropic_server() -> AsyncIterator[FakeAnthropic]:
         yield server
 
 
-class LLMRig:
+class LLMRig(Rig):
+    """The decision-workflow rig plus the real LLM activities against the local server."""
+
     def __init__(self, env: WorkflowEnvironment, tmp: Path, server: FakeAnthropic) -> None:
-        self.env = env
-        self.queue = f"q-{uuid.uuid4()}"
-        self.broker = PaperBroker(tmp / "broker.db", initial_cash=10_000, slippage_bps=0)
-        self.trading = TradingActivities(self.broker, Journal(tmp / "journal.db"), env.client)
-        self.market = FakeMarket()
-        self.policy = ScriptedPolicy()
-        self.regimes = FakeRegimes()
-        self.learner = LearnerActivities(LearnerStore(tmp / "learner.db"))
+        super().__init__(env, tmp, FakeMarket(), ScriptedPolicy())
         self.server = server
         self.llm = LLMActivities(
             LLMConfig(limits=AgentLimits(universe=SYMBOLS), timeout_s=5.0),
             LLMStore(tmp / "llm.db"),
             env={"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": server.base_url},
         )
+        self.extra_activities = self.llm.all()
 
-    def worker(self) -> Worker:
-        return Worker(
-            self.env.client,
-            task_queue=self.queue,
-            workflows=[DecisionWorkflow, PositionWorkflow],
-            activities=[
-                self.market.market_prices,
-                self.market.market_view,
-                self.market.market_context,
-                self.policy.decide,
-                self.policy.evaluate_position,
-                self.trading.place_order,
-                self.trading.journal_decision,
-                self.trading.journal_trade,
-                self.trading.start_position,
-                *self.regimes.all(),
-                *self.learner.all(),
-                *self.llm.all(),
-            ],
-        )
-
-    async def start(self, llm: LLMSettings) -> WorkflowHandle:
-        config = EngineConfig(
-            account="t",
-            symbols=SYMBOLS,
-            trading_task_queue=self.queue,
-            market_task_queue=self.queue,
-            initial_cash=10_000,
-            position=PositionParams(),
-            llm=llm,
-        )
-        return await self.env.client.start_workflow(
-            DecisionWorkflow.run,
-            DecisionInput(config=config),
-            id=f"decision-{self.queue}",
-            task_queue=self.queue,
-        )
+    async def start(self, llm: LLMSettings) -> WorkflowHandle:  # type: ignore[override]
+        return await super().start(llm=llm)
 
 
-async def until(handle: WorkflowHandle, cond, env: WorkflowEnvironment) -> DecisionState:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while True:
-        state = await handle.query(DecisionWorkflow.state)
-        if cond(state):
-            return state
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met: {state.counters}, {state.decided_by}")
-        await env.sleep(timedelta(seconds=5))
+until = _until
 
 
 async def wake_and_wait(handle: WorkflowHandle, env: WorkflowEnvironment, n: int) -> DecisionState:
