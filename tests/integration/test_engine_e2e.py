@@ -11,10 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pytest
 
 from activities.journal import Journal
 from activities.paper_broker import PaperBroker
+from tests.integration.procs import file_has, free_port, has, ocw, wait_for
 from trading.config import Settings
 from trading.market_data import generate_market, write_ohlcv_csv
 from trading.models import Side
@@ -35,39 +33,13 @@ REPLAY_DAYS = 8
 REPLAY_SECONDS = 30
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ocw(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", *args],
-        env=env,
-        stdout=open(log, "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-async def _wait(cond, timeout: float, what: str, poll: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await cond()
-        if result:
-            return result
-        await asyncio.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_replay_survives_a_killed_worker(tmp_path: Path):
     home = tmp_path / "home"
     speed = REPLAY_DAYS * 86_400 / REPLAY_SECONDS
     env = {
         **os.environ,
         "OCW_HOME": str(home),
-        "OCW_TEMPORAL_ADDRESS": f"127.0.0.1:{_free_port()}",
+        "OCW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
         "OCW_ACCOUNT": "e2e",
         "OCW_SYMBOLS": ",".join(SYMBOLS),
         "OCW_SPEED": str(speed),
@@ -85,10 +57,10 @@ async def test_replay_survives_a_killed_worker(tmp_path: Path):
     server = start_dev_server(settings, log_file=logs / "temporal.log", ui=False)
     procs: list[subprocess.Popen] = []
     try:
-        worker = _ocw(["worker"], env, logs / "worker1.log")
+        worker = ocw(["worker"], env, logs / "worker1.log")
         procs.append(worker)
         listen_log = logs / "listen.log"
-        listener = _ocw(
+        listener = ocw(
             [
                 "listen",
                 "--replay",
@@ -112,23 +84,23 @@ async def test_replay_survives_a_killed_worker(tmp_path: Path):
                 return None
 
         # trades happen; kill the worker while at least one position is open
-        await _wait(
-            lambda: _has(status, lambda s: s.counters.positions_opened >= 1 and s.positions),
+        await wait_for(
+            lambda: has(status, lambda s: s.counters.positions_opened >= 1 and s.positions),
             timeout=60,
             what="a first open position",
         )
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         await asyncio.sleep(2)
-        procs.append(_ocw(["worker"], env, logs / "worker2.log"))
+        procs.append(ocw(["worker"], env, logs / "worker2.log"))
 
-        await _wait(
-            lambda: _file_has(listen_log, "replay finished"),
+        await wait_for(
+            lambda: file_has(listen_log, "replay finished"),
             timeout=REPLAY_SECONDS * 6,
             what="replay end",
         )
-        await _wait(
-            lambda: _has(status, lambda s: s.queue_length == 0 and not s.busy), 60, "idle engine"
+        await wait_for(
+            lambda: has(status, lambda s: s.queue_length == 0 and not s.busy), 60, "idle engine"
         )
 
         # a wake by hand through the temporal CLI, exactly as the README shows it
@@ -151,8 +123,8 @@ async def test_replay_survives_a_killed_worker(tmp_path: Path):
             capture_output=True,
             timeout=30,
         )
-        woken = await _wait(
-            lambda: _has(status, lambda s: s.counters.wakes_handled == before + 1 and not s.busy),
+        woken = await wait_for(
+            lambda: has(status, lambda s: s.counters.wakes_handled == before + 1 and not s.busy),
             30,
             "the manual wake",
         )
@@ -160,8 +132,8 @@ async def test_replay_survives_a_killed_worker(tmp_path: Path):
 
         # close everything and audit the books
         await handle.signal(DecisionWorkflow.close_all)
-        final = await _wait(
-            lambda: _has(status, lambda s: not s.positions and not s.busy), 60, "flat book"
+        final = await wait_for(
+            lambda: has(status, lambda s: not s.positions and not s.busy), 60, "flat book"
         )
     finally:
         for proc in procs:
@@ -185,12 +157,3 @@ async def test_replay_survives_a_killed_worker(tmp_path: Path):
     journal = Journal(home / "journal.db")
     assert sorted(t.trade_id for t in journal.trades("e2e")) == sorted(sells)
     assert {f.client_order_id for f in journal.fills("e2e")} == set(coids)
-
-
-async def _has(status, pred):
-    view = await status()
-    return view if view is not None and pred(view) else None
-
-
-async def _file_has(path: Path, text: str) -> bool:
-    return path.exists() and text in path.read_text(errors="replace")

@@ -16,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -32,6 +31,7 @@ from activities.journal import Journal
 from signals.kline_frames import encode_kline_frame, exchange_symbol, stream_name
 from signals.listener_status import ListenerStatus, read_status, status_path
 from signals.replay_server import partial_bar
+from tests.integration.procs import free_port, ocw, wait_for
 from tests.servers.binance_rest import BinanceRestServer
 from trading.config import Settings
 from trading.market_data import generate_market
@@ -275,32 +275,6 @@ def serve_derivatives(server: LiveRestServer, now: int) -> None:
 # ---------------------------------------------------------------- processes
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ocw(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", *args],
-        env=env,
-        stdout=open(log, "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-async def _wait(cond: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await cond()
-        if result:
-            return result
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 class StatusWatch:
     """Reads the listener's status file all along: it must never show a stale series."""
 
@@ -363,7 +337,7 @@ async def test_listen_live_bootstrap_stream_cut_repair_and_wakes(tmp_path: Path)
     home = tmp_path / "home"
     settings = Settings(
         home=home,
-        temporal_address=f"127.0.0.1:{_free_port()}",
+        temporal_address=f"127.0.0.1:{free_port()}",
         account=LISTENER_ACCOUNT,
         symbols=SYMBOLS,
     )
@@ -383,14 +357,14 @@ async def test_listen_live_bootstrap_stream_cut_repair_and_wakes(tmp_path: Path)
     )
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(_ocw(["worker"], env, logs / "worker.log"))
-        procs.append(_ocw(["listen"], env, logs / "listen.log"))
+        procs.append(ocw(["worker"], env, logs / "worker.log"))
+        procs.append(ocw(["listen"], env, logs / "listen.log"))
         watch.start()
 
         # 1. the REST bootstrap filled the store before the stream was opened
-        await _wait(lambda: _true(ws.kline_connects), 60, "the listener's kline stream")
+        await wait_for(lambda: _true(ws.kline_connects), 60, "the listener's kline stream")
         assert klines_before_stream[0] == len(SYMBOLS) * 2  # 1m and 1d per symbol, then stream
-        first = await _wait(
+        first = await wait_for(
             lambda: _status_with(watch, lambda s: s.stream.get("connects") == 1), 15, "status"
         )
         assert first.mode == "paper" and first.series == len(SYMBOLS) * 2
@@ -402,7 +376,7 @@ async def test_listen_live_bootstrap_stream_cut_repair_and_wakes(tmp_path: Path)
         # 2. the next candle close: the connection is cut halfway through the close burst
         boundary = (wall_ms() + 1000) // MINUTE * MINUTE + MINUTE
         ws.cut_at(boundary, KEPT)
-        after_cut = await _wait(
+        after_cut = await wait_for(
             lambda: _status_with(
                 watch,
                 lambda s: s.stream.get("connects") == 2 and s.live["repair"]["bars"] >= 2,
@@ -438,7 +412,7 @@ async def test_listen_live_bootstrap_stream_cut_repair_and_wakes(tmp_path: Path)
             reasons = {reason for r in records for reason in r.wake_reasons}
             return records if expected <= reasons else None
 
-        records = await _wait(woken, 30, "decision cycles woken by every close")
+        records = await wait_for(woken, 30, "decision cycles woken by every close")
         by_reason = {reason: r.decision_id for r in records for reason in r.wake_reasons}
         # the closes that came over the stream, frame by frame, woke one decision cycle
         assert len({by_reason[f"candle_close:{s}:1m"] for s in SYMBOLS[:KEPT]}) == 1
@@ -452,7 +426,7 @@ async def test_listen_live_bootstrap_stream_cut_repair_and_wakes(tmp_path: Path)
             done = not view.busy and counters.wakes_handled == counters.wakes_received >= 1
             return view if done else None
 
-        view = await _wait(settled, 20, "every wake handled")
+        view = await wait_for(settled, 20, "every wake handled")
         assert view.last_decision is not None
         assert any(r.startswith("candle_close:") for r in view.last_decision.wake_reasons)
 
@@ -461,13 +435,13 @@ async def test_listen_live_bootstrap_stream_cut_repair_and_wakes(tmp_path: Path)
         if wall_ms() % MINUTE > MINUTE - 15_000:  # a slow machine: drop after the next close
             await asyncio.sleep((MINUTE - wall_ms() % MINUTE + 4_000) / 1000)
         mark = wall_ms()
-        before = await _wait(
+        before = await wait_for(
             lambda: _status_with(watch, lambda s: s.written_at_ms > mark + 1_500), 10, "status"
         )
         assert before.stream["connects"] == 2
         klines_asked = len(rest.paths("/api/v3/klines"))
         ws.drop_now()
-        mid_bar = await _wait(
+        mid_bar = await wait_for(
             lambda: _status_with(
                 watch,
                 lambda s: (
@@ -483,7 +457,7 @@ async def test_listen_live_bootstrap_stream_cut_repair_and_wakes(tmp_path: Path)
         assert mid_bar.gate["by_layer"]["G1"] == before.gate["by_layer"]["G1"]
 
         # 5. derivatives and liquidations flowed; the gate counted its closes
-        final = await _wait(
+        final = await wait_for(
             lambda: _status_with(
                 watch, lambda s: s.live.get("liquidations", {}).get("events", 0) >= 1
             ),

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from activities.journal import Journal
-from tests.integration.test_engine_e2e import _free_port, _has, _ocw, _wait
+from tests.integration.procs import free_port, has, ocw, wait_for
 from tests.servers.fake_anthropic import FakeAnthropic, ScriptedReply, tool_reply
 from trading.agent_contract import DECISION_TOOL, EVALUATION_TOOL
 from trading.config import Settings
@@ -77,7 +77,7 @@ async def test_claude_trades_a_replay(tmp_path: Path) -> None:
         env = {
             **os.environ,
             "OCW_HOME": str(home),
-            "OCW_TEMPORAL_ADDRESS": f"127.0.0.1:{_free_port()}",
+            "OCW_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
             "OCW_ACCOUNT": "llm",
             "OCW_SYMBOLS": ",".join(SYMBOLS),
             "OCW_SPEED": str(speed),
@@ -96,10 +96,10 @@ async def test_claude_trades_a_replay(tmp_path: Path) -> None:
         server = start_dev_server(settings, log_file=logs / "temporal.log", ui=False)
         procs: list[subprocess.Popen] = []
         try:
-            procs.append(_ocw(["worker"], env, logs / "worker.log"))
+            procs.append(ocw(["worker"], env, logs / "worker.log"))
             listen_log = logs / "listen.log"
             args = ["listen", "--replay", *map(str, files), "--speed", str(speed)]
-            procs.append(_ocw([*args, "--days", str(DAYS)], env, listen_log))
+            procs.append(ocw([*args, "--days", str(DAYS)], env, listen_log))
             client = await connect(settings, attempts=60, delay_s=0.5)
             handle = client.get_workflow_handle(settings.decision_workflow_id)
 
@@ -109,14 +109,14 @@ async def test_claude_trades_a_replay(tmp_path: Path) -> None:
                 except Exception:  # noqa: BLE001 - not started yet
                     return None
 
-            opened = await _wait(
-                lambda: _has(status, lambda s: s.counters.positions_opened >= 1),
+            opened = await wait_for(
+                lambda: has(status, lambda s: s.counters.positions_opened >= 1),
                 timeout=90,
                 what="Claude's BUY executed",
             )
             assert opened.positions[0].symbol == "BTC/USDT"
-            await _wait(
-                lambda: _has(status, lambda s: s.counters.cycles >= 3 and not s.busy),
+            await wait_for(
+                lambda: has(status, lambda s: s.counters.cycles >= 3 and not s.busy),
                 timeout=90,
                 what="more cycles",
             )
@@ -128,8 +128,8 @@ async def test_claude_trades_a_replay(tmp_path: Path) -> None:
                 timeout=60,
             )
             await handle.signal(DecisionWorkflow.close_all)
-            final = await _wait(
-                lambda: _has(status, lambda s: not s.positions and not s.busy), 60, "flat book"
+            final = await wait_for(
+                lambda: has(status, lambda s: not s.positions and not s.busy), 60, "flat book"
             )
         finally:
             for proc in procs:

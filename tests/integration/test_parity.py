@@ -40,7 +40,7 @@ from pathlib import Path
 import pytest
 
 from activities.journal import Journal
-from tests.integration.test_engine_e2e import _file_has, _free_port, _has, _ocw, _wait
+from tests.integration.procs import file_has, free_port, has, ocw, wait_for
 from trading.backtest.engine import BacktestResult, run_backtest
 from trading.backtest.params import BacktestParams
 from trading.backtest.policy import RuleDecisions
@@ -315,7 +315,7 @@ async def test_replay_and_backtester_make_the_same_trades(tmp_path: Path, data_d
     home = tmp_path / "home"
     fred = tmp_path / "no-fred"
     fred.mkdir()
-    env = parity_env(home, f"127.0.0.1:{_free_port()}", fred, speed)
+    env = parity_env(home, f"127.0.0.1:{free_port()}", fred, speed)
     settings = settings_from_env(env)
     assert settings.agent_interval_s / speed > 2 * REPLAY_SECONDS  # no agent tick in the run
 
@@ -342,11 +342,11 @@ async def test_replay_and_backtester_make_the_same_trades(tmp_path: Path, data_d
     server = start_dev_server(settings, log_file=logs / "temporal.log", ui=False)
     procs: list[subprocess.Popen] = []
     try:
-        procs.append(_ocw(["worker"], env, logs / "worker.log"))
+        procs.append(ocw(["worker"], env, logs / "worker.log"))
         listen_log = logs / "listen.log"
         args = ["listen", "--replay", *map(str, files), "--speed", str(speed)]
         args += ["--days", str(DAYS), "--start", START, "--warmup-days", str(WARMUP_DAYS)]
-        procs.append(_ocw([*args, "--updates-per-bar", "0"], env, listen_log))
+        procs.append(ocw([*args, "--updates-per-bar", "0"], env, listen_log))
         client = await connect(settings, attempts=60, delay_s=0.5)
         handle = client.get_workflow_handle(settings.decision_workflow_id)
 
@@ -356,13 +356,13 @@ async def test_replay_and_backtester_make_the_same_trades(tmp_path: Path, data_d
             except Exception:  # noqa: BLE001 - not started yet
                 return None
 
-        await _wait(
-            lambda: _file_has(listen_log, "replay finished"),
+        await wait_for(
+            lambda: file_has(listen_log, "replay finished"),
             timeout=REPLAY_SECONDS * 3,
             what="replay end",
         )
-        final = await _wait(
-            lambda: _has(
+        final = await wait_for(
+            lambda: has(
                 status,
                 lambda s: (
                     s.queue_length == 0
