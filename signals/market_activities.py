@@ -66,7 +66,8 @@ class MarketActivities:
     def daily_bars_until(self, symbol: str, as_of_ms: int) -> list[Bar]:
         """The store's closed daily bars of ``symbol`` that closed by ``as_of_ms`` (the crypto
         regime is fitted in this process, beside the bars: nothing big enters history)."""
-        return [b for b in self.store.closed_bars(symbol, "1d") if b.close_time <= as_of_ms]
+        req = DailyBarsRequest(symbol=symbol, as_of_ms=as_of_ms, limit=min(self.store.maxlen, 1000))
+        return self.store.daily_bars(req, as_of_ms).bars
 
     @activity.defn(name=api.MARKET_CONTEXT)
     async def market_context(self, req: MarketContextRequest) -> MarketContext:

@@ -51,3 +51,15 @@ async def test_context_maps_fresh_readings_and_liquidations() -> None:
     btc = ctx.derivatives["BTC/USDT"]
     assert btc.taker_ratio is None and btc.basis_annualised is None
     assert btc.funding_rate == 0.0001
+
+
+def test_daily_bars_for_the_regime_fit_stop_at_the_decision_time() -> None:
+    from trading.market_data import generate_market
+
+    store = BarStore()
+    days = generate_market(["BTC/USDT"], "1d", 60, seed=3)["BTC/USDT"]
+    store.seed("BTC/USDT", "1d", days)
+    acts = MarketActivities(store, SentimentFeeds.unavailable("off"))
+    as_of = days[39].close_time
+    got = acts.daily_bars_until("BTC/USDT", as_of)
+    assert got == days[:40]  # nothing that closed after the decision time
