@@ -6,12 +6,21 @@
 * The journal keeps every call's full prompt and raw answer; the workflow history only gets
   the validated decision.
 * Run spend sums what recorded runs cost, so a per-run budget can stop a long backtest.
+* The spend ledger holds every paid call's cost by account and UTC day of market time, written
+  as soon as the API has answered (before the answer is validated); the activities refuse a
+  fresh call once the day's ledger spend reaches the daily budget, whatever a workflow run
+  remembers. The last breaker state of each account is kept beside it (issue 10).
+
+Journal text is bounded (``JOURNAL_MAX_BYTES`` per prompt and per answer, with a truncation
+marker) and made UTF-8 clean (lone surrogates replaced), so no answer can fail a write or grow
+the file without limit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 from datetime import UTC, datetime
@@ -23,6 +32,31 @@ from pydantic import Field
 
 from activities.paper_broker import connect
 from trading.models import Model
+
+JOURNAL_MAX_BYTES = 64_000  # per prompt and per answer in the call journal
+ERROR_MAX_CHARS = 500
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def utf8_clean(text: str) -> str:
+    """``text`` with lone surrogates (valid in JSON escapes, not in UTF-8) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def bounded(text: str, max_bytes: int = JOURNAL_MAX_BYTES) -> str:
+    """At most ``max_bytes`` of UTF-8; a longer text is cut and ends with a marker naming its
+    full size."""
+    text = utf8_clean(text)
+    raw = text.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return text
+    marker = f"…[truncated: {len(raw)} bytes]"
+    keep = max(0, max_bytes - len(marker.encode("utf-8")))
+    return raw[:keep].decode("utf-8", errors="ignore") + marker
 
 
 class CacheMode(StrEnum):
@@ -88,6 +122,20 @@ _SCHEMA = (
         spent_usd      REAL NOT NULL,
         calls          INTEGER NOT NULL
     )""",
+    """CREATE TABLE IF NOT EXISTS llm_ledger (
+        call_id        TEXT PRIMARY KEY,
+        account        TEXT NOT NULL,
+        day            TEXT NOT NULL,
+        cost_usd       REAL NOT NULL,
+        estimated      INTEGER NOT NULL,
+        recorded_at    TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS llm_ledger_day ON llm_ledger (account, day)",
+    """CREATE TABLE IF NOT EXISTS llm_breakers (
+        account        TEXT PRIMARY KEY,
+        state          TEXT NOT NULL,
+        saved_at       TEXT NOT NULL
+    )""",
 )
 
 
@@ -144,7 +192,7 @@ class LLMStore:
                     answer.key,
                     answer.kind,
                     answer.model,
-                    json.dumps(answer.content, ensure_ascii=False),
+                    utf8_clean(json.dumps(answer.content, ensure_ascii=False)),
                     json.dumps(answer.usage),
                     answer.cost_usd,
                     _now_iso(),
@@ -154,24 +202,26 @@ class LLMStore:
     # ------------------------------------------------------------ journal
 
     def record_call(self, rec: CallRecord) -> bool:
-        """Append one call; idempotent by call id (a retried activity writes once per attempt)."""
+        """Append one call; idempotent by call id (a retried activity writes once per attempt).
+
+        Prompt and answer are stored bounded and UTF-8 clean (see ``bounded``)."""
         with self._lock:
             cur = self._conn.execute(
                 "INSERT OR IGNORE INTO llm_calls (call_id, kind, model, cache_key, market_time_ms, "
                 "prompt, answer, usage, cost_usd, replayed, error, recorded_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    rec.call_id,
+                    utf8_clean(rec.call_id),
                     rec.kind,
                     rec.model,
                     rec.cache_key,
                     rec.market_time_ms,
-                    rec.prompt,
-                    rec.answer,
+                    bounded(rec.prompt),
+                    bounded(rec.answer),
                     json.dumps(rec.usage),
                     rec.cost_usd,
                     int(rec.replayed),
-                    rec.error,
+                    utf8_clean(rec.error)[:ERROR_MAX_CHARS],
                     _now_iso(),
                 ),
             )
@@ -219,3 +269,61 @@ class LLMStore:
                 "SELECT spent_usd FROM llm_runs WHERE run_id = ?", (run_id,)
             ).fetchone()
         return float(row["spent_usd"])
+
+    # ------------------------------------------------------------ spend ledger and breaker
+
+    def add_spend(
+        self, call_id: str, account: str, day: str, cost_usd: float, estimated: bool = False
+    ) -> bool:
+        """One paid call's cost on the account's day; idempotent by call id."""
+        with self._lock:
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO llm_ledger (call_id, account, day, cost_usd, estimated, "
+                "recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    utf8_clean(call_id),
+                    utf8_clean(account),
+                    day,
+                    max(0.0, float(cost_usd)),
+                    int(estimated),
+                    _now_iso(),
+                ),
+            )
+        return cur.rowcount == 1
+
+    def day_spend(self, account: str, day: str) -> tuple[float, int]:
+        """Dollars and paid calls of the account on that day."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COALESCE(SUM(cost_usd), 0.0) AS usd, COUNT(*) AS calls FROM llm_ledger "
+                "WHERE account = ? AND day = ?",
+                (utf8_clean(account), day),
+            ).fetchone()
+        return float(row["usd"]), int(row["calls"])
+
+    def save_breaker(self, account: str, state: dict[str, Any]) -> None:
+        """The account's breaker state (upsert: the last save wins)."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO llm_breakers (account, state, saved_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(account) DO UPDATE SET state = excluded.state, "
+                "saved_at = excluded.saved_at",
+                (
+                    utf8_clean(account),
+                    utf8_clean(json.dumps(state, ensure_ascii=False)),
+                    _now_iso(),
+                ),
+            )
+
+    def breaker(self, account: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT state FROM llm_breakers WHERE account = ?", (utf8_clean(account),)
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            value = json.loads(row["state"])
+        except ValueError:  # a damaged row reads as "never saved"
+            return None
+        return value if isinstance(value, dict) else None

@@ -5,6 +5,11 @@ passes its own clock in, so the breaker survives restarts and continue-as-new an
 identically. 3 consecutive failures open it for 15 min; then one call is let through as a probe;
 its success closes the breaker, its failure reopens it for another 15 min. While it is open the
 rule policy decides.
+
+Calls overlap: a position check may be in flight when the breaker opens. Its outcome says
+nothing about the probe, so while the breaker is *open* a success does not close it and a failure
+neither counts as a new trip nor extends the open window; both only show in the totals. Only a
+success in ``half_open`` (the probe) or ``closed`` resets the count.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ def allow_call(state: BreakerState, now_ms: int) -> tuple[bool, BreakerState]:
 
 
 def record_success(state: BreakerState) -> BreakerState:
+    """A call succeeded. Closes a half-open breaker (the probe); an open one stays open."""
+    if state.phase == "open":
+        return state.model_copy(update={"successes": state.successes + 1})
     return state.model_copy(
         update={
             "phase": "closed",
@@ -59,8 +67,13 @@ def record_success(state: BreakerState) -> BreakerState:
 def record_failure(
     state: BreakerState, now_ms: int, error: str, params: BreakerParams | None = None
 ) -> BreakerState:
-    """Count a failure; open on the threshold, reopen at once when the half-open probe fails."""
+    """Count a failure; open on the threshold, reopen at once when the half-open probe fails.
+
+    A failure reported while the breaker is open (a call that started before it opened) is
+    counted in the totals only: no new trip, no longer open window."""
     params = params or BreakerParams()
+    if state.phase == "open":
+        return state.model_copy(update={"failures": state.failures + 1})
     failures = state.consecutive_failures + 1
     update: dict[str, object] = {
         "consecutive_failures": failures,

@@ -164,6 +164,7 @@ def backtest_llm_config(
         cache_mode=CacheMode(cache_mode),
         run_id=run_id,
         run_budget_usd=run_budget_usd,
+        daily_budget_usd=None,  # a backtest is bounded by its run budget, not the live day's
     )
 
 

@@ -191,7 +191,9 @@ async def test_invalid_json_is_a_final_invalid_answer(server, tmp_path) -> None:
     err = await failure(acts.llm_decide(request()))
     assert err.type == "InvalidAgentAnswer" and err.non_retryable
     spent = err.details[0]  # the unusable answer still cost money: the budget must see it
-    assert spent["cost_usd"] > 0 and spent["output_tokens"] == 250
+    (sent,) = server.requests  # usage follows the request and the answer's size
+    assert spent["cost_usd"] > 0 and spent["output_tokens"] == sent.usage["output_tokens"] == 16
+    assert spent["input_tokens"] == sent.usage["input_tokens"] > 1000
     (call,) = acts.store.calls()
     assert call.error.startswith("InvalidAgentAnswer") and "I would buy SOL" in call.answer
 

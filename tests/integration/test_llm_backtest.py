@@ -47,7 +47,13 @@ PARAMS = {
     "max_drawdown_guard_pct": 0.9,
     "trail_activate_pct": 5.0,
 }
-CALL_COST = cost_usd(TokenUsage(**DEFAULT_USAGE), price_for("claude-sonnet-4-6"))
+PRICE = price_for("claude-sonnet-4-6")
+CALL_COST = cost_usd(TokenUsage(**DEFAULT_USAGE), PRICE)  # when a test scripts DEFAULT_USAGE
+
+
+def billed(server: FakeAnthropic) -> float:
+    """What the server's answers cost: the usage it reported (it follows each request)."""
+    return sum(cost_usd(TokenUsage(**r.usage), PRICE) for r in server.requests if r.usage)
 
 
 def decisions(*items: dict[str, Any], memory: str | None = None) -> dict[str, Any]:
@@ -163,7 +169,8 @@ async def test_record_calls_once_per_bar_and_replay_repeats_without_calls(
     llm = metrics["llm"]
     assert llm["decision_bars"] == llm["llm_decided"] == llm["api_requests"] == DECISION_BARS
     assert llm["cache_hits"] == 0 and llm["fallbacks"] == {}
-    assert llm["cost_usd"] == pytest.approx(DECISION_BARS * CALL_COST)
+    assert llm["cost_usd"] == pytest.approx(billed(server))
+    assert len({r.usage["input_tokens"] for r in server.requests}) > 1  # usage follows prompts
     row = [line for line in printed.out.splitlines() if "LLM API requests / cache hits" in line]
     assert row and row[0].split()[-3:] == ["59", "/", "0"]
     config = json.loads((tmp_path / "a" / "config.json").read_text())
@@ -223,7 +230,8 @@ async def test_run_budget_stops_calls_and_the_rules_decide(
     server, bars_dir, params_file, tmp_path
 ) -> None:
     budget = 2.5 * CALL_COST  # checked before each call: the third call overshoots it
-    server.responder = lambda body: tool_reply(DECISION_TOOL, decisions())  # always hold
+    # always hold, at a fixed scripted usage so that every call costs CALL_COST
+    server.responder = lambda body: tool_reply(DECISION_TOOL, decisions(), DEFAULT_USAGE)
     code = await ocw_backtest(
         backtest_args(
             bars_dir,
@@ -343,7 +351,8 @@ async def test_invalid_answers_and_api_failures_fall_back_per_bar(
     assert report.llm_decided == DECISION_BARS - 2
     assert report.api_requests == len(server.requests) == DECISION_BARS + 3
     # the invalid answer cost tokens: counted; the failed HTTP calls cost nothing
-    assert report.cost_usd == pytest.approx((DECISION_BARS - 1) * CALL_COST)
+    assert report.cost_usd == pytest.approx(billed(server))
+    assert sum(1 for r in server.requests if r.usage) == DECISION_BARS - 1
     engine_note = "the previous cycle was decided by the rule policy"
     assert engine_note not in prompt_of(server.requests[0].body)
     assert engine_note in prompt_of(server.requests[1].body)  # bar 2, after bar 1 fell back

@@ -85,3 +85,51 @@ def test_budget_spent_then_next_day_resumes() -> None:
 def test_negative_costs_never_refund() -> None:
     s = record_call(LLMSpend(), 0, -5.0, input_tokens=-3)
     assert s.day_usd == 0.0 and s.input_tokens == 0
+
+
+# ---------------------------------------------------------------- overlapping calls (issue 10)
+
+
+def opened() -> BreakerState:
+    s = fail(fail(fail(BreakerState(), 0), 0), 0)
+    assert s.phase == "open" and s.open_until_ms == 900_000 and s.trips == 1
+    return s
+
+
+def test_a_success_while_open_does_not_close_it() -> None:
+    """A position check already in flight when the breaker opened reports success 150 ms
+    later: the breaker stays open until its window ends and the probe succeeds."""
+    s = record_success(opened())
+    assert s.phase == "open" and s.open_until_ms == 900_000
+    assert s.consecutive_failures == 3 and s.successes == 1
+    assert allow_call(s, 150) == (False, s)
+    ok, s = allow_call(s, 900_000)
+    assert ok and s.phase == "half_open"
+    assert record_success(s).phase == "closed"
+
+
+def test_failures_while_open_neither_trip_again_nor_extend_it() -> None:
+    s = opened()
+    for now in (100, 200, 300):
+        s = record_failure(s, now, "late failure", P)
+    assert s.phase == "open" and s.trips == 1 and s.open_until_ms == 900_000
+    assert s.failures == 6 and s.consecutive_failures == 3
+    assert s.last_error == "HTTP 529 overloaded"  # the error that opened it
+    ok, s = allow_call(s, 900_000)  # the window ends when it was meant to
+    assert ok and s.phase == "half_open"
+
+
+def test_an_expired_open_breaker_is_still_open_until_the_probe_is_let_through() -> None:
+    s = record_failure(opened(), 1_000_000, "late", P)  # window over, no call allowed yet
+    assert s.phase == "open" and s.open_until_ms == 900_000 and s.trips == 1
+    s = record_success(s)
+    assert s.phase == "open"
+    assert allow_call(s, 1_000_001)[1].phase == "half_open"
+
+
+def test_success_in_closed_resets_and_describe_still_reads() -> None:
+    s = record_success(fail(BreakerState(), 0))
+    assert s.phase == "closed" and s.consecutive_failures == 0 and describe(s, 0) == "closed"
+    assert describe(fail(BreakerState(), 0), 0) == "closed (1 recent failure(s))"
+    assert describe(opened(), 300_000) == "open for 600s more after HTTP 529 overloaded"
+    assert describe(allow_call(opened(), 900_000)[1], 900_000) == "half-open (probing)"
