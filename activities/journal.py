@@ -8,6 +8,7 @@ between the trading worker and the CLI, hence WAL mode and a busy timeout.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sqlite3
 import threading
@@ -17,8 +18,9 @@ from typing import Any, Literal, TextIO
 
 from activities.paper_broker import connect
 from trading.models import AgentDecision, ClosedTrade, DecisionRecord, Fill
+from trading.state import JournalIncident
 
-Kind = Literal["fills", "trades", "decisions"]
+Kind = Literal["fills", "trades", "decisions", "incidents"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS decisions (
@@ -59,6 +61,15 @@ _SCHEMA = (
         pnl_pct        REAL NOT NULL,
         exit_reason    TEXT NOT NULL,
         signal_weights TEXT NOT NULL,
+        recorded_at    TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS incidents (
+        incident_id    TEXT PRIMARY KEY,
+        account        TEXT NOT NULL,
+        time_ms        INTEGER NOT NULL,
+        market_time_ms INTEGER,
+        source         TEXT NOT NULL,
+        error          TEXT NOT NULL,
         recorded_at    TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS decisions_account ON decisions (account, market_time_ms)",
@@ -108,8 +119,22 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
         "signal_weights",
         "recorded_at",
     ),
+    "incidents": (
+        "incident_id",
+        "account",
+        "time_ms",
+        "market_time_ms",
+        "source",
+        "error",
+        "recorded_at",
+    ),
 }
-_TIME_KEY = {"decisions": "market_time_ms", "fills": "market_time_ms", "trades": "exit_time_ms"}
+_TIME_KEY = {
+    "decisions": "market_time_ms",
+    "fills": "market_time_ms",
+    "trades": "exit_time_ms",
+    "incidents": "time_ms",
+}
 
 
 def _now_iso() -> str:
@@ -197,6 +222,26 @@ class Journal:
         values = trade.model_dump(mode="json")
         values["signal_weights"] = json.dumps(trade.signal_weights, sort_keys=True)
         return self._insert("trades", {**values, "account": account, "recorded_at": _now_iso()})
+
+    def record_incident(self, rec: JournalIncident) -> bool:
+        """A contained failure of a workflow; idempotent on its content (a retried write)."""
+        inc = rec.incident
+        key = f"{rec.account}|{inc.time_ms}|{inc.where}|{inc.error}"
+        return self._insert(
+            "incidents",
+            {
+                "incident_id": hashlib.blake2b(key.encode(), digest_size=12).hexdigest(),
+                "account": rec.account,
+                "time_ms": inc.time_ms,
+                "market_time_ms": inc.market_time_ms,
+                "source": inc.where,
+                "error": inc.error,
+                "recorded_at": _now_iso(),
+            },
+        )
+
+    def incidents(self, account: str | None = None) -> list[dict[str, Any]]:
+        return self.rows("incidents", account)
 
     # ------------------------------------------------------------ reads
 

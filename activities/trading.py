@@ -11,20 +11,25 @@ import asyncio
 import logging
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
+from activities.heartbeat import heartbeats
 from activities.journal import Journal
 from activities.paper_broker import PaperBroker
-from trading.models import AgentDecision, DecisionRecord, Fill, OrderRequest
+from trading.models import AgentDecision, ClosedTrade, DecisionRecord, Fill, OrderRequest
 from trading.rule_policy import decide as rule_decide
 from trading.safety import net_pnl_pct
 from trading.scorer import ScorerInputs, score_position
 from trading.state import (
     DecideRequest,
     EvaluateRequest,
+    JournalIncident,
     JournalTrade,
+    PositionStatusRequest,
+    PositionStatusView,
     PositionVerdict,
     StartPosition,
 )
@@ -46,10 +51,13 @@ class TradingActivities:
             self.evaluate_position,
             self.journal_decision,
             self.journal_trade,
+            self.journal_incident,
             self.start_position,
+            self.position_status,
         ]
 
     @activity.defn(name=api.START_POSITION)
+    @heartbeats
     async def start_position(self, req: StartPosition) -> str:
         """Start the position's own workflow; a retry finds it running (or done) and succeeds.
 
@@ -71,7 +79,35 @@ class TradingActivities:
             log.info("position workflow %s already ran (retried start)", req.workflow_id)
         return req.workflow_id
 
+    @activity.defn(name=api.POSITION_STATUS)
+    async def position_status(self, req: PositionStatusRequest) -> PositionStatusView:
+        """What Temporal says of a position's workflow (and its result when it completed) and
+        what the broker holds for it: the DecisionWorkflow settles a silent position on it."""
+        if self.client is None:
+            raise RuntimeError("position_status needs a Temporal client")
+        handle = self.client.get_workflow_handle(req.workflow_id, result_type=ClosedTrade)
+        trade: ClosedTrade | None = None
+        try:
+            desc = await handle.describe()
+            status = desc.status.name if desc.status is not None else "UNKNOWN"
+            if desc.status == WorkflowExecutionStatus.COMPLETED:
+                trade = await handle.result()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            status = "NOT_FOUND"
+        orders = await asyncio.to_thread(self.broker.fills, req.position_id)
+        balances = await asyncio.to_thread(self.broker.balances)
+        symbol = orders[0].symbol if orders else None
+        return PositionStatusView(
+            status=status,
+            trade=trade,
+            broker_orders=len(orders),
+            broker_qty=balances.holdings.get(symbol, 0.0) if symbol else 0.0,
+        )
+
     @activity.defn(name=api.DECIDE)
+    @heartbeats
     async def decide(self, req: DecideRequest) -> AgentDecision:
         """The rule policy (SPEC §7); the LLM trader plugs in here with the same contract."""
         held = {p.symbol for p in req.account_view.positions}
@@ -91,10 +127,17 @@ class TradingActivities:
         return decision
 
     @activity.defn(name=api.PLACE_ORDER)
+    @heartbeats
     async def place_order(self, req: OrderRequest) -> Fill:
-        """Idempotent by client order id: a retry returns the first answer, never a second fill."""
+        """Idempotent by client order id: a retry returns the first answer, never a second fill.
+
+        The journal's copy of the fill comes after and never fails the order: the broker holds
+        the fill; a journal outage is logged (``ocw reconcile`` and the chaos audit compare)."""
         fill = await asyncio.to_thread(self.broker.place_order, req)
-        await asyncio.to_thread(self.journal.record_fill, req.account, fill)
+        try:
+            await asyncio.to_thread(self.journal.record_fill, req.account, fill)
+        except Exception as err:  # noqa: BLE001 - bookkeeping must not fail a filled order
+            log.error("fill %s not journaled: %s", fill.client_order_id, err)
         log.info(
             "order %s %s %s %.8g @ %.8g: %s %s",
             fill.client_order_id,
@@ -144,3 +187,8 @@ class TradingActivities:
     @activity.defn(name=api.JOURNAL_TRADE)
     async def journal_trade(self, rec: JournalTrade) -> bool:
         return await asyncio.to_thread(self.journal.record_trade, rec.account, rec.trade)
+
+    @activity.defn(name=api.JOURNAL_INCIDENT)
+    async def journal_incident(self, rec: JournalIncident) -> bool:
+        log.warning("incident %s: %s: %s", rec.account, rec.incident.where, rec.incident.error)
+        return await asyncio.to_thread(self.journal.record_incident, rec)

@@ -8,6 +8,7 @@ anything older than the last closed bar is dropped and counted instead of being 
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -53,6 +54,7 @@ class BarStore:
         self.maxlen = maxlen
         self._series: dict[tuple[str, str], _Series] = {}
         self._last: dict[str, tuple[float, int]] = {}  # symbol -> (price, event ms)
+        self._heard: dict[str, float] = {}  # symbol -> monotonic time of its last stream update
         self.stats: dict[str, int] = {"updates": 0, "closed": 0, "duplicates": 0, "out_of_order": 0}
 
     def _get(self, symbol: str, interval: str) -> _Series:
@@ -96,6 +98,7 @@ class BarStore:
             return False
         if event_time_ms > series.last_event_ms:
             series.last_event_ms = event_time_ms
+        self._heard[bar.symbol] = time.monotonic()
         last = self._last.get(bar.symbol)
         if last is None or event_time_ms >= last[1]:
             self._last[bar.symbol] = (bar.close, event_time_ms)
@@ -182,6 +185,14 @@ class BarStore:
         if last is None:
             return None
         return PriceTick(symbol=symbol, price=last[0], time_ms=last[1])
+
+    def heard_age_s(self, symbol: str) -> float | None:
+        """Wall seconds since the stream last updated ``symbol`` (None: never streamed).
+
+        A position's safety check uses it to tell a fresh price from one the stream has not
+        moved for a while (a stalled feed), which it must not use silently."""
+        heard = self._heard.get(symbol)
+        return None if heard is None else max(0.0, time.monotonic() - heard)
 
     def symbols(self) -> list[str]:
         return sorted({symbol for symbol, _ in self._series})

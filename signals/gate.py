@@ -394,6 +394,9 @@ class Gate:
             history = self._history[symbol] = deque()
         if not history or bar.close_time > history[-1][0]:
             history.append((bar.close_time, close))
+            # trimmed on every close, armed condition or not: the 1 h change needs the latest
+            # close at least an hour old and nothing before it (it grew without bound before)
+            _trim_history(history, bar.close_time - _HOUR_MS)
         return out
 
     def _new_series(self, bar: Bar) -> _Series:
@@ -449,12 +452,15 @@ class Gate:
         if price is None or not history:
             return None
         cutoff = now - _HOUR_MS
-        while len(history) >= 2 and history[1][0] <= cutoff:
-            history.popleft()
+        _trim_history(history, cutoff)
         when, base = history[0]
         if when > cutoff or base <= 0:
             return None
         return price / base - 1.0
+
+    def history_len(self, symbol: str) -> int:
+        """Closes kept for the 1 h change of ``symbol`` (bounded by an hour of closes)."""
+        return len(self._history.get(symbol, ()))
 
     def _check_conditions(
         self, symbol: str, conds: list[_Condition], now: int, fresh: list[str] | None
@@ -590,3 +596,9 @@ class Gate:
     def pending(self) -> list[str]:
         """Reasons held by the cooldown, in arrival order."""
         return list(self._pending)
+
+
+def _trim_history(history: deque[tuple[int, float]], cutoff: int) -> None:
+    """Drop closes older than the newest one at or before ``cutoff``."""
+    while len(history) >= 2 and history[1][0] <= cutoff:
+        history.popleft()

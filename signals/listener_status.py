@@ -41,6 +41,8 @@ class ListenerStatus(Model):
     series: int = 0
     wakes_sent: int = 0
     wake_failures: int = 0
+    account_missing: bool = False  # no running DecisionWorkflow to deliver wakes to
+    wakes_held: int = 0  # reasons held until the account runs
     gate_sync: dict[str, Any] = Field(default_factory=dict)
     sentiment: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # live only: bootstrap, gap repair, REST budget, derivatives, liquidations (issue 3)
@@ -171,6 +173,11 @@ def render_listener_status(status: ListenerStatus, at_ms: int | None = None) -> 
         f"  wakes sent {status.wakes_sent:,} (send failures {status.wake_failures}); "
         f"settings reads {sync.get('queries', 0)}, failures {sync.get('failures', 0)}"
     )
+    if status.account_missing:
+        lines.append(
+            f"  NO RUNNING ACCOUNT: {status.wakes_held} wake reason(s) held; start it with "
+            "`ocw worker` or `ocw account init` (the listener never creates one)"
+        )
     if status.sentiment:
         parts = []
         for name, info in status.sentiment.items():

@@ -140,6 +140,9 @@ class MarketActivities:
                 continue
             result.prices[symbol] = tick.price
             result.time_ms[symbol] = tick.time_ms
+            age = self.store.heard_age_s(symbol)
+            if age is not None:
+                result.age_s[symbol] = round(age, 3)
         return result
 
     @activity.defn(name=api.MARKET_VIEW)

@@ -1,10 +1,13 @@
-"""Delivers wake reasons to the DecisionWorkflow with signal-with-start.
+"""Delivers wake reasons to the account's running DecisionWorkflow.
 
 Reasons are queued as the gate produces them; the dispatcher waits ``batch_window_s`` after the
 first (live: 2 s, a candle close arrives symbol by symbol) and sends everything queued then as
 one Wake (four symbols closing the same candle become one decision cycle, not four).
-If Temporal is unreachable the reasons stay queued and go out with the next successful send:
-none is ever dropped.
+
+The listener never creates an account: it signals the workflow that the trading side started
+(``ocw worker`` / ``ocw account init``). If Temporal is unreachable, or no run of the account is
+open, the reasons stay queued (newer ones folded in) and go out with the next successful send,
+none dropped; a missing account is said loudly (log and ``account_missing`` in the status).
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from trading.models import Wake
-from trading.state import DecisionInput
-from workflows.decision import DecisionWorkflow
 
 log = logging.getLogger(__name__)
+
+MAX_DELAY_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -32,25 +35,28 @@ class PendingReason:
     market_time_ms: int
 
 
+def account_missing(err: BaseException) -> bool:
+    """Temporal's answer when the workflow id has no open run (never started, or closed)."""
+    return isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND
+
+
 class WakeDispatcher:
     def __init__(
         self,
         client: Client,
         workflow_id: str,
-        task_queue: str,
-        start_input: Callable[[], DecisionInput],
         on_sent: Callable[[Wake], None] | None = None,
         batch_window_s: float = 0.0,
     ) -> None:
         self.client = client
         self.workflow_id = workflow_id
-        self.task_queue = task_queue
-        self.start_input = start_input
         self.on_sent = on_sent
         self.batch_window_s = batch_window_s
         self.queue: asyncio.Queue[PendingReason] = asyncio.Queue()
         self.sent = 0
         self.failures = 0
+        self.account_missing = False  # the last attempt found no open run of the account
+        self.held = 0  # reasons waiting for a run to deliver them to
         self._sending = False
 
     def push(self, reason: str, symbol: str, market_time_ms: int) -> None:
@@ -81,23 +87,31 @@ class WakeDispatcher:
         while True:
             wake = self._wake(batch)
             try:
-                await self.client.start_workflow(
-                    DecisionWorkflow.run,
-                    self.start_input(),
-                    id=self.workflow_id,
-                    task_queue=self.task_queue,
-                    start_signal="wake",
-                    start_signal_args=[wake],
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                )
+                await self.client.get_workflow_handle(self.workflow_id).signal("wake", wake)
             except Exception as err:  # noqa: BLE001 - keep the reasons and retry
                 self.failures += 1
-                log.warning("wake not delivered (%s); retrying in %.1fs", err, delay)
+                self.held = len(batch)
+                if account_missing(err):
+                    if not self.account_missing:
+                        log.error(
+                            "no running DecisionWorkflow %s: %d wake reason(s) held until the "
+                            "trading side starts the account (`ocw worker` or `ocw account "
+                            "init`); the listener never creates one",
+                            self.workflow_id,
+                            len(batch),
+                        )
+                    self.account_missing = True
+                else:
+                    log.warning("wake not delivered (%s); retrying in %.1fs", err, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 15.0)
+                delay = min(delay * 2, MAX_DELAY_S)
                 while not self.queue.empty():  # fold in what arrived meanwhile
                     batch.append(self.queue.get_nowait())
                 continue
+            if self.account_missing:
+                log.info("DecisionWorkflow %s found: held reasons delivered", self.workflow_id)
+            self.account_missing = False
+            self.held = 0
             self.sent += 1
             if self.on_sent:
                 self.on_sent(wake)

@@ -16,6 +16,26 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from trading.limits import (
+    MAX_SIGNALS_PER_RUN_DEFAULT,
+    AgentIntervalS,
+    Cash,
+    CooloffHours,
+    DrawdownFraction,
+    FeeRate,
+    GuardFraction,
+    Notional,
+    PortfolioFraction,
+    PositiveHours,
+    SafetyIntervalS,
+    Score,
+    SignalsPerRun,
+    SlippageBps,
+    Speed,
+    StopLossFraction,
+    TrailActivateFraction,
+    TrailFraction,
+)
 from trading.llm_pricing import ModelPrice
 
 INTERVAL_SECONDS: dict[str, int] = {
@@ -68,35 +88,39 @@ class Settings(BaseSettings):
     decision_interval: str = "4h"
     intervals: Annotated[list[str], NoDecode] = ["15m", "1h", "4h"]  # streamed (SPEC §1)
     binance_ws_url: str = "wss://stream.binance.com:9443"
-    speed: float = Field(default=1.0, gt=0, description="replay speed factor; 1 = real time")
+    speed: Speed = Field(default=1.0, description="replay speed factor; 1 = real time")
     min_timer_s: float = Field(default=1.0, gt=0, description="dev server timer granularity")
 
-    # portfolio and risk (SPEC §3, §8)
-    initial_cash: float = Field(default=10_000.0, gt=0)
-    max_position_pct: float = Field(default=0.30, gt=0, le=1)
-    max_exposure: float = Field(default=0.70, gt=0, le=1)
-    drawdown_halt_pct: float = Field(default=0.12, gt=0, lt=1)
-    drawdown_cooloff_hours: float | None = Field(
-        default=None, ge=0, description="lift an automatic halt after this many market hours"
+    # portfolio and risk (SPEC §3, §8); bounds in trading/limits.py, shared with the payloads
+    initial_cash: Cash = 10_000.0
+    max_position_pct: PortfolioFraction = 0.30
+    max_exposure: PortfolioFraction = 0.70
+    drawdown_halt_pct: DrawdownFraction = 0.12
+    drawdown_cooloff_hours: CooloffHours | None = Field(
+        default=None, description="lift an automatic halt after this many market hours"
     )
-    min_order_notional: float = Field(default=10.0, ge=0)
-    default_position_pct: float = Field(default=0.20, gt=0, le=1)
+    min_order_notional: Notional = 10.0
+    default_position_pct: PortfolioFraction = 0.20
+    max_signals_per_run: SignalsPerRun = Field(
+        default=MAX_SIGNALS_PER_RUN_DEFAULT,
+        description="DecisionWorkflow continues-as-new after this many signals (Temporal: 10,000)",
+    )
 
     # execution
-    fee_rate: float = Field(default=0.001, ge=0, lt=0.05)
-    slippage_bps: float = Field(default=5.0, ge=0, lt=500)
+    fee_rate: FeeRate = 0.001
+    slippage_bps: SlippageBps = 5.0
     live_trading: bool = Field(default=False, description="LIVE_TRADING=true to send real orders")
 
     # positions (SPEC §4)
-    safety_interval_s: float = 30.0
-    agent_interval_s: float = 180.0
-    stop_loss_pct: float = 0.04
-    trail_activate_pct: float = 0.08
-    trail_pct: float = 0.12
-    max_drawdown_guard_pct: float = 0.15
-    time_stop_hours: float | None = None
-    exit_score: float = -0.3
-    add_score: float = 0.4
+    safety_interval_s: SafetyIntervalS = 30.0
+    agent_interval_s: AgentIntervalS = 180.0
+    stop_loss_pct: StopLossFraction = 0.04
+    trail_activate_pct: TrailActivateFraction = 0.08
+    trail_pct: TrailFraction = 0.12
+    max_drawdown_guard_pct: GuardFraction = 0.15
+    time_stop_hours: PositiveHours | None = None
+    exit_score: Score = -0.3
+    add_score: Score = 0.4
 
     # LLM trader (SPEC §3). Auth comes from ANTHROPIC_API_KEY, or ANTHROPIC_BASE_URL with
     # ANTHROPIC_AUTH_TOKEN, read by the activity only; nothing secret is a setting here.
@@ -193,6 +217,18 @@ class Settings(BaseSettings):
     learner_min_regime_trades: int = Field(default=3, ge=0)
     learner_warmup_trades: int = Field(default=5, ge=0)
     learner_max_seen_ids: int = Field(default=2000, ge=1)
+
+    # upgrades (docs/upgrades.md): opt-in Worker Versioning of the trading worker
+    worker_deployment_name: str | None = Field(
+        default=None,
+        description="Worker Versioning: the trading worker's Worker Deployment, e.g. ocw-trading "
+        "(no '.'); set together with OCW_WORKER_BUILD_ID; unset = unversioned",
+    )
+    worker_build_id: str | None = Field(
+        default=None,
+        description="Worker Versioning: this build's id (git sha, date); "
+        "set together with OCW_WORKER_DEPLOYMENT_NAME",
+    )
 
     # secrets: read from the environment by activities only
     binance_api_key: SecretStr | None = None

@@ -11,7 +11,20 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trading.limits import (
+    AgentIntervalS,
+    FeeRate,
+    GuardFraction,
+    PositiveHours,
+    SafetyIntervalS,
+    Score,
+    StopLossFraction,
+    TrailActivateFraction,
+    TrailFraction,
+    TrailMultiplier,
+)
 
 
 class Model(BaseModel):
@@ -255,19 +268,31 @@ class PositionStatus(StrEnum):
 
 
 class PositionParams(Model):
-    """Limits of one position's monitor (SPEC §4). Durations are wall seconds, already scaled."""
+    """Limits of one position's monitor (SPEC §4). Durations are wall seconds, already scaled.
 
-    stop_loss_pct: float = 0.04
-    trail_activate_pct: float = 0.08
-    trail_pct: float = 0.12
-    trail_multiplier: float = 1.0
-    max_drawdown_guard_pct: float = 0.15
-    time_stop_hours: float | None = None  # market hours
-    fee_rate: float = 0.001
-    safety_interval_s: float = 30.0
-    agent_interval_s: float = 180.0
-    exit_score: float = -0.3
-    add_score: float = 0.4
+    Bounded by ``trading/limits.py`` like the settings they come from, so an out-of-range value
+    in a ``configure`` update is refused before it enters history.
+    """
+
+    stop_loss_pct: StopLossFraction = 0.04
+    trail_activate_pct: TrailActivateFraction = 0.08
+    trail_pct: TrailFraction = 0.12
+    trail_multiplier: TrailMultiplier = 1.0
+    max_drawdown_guard_pct: GuardFraction = 0.15
+    time_stop_hours: PositiveHours | None = None  # market hours
+    fee_rate: FeeRate = 0.001
+    safety_interval_s: SafetyIntervalS = 30.0
+    agent_interval_s: AgentIntervalS = 180.0
+    exit_score: Score = -0.3
+    add_score: Score = 0.4
+
+    @model_validator(mode="after")
+    def _scores_ordered(self) -> PositionParams:
+        if self.exit_score >= self.add_score:
+            raise ValueError(
+                f"exit_score {self.exit_score} must lie below add_score {self.add_score}"
+            )
+        return self
 
 
 class ClosedTrade(Model):

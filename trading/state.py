@@ -6,10 +6,22 @@ them as input, ``ocw status`` renders them. Nothing here may hold a secret.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from trading.circuit_breaker import BreakerParams, BreakerState
 from trading.learner import LearnerParams, LearnerState
+from trading.limits import (
+    MAX_SIGNALS_PER_RUN_DEFAULT,
+    Cash,
+    CooloffHours,
+    DrawdownFraction,
+    Notional,
+    PortfolioFraction,
+    SignalsPerRun,
+    Speed,
+)
 from trading.llm_budget import LLMSpend
 from trading.models import (
     ClosedTrade,
@@ -28,33 +40,56 @@ from trading.snapshot import SnapshotContext
 RECENT_TRADES_KEPT = 50
 DECISION_LOG_KEPT = 20
 MEMORY_MAX_CHARS = 500
+INCIDENTS_KEPT = 30
+ERROR_TEXT_MAX = 300
+
+
+class Incident(Model):
+    """A contained failure: a work item, a signal delivery or an activity that went wrong.
+
+    The workflow logs it, keeps the last few in its state (``ocw status``) and journals it,
+    then goes on: no single error may fail a long-lived workflow.
+    """
+
+    time_ms: int  # workflow time
+    market_time_ms: int | None = None
+    where: str  # e.g. "work item close_all", "signal exit -> <position>", "activity journal"
+    error: str
 
 
 class LLMSettings(Model):
     """How the workflows use the LLM; ``enabled`` is decided by the worker from its environment."""
 
     enabled: bool = False
-    daily_budget_usd: float | None = Field(default=0.50, ge=0)
-    breaker: BreakerParams = Field(default_factory=BreakerParams)  # open_ms on the replay clock
-    position_eval_interval_s: float = Field(default=14400.0, ge=0)  # wall seconds, scaled
+    daily_budget_usd: float | None = Field(default=0.50, ge=0, le=10_000)
+    breaker: BreakerParams = Field(default_factory=BreakerParams)  # open_ms at speed 1
+    position_eval_interval_s: float = Field(default=14400.0, ge=0, le=365 * 86_400)  # speed 1
+    call_timeout_s: float = Field(default=60.0, gt=0, le=600)  # one HTTP call, whole
 
 
 class EngineConfig(Model):
-    """What the DecisionWorkflow needs to know of the settings; durations already scaled."""
+    """What the DecisionWorkflow needs to know of the settings (owned by the trading side).
 
-    account: str
-    symbols: list[str]
+    Durations are wall seconds at speed 1; ``speed`` (the replay clock, set by a replay
+    listener through the ``set_speed`` update) scales them where they are used, never below
+    ``min_timer_s`` in a replay. Every limit is bounded (``trading/limits.py``).
+    """
+
+    account: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")
+    mode: str = "paper"  # paper | replay | testnet | live: a replay clock is refused live
+    symbols: list[str] = Field(min_length=1, max_length=200)
     decision_interval: str = "4h"
     trading_task_queue: str = "ocw-trading"
     market_task_queue: str = "ocw-market"
-    speed: float = 1.0
-    initial_cash: float = 10_000.0
-    max_position_pct: float = 0.30
-    max_exposure: float = 0.70
-    drawdown_halt_pct: float = 0.12
-    drawdown_cooloff_hours: float | None = None  # opt-in: lift an automatic halt after this
-    min_order_notional: float = 10.0
-    default_position_pct: float = 0.20
+    speed: Speed = 1.0
+    min_timer_s: float = Field(default=1.0, gt=0, le=60)
+    initial_cash: Cash = 10_000.0
+    max_position_pct: PortfolioFraction = 0.30
+    max_exposure: PortfolioFraction = 0.70
+    drawdown_halt_pct: DrawdownFraction = 0.12
+    drawdown_cooloff_hours: CooloffHours | None = None  # opt-in: lift an automatic halt
+    min_order_notional: Notional = 10.0
+    default_position_pct: PortfolioFraction = 0.20
     position: PositionParams = Field(default_factory=PositionParams)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     learner: LearnerParams = Field(default_factory=LearnerParams)
@@ -63,8 +98,45 @@ class EngineConfig(Model):
     macro_regime_every_h: float = Field(default=6.0, gt=0)
     # continue-as-new after this many handled items even if Temporal does not suggest it;
     # None = only when suggested. Tests use a small number to exercise the hand-over.
-    max_cycles_per_run: int | None = None
-    max_ticks_per_run: int | None = None
+    max_cycles_per_run: int | None = Field(default=None, ge=1)
+    max_ticks_per_run: int | None = Field(default=None, ge=1)
+    # Temporal takes at most 10,000 signals per run: continue-as-new after this many
+    max_signals_per_run: SignalsPerRun = MAX_SIGNALS_PER_RUN_DEFAULT
+
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> EngineConfig:
+        if self.max_position_pct > self.max_exposure:
+            raise ValueError(
+                f"max_position_pct {self.max_position_pct} exceeds max_exposure {self.max_exposure}"
+            )
+        if self.default_position_pct > self.max_position_pct:
+            raise ValueError(
+                f"default_position_pct {self.default_position_pct} exceeds max_position_pct "
+                f"{self.max_position_pct}"
+            )
+        return self
+
+    def scaled_s(self, seconds: float) -> float:
+        """A wall-clock duration on the replay clock: divided by the speed, and in a replay
+        never below the dev server's timer grain."""
+        if self.speed == 1.0:
+            return seconds
+        return max(self.min_timer_s, seconds / self.speed)
+
+    def position_params(self, trail_multiplier: float = 1.0) -> PositionParams:
+        """The position monitor's limits with its timers on the replay clock."""
+        p = self.position
+        return p.model_copy(
+            update={
+                "safety_interval_s": self.scaled_s(p.safety_interval_s),
+                "agent_interval_s": self.scaled_s(p.agent_interval_s),
+                "trail_multiplier": trail_multiplier,
+            }
+        )
+
+    def breaker_params(self) -> BreakerParams:
+        b = self.llm.breaker
+        return b.model_copy(update={"open_ms": int(self.scaled_s(b.open_ms / 1000) * 1000)})
 
 
 # ---------------------------------------------------------------- decision workflow
@@ -83,7 +155,10 @@ class OpenPosition(Model):
     fees: float = 0.0
     last_price: float
     exit_requested: bool = False
+    exit_requested_ms: int | None = None  # workflow time of the request (a stuck one is checked)
+    exit_reason: str = ""  # why the exit was asked (resent with it if the watcher changes)
     pending_add_notional: float = 0.0
+    watcher: int = 1  # the PositionWorkflow watching it; > 1 after a lost watcher was replaced
     signal_weights: dict[str, float] = Field(default_factory=dict)
     peak_price: float = 0.0  # extremes of the prices this workflow saw (cycle marks)
     trough_price: float = 0.0
@@ -107,15 +182,22 @@ class Portfolio(Model):
         return self.halted or self.manual_halt
 
 
+WorkKind = Literal[
+    "wake", "add_request", "close_all", "llm_mode", "learn", "check_position", "adopt"
+]
+
+
 class WorkItem(Model):
     """One queued piece of work of the DecisionWorkflow."""
 
-    kind: str  # "wake" | "add_request" | "close_all" | "llm_mode" | "learn"
+    kind: WorkKind
     wake: Wake | None = None
-    position_id: str | None = None
+    position_id: str | None = None  # "add_request", "check_position"
     trade: ClosedTrade | None = None  # "learn": the closed trade
     regime: str | None = None  # "learn": the crypto regime at its entry
     received_ms: int = 0
+    attempts: int = 0  # a failed item may be queued again, a few times
+    folded: int = 0  # "wake": how many queued wakes were folded into this one
 
 
 class RegimeView(Model):
@@ -166,6 +248,11 @@ class Counters(Model):
     positions_opened: int = 0
     positions_closed: int = 0
     continued_as_new: int = 0
+    incidents: int = 0  # contained failures (state.incidents keeps the last few)
+    wakes_folded: int = 0  # queued wakes worked off together with a newer one
+    stale_wakes: int = 0  # wakes whose market had passed: no entries on them
+    exits_failed: int = 0  # exits the broker rejected (the position stays open and retries)
+    watchers_replaced: int = 0  # positions whose PositionWorkflow was gone and restarted
 
 
 class DecisionState(Model):
@@ -191,11 +278,36 @@ class DecisionState(Model):
     positions_context_sent: str = ""  # "<vol regime>|<trail multiplier>" last told to positions
     llm_positions_on: bool = False  # what the open PositionWorkflows were last told
     decided_by: str = ""  # "llm" or "rule: <why>" for the last cycle
+    incidents: list[Incident] = Field(default_factory=list)
+    last_exit_ms: dict[str, int] = Field(default_factory=dict)  # symbol -> market time of exit
+    restored: bool = False  # LLM spend and breaker seeded from the ledger (a new account run)
+    breaker_saved: str = ""  # breaker phase last written to the ledger
+
+
+class AdoptedHolding(Model):
+    """A holding the broker has that a new account run takes over (``ocw account reset``)."""
+
+    symbol: str
+    qty: float = Field(gt=0)
+    avg_entry: float = Field(gt=0)
+    cost: float = Field(gt=0)  # quote spent including fees
+    fees: float = Field(default=0.0, ge=0)
+    entry_time_ms: int
+
+
+class AccountSeed(Model):
+    """What a new run of an account starts from when it replaces an old one: the broker's
+    cash and holdings (reconciled by ``ocw account reset``), never ``initial_cash``."""
+
+    cash: float = Field(ge=0)
+    holdings: list[AdoptedHolding] = Field(default_factory=list)
+    reason: str = ""
 
 
 class DecisionInput(Model):
     config: EngineConfig
     state: DecisionState | None = None
+    seed: AccountSeed | None = None  # a reset account: start from the broker's books
 
 
 class LLMStatus(Model):
@@ -223,6 +335,8 @@ class StatusView(Model):
     llm: LLMStatus | None = None
     regimes: RegimeView | None = None
     reliabilities: dict[str, float] = Field(default_factory=dict)
+    incidents: list[Incident] = Field(default_factory=list)  # the last few contained failures
+    config: EngineConfig | None = None
 
 
 # ---------------------------------------------------------------- position workflow
@@ -244,6 +358,16 @@ class PositionState(Model):
     next_seq: int = 2  # seq 1 was the entry order
     status: PositionStatus = PositionStatus.OPEN
     exit_requested: str | None = None  # reason of a pending exit request
+    exit_failures: int = 0  # exits the broker rejected or that failed for good
+    exit_retry_after_ms: int | None = None  # workflow time: no new safety exit before this
+    rejected_orders: int = 0  # rejected orders are counted, not kept in ``fills``
+    last_order_error: str | None = None
+    price_at_ms: int | None = None  # workflow time ``last_price`` was read
+    price_age_s: float | None = None  # the listener's age of that price (wall seconds)
+    price_stale: bool = False  # the last safety check ran on a stale price, or on none
+    stale_checks: int = 0  # safety checks on a stale price
+    missed_checks: int = 0  # safety checks without any price
+    incidents: list[Incident] = Field(default_factory=list)
     pending_adds: list[AddOrder] = Field(default_factory=list)
     signal_weights: dict[str, float] = Field(default_factory=dict)
     entry_regime: str = "unknown"
@@ -275,9 +399,10 @@ class PositionInput(Model):
     decision_workflow_id: str
     trading_task_queue: str
     market_task_queue: str
-    max_ticks_per_run: int | None = None
+    max_ticks_per_run: int | None = Field(default=None, ge=1)
     llm_enabled: bool = False  # may the agent layer ask the LLM (the DecisionWorkflow decides)
     llm_eval_interval_s: float = 14400.0  # at most this often, unless the scorer leans EXIT/ADD
+    llm_call_timeout_s: float = Field(default=60.0, gt=0, le=600)  # the HTTP call's deadline
 
 
 class StartPosition(Model):
@@ -301,6 +426,31 @@ class LLMReport(Model):
     ok: bool
     info: LLMCallInfo | None = None
     error: str = ""
+    error_type: str = ""  # ApplicationError type; a spent budget is no breaker failure
+
+
+class ExitFailed(Model):
+    """Sent by a PositionWorkflow whose exit order did not fill: it stays open, and the
+    DecisionWorkflow's view must say so too (a later SELL or close-all asks again)."""
+
+    position_id: str
+    symbol: str
+    reason: str  # the exit's reason
+    error: str  # the broker's rejection or the order's final error
+
+
+class PositionStatusRequest(Model):
+    workflow_id: str
+    position_id: str
+
+
+class PositionStatusView(Model):
+    """What Temporal and the broker say of a position whose PositionWorkflow did not answer."""
+
+    status: str  # RUNNING, COMPLETED, FAILED, TERMINATED, CANCELED, TIMED_OUT, NOT_FOUND, ...
+    trade: ClosedTrade | None = None  # the result of a completed PositionWorkflow
+    broker_orders: int = 0  # orders the broker holds for the position id (any status)
+    broker_qty: float = 0.0  # what the broker holds of the symbol
 
 
 class PositionUpdate(Model):
@@ -324,6 +474,8 @@ class PricesRequest(Model):
 class PricesResult(Model):
     prices: dict[str, float] = Field(default_factory=dict)
     time_ms: dict[str, int] = Field(default_factory=dict)
+    # wall seconds since the listener last heard of the symbol (its stream's freshness)
+    age_s: dict[str, float] = Field(default_factory=dict)
     missing: list[str] = Field(default_factory=list)
 
 
@@ -377,6 +529,11 @@ class PositionVerdict(Model):
 class JournalTrade(Model):
     account: str
     trade: ClosedTrade
+
+
+class JournalIncident(Model):
+    account: str
+    incident: Incident
 
 
 class JournalFill(Model):

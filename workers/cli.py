@@ -162,7 +162,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(render_status_file(settings.home))  # the listener's side is still worth seeing
             raise SetupError(
                 f"no DecisionWorkflow {settings.decision_workflow_id} to query ({err}); "
-                "is `ocw worker` running and has `ocw listen` woken it?"
+                "start it with `ocw worker` (or `ocw account init`)"
             ) from None
         print(view.model_dump_json(indent=2) if args.json else render_status(view))
         if not args.json:
@@ -199,7 +199,12 @@ def cmd_trades(args: argparse.Namespace) -> int:
 
 
 def _signal(name: str) -> Callable[[argparse.Namespace], int]:
+    """``wake`` is a signal; ``halt``, ``resume`` and ``close_all`` are updates that answer
+    (the same names also work as signals, for `temporal workflow signal`)."""
+
     def command(args: argparse.Namespace) -> int:
+        from temporalio.client import WorkflowUpdateFailedError
+
         from workers.temporal_env import connect
 
         settings = load_settings()
@@ -208,13 +213,80 @@ def _signal(name: str) -> Callable[[argparse.Namespace], int]:
             client = await connect(settings)
             handle = client.get_workflow_handle(settings.decision_workflow_id)
             payload = {"reason": args.reason} if args.reason else {}
-            await handle.signal(name, payload)
-            print(f"sent {name} to {settings.decision_workflow_id}")
+            try:
+                if name == "wake":
+                    await handle.signal(name, payload)
+                    print(f"sent {name} to {settings.decision_workflow_id}")
+                else:
+                    answer = await handle.execute_update(name, payload, result_type=str)
+                    print(f"{settings.decision_workflow_id}: {answer}")
+            except WorkflowUpdateFailedError as err:
+                raise SetupError(f"{name} refused: {err.cause or err}") from None
+            except Exception as err:  # noqa: BLE001 - one line for the user
+                raise SetupError(
+                    f"{name}: no running account {settings.decision_workflow_id} ({err}); "
+                    "start it with `ocw worker` or `ocw account init`"
+                ) from None
             return 0
 
         return run_until_stopped(main)
 
     return command
+
+
+def cmd_account(args: argparse.Namespace) -> int:
+    """``ocw account init | reset | show``: the trading side owns the account."""
+    from activities.paper_broker import PaperBroker
+    from workers.account import (
+        broker_seed,
+        configure_account,
+        describe_account,
+        ensure_account,
+        reset_account,
+    )
+    from workers.temporal_env import connect
+
+    settings = load_settings()
+
+    async def main(stop: asyncio.Event) -> int:
+        client = await connect(settings)
+        wid = settings.decision_workflow_id
+        if args.action == "show":
+            state = await describe_account(client, wid)
+            print(f"account {settings.account}: {wid} {state.status}")
+            return 0 if state.running else 1
+        if args.action == "init":
+            broker = PaperBroker(settings.paths()["broker_db"], initial_cash=settings.initial_cash)
+            state = await ensure_account(client, settings, broker)
+            print(f"account {settings.account}: {wid} {'created' if state.created else 'running'}")
+            with contextlib.suppress(Exception):  # answered when a worker serves it
+                print(await asyncio.wait_for(configure_account(client, settings), 5))
+            return 0
+        if settings.mode in ("live", "testnet"):
+            raise SetupError("ocw account reset reconciles with the paper broker only for now")
+        broker = PaperBroker(settings.paths()["broker_db"], initial_cash=settings.initial_cash)
+        seed = broker_seed(broker, args.reason)
+        state = await describe_account(client, wid)
+        print(f"account {settings.account}: {wid} is {state.status}")
+        print(f"the broker holds cash {seed.cash:,.2f} and {len(seed.holdings)} holding(s):")
+        for h in seed.holdings:
+            print(f"  {h.symbol:<10} {h.qty:.8g} @ {h.avg_entry:,.8g} (cost {h.cost:,.2f})")
+        print("a new run starts from these books, adopting each holding with its own watcher;")
+        print("the old run and its position workflows are terminated.")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise SetupError("ocw account reset needs --yes when not run from a terminal")
+            typed = input(f"type the account name ({settings.account}) to confirm: ").strip()
+            if typed != settings.account:
+                print("not confirmed: nothing changed")
+                return 1
+        seed, stopped = await reset_account(client, settings, broker, args.reason)
+        print(
+            f"account {settings.account} reset: stopped {len(stopped)} watcher(s), new run started"
+        )
+        return 0
+
+    return run_until_stopped(main)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -299,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     from workers.data_cli import add_data_command
 
     add_data_command(sub)
+
+    p = sub.add_parser(
+        "account", help="the account's DecisionWorkflow: init (create if new), reset, show"
+    )
+    p.add_argument("action", choices=["init", "reset", "show"])
+    p.add_argument("--yes", action="store_true", help="reset without asking")
+    p.add_argument("--reason", default="reset by hand", help="why (reset), for the history")
+    p.set_defaults(func=cmd_account)
 
     for name, text in (
         ("wake", "wake the DecisionWorkflow now"),

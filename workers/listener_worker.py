@@ -14,8 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
 from activities.regimes import RegimeActivities
@@ -39,8 +38,7 @@ from trading.config import Settings, interval_seconds
 from trading.market_data import resample
 from trading.models import Bar
 from workers.temporal_env import connect
-from workers.wiring import decision_input, engine_config
-from workflows.decision import DecisionWorkflow
+from workflows.decision import DecisionWorkflow, SpeedRequest
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +161,9 @@ class ListenerService:
             await self.server.start()
             url = self.server.url
         self.client = await connect(settings, attempts=30)
-        await self._configure_workflow()
         self.dispatcher = WakeDispatcher(
             self.client,
             settings.decision_workflow_id,
-            settings.trading_task_queue,
-            start_input=lambda: decision_input(settings),
             batch_window_s=settings.wake_batch_s / settings.speed,  # one wake per candle close
         )
         self.gate_sync = GateSync(
@@ -216,6 +211,8 @@ class ListenerService:
             tasks.append(asyncio.create_task(self.stream.run(stop), name="stream"))
             tasks.append(asyncio.create_task(self.gate_sync.run(), name="gate-sync"))
             tasks.append(asyncio.create_task(self.sentiment.run(), name="sentiment"))
+            if self.replay_options is not None:
+                tasks.append(asyncio.create_task(self._set_replay_clock(stop), name="clock"))
             self.started_at_ms = int(time.time() * 1000)
             tasks.append(asyncio.create_task(self.status_writer.run(), name="status-file"))
             tasks += self._live_data_tasks(stop)
@@ -375,6 +372,8 @@ class ListenerService:
             series=series,
             wakes_sent=dispatcher.sent if dispatcher else 0,
             wake_failures=dispatcher.failures if dispatcher else 0,
+            account_missing=dispatcher.account_missing if dispatcher else False,
+            wakes_held=dispatcher.held if dispatcher else 0,
             gate_sync=vars(self.gate_sync.stats) if self.gate_sync else {},
             sentiment=self.sentiment.status(),
             live=self._live_status(),
@@ -428,18 +427,28 @@ class ListenerService:
             }
         return out
 
-    async def _configure_workflow(self) -> None:
-        """Hand the current settings to the running DecisionWorkflow (or start it with them)."""
+    async def _set_replay_clock(self, stop: asyncio.Event) -> None:
+        """A replay runs the account's timers on its clock: ``set_speed`` (validated by the
+        workflow, refused for a real-money account). Limits are the trading side's own: the
+        listener never configures them, and never creates the account."""
         assert self.client is not None
-        await self.client.start_workflow(
-            DecisionWorkflow.run,
-            decision_input(self.settings),
-            id=self.settings.decision_workflow_id,
-            task_queue=self.settings.trading_task_queue,
-            start_signal="configure",
-            start_signal_args=[engine_config(self.settings)],
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        )
+        handle = self.client.get_workflow_handle(self.settings.decision_workflow_id)
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                answer = await handle.execute_update(
+                    DecisionWorkflow.set_speed, SpeedRequest(speed=self.settings.speed)
+                )
+                log.info("replay clock: %s", answer)
+                return
+            except WorkflowUpdateFailedError as err:
+                log.error("the account refused the replay clock: %s", err.cause or err)
+                return
+            except Exception as err:  # noqa: BLE001 - no account yet, or Temporal away
+                log.warning("replay clock not set yet (%s); retrying", err)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 10.0)
 
     async def _replay_end(self, stop: asyncio.Event | None) -> None:
         """Say when the replay is over (and every wake delivered); optionally stop then."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from trading.models import ClosedTrade
-from trading.state import DecisionLogEntry, StatusView
+from trading.state import DecisionLogEntry, Incident, StatusView
 
 
 def fmt_time(ms: int | None) -> str:
@@ -41,6 +41,14 @@ def render_status(view: StatusView) -> str:
         f"positions opened {c.positions_opened}, closed {c.positions_closed}; "
         f"continued-as-new {c.continued_as_new}"
     )
+    if c.wakes_folded or c.stale_wakes or c.exits_failed or c.watchers_replaced:
+        lines.append(
+            f"  wakes folded {c.wakes_folded}, stale {c.stale_wakes}; exits failed "
+            f"{c.exits_failed}; watchers replaced {c.watchers_replaced}"
+        )
+    if c.incidents:
+        lines.append(f"  incidents: {c.incidents} contained (last {len(view.incidents)}):")
+        lines.extend("    " + render_incident(i) for i in view.incidents[-5:])
     if view.llm is not None:
         lines.append("  " + render_llm(view))
     if view.regimes is not None:
@@ -60,6 +68,11 @@ def render_status(view: StatusView) -> str:
         lines.append("  recent trades:")
         lines.extend("    " + render_trade(t) for t in view.recent_trades)
     return "\n".join(lines)
+
+
+def render_incident(i: Incident) -> str:
+    when = fmt_time(i.market_time_ms) if i.market_time_ms else fmt_time(i.time_ms)
+    return f"{when} {i.where}: {i.error}"
 
 
 def render_llm(view: StatusView) -> str:

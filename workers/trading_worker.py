@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from temporalio.client import Client
@@ -16,7 +17,15 @@ from activities.paper_broker import PaperBroker
 from activities.regimes import RegimeActivities
 from activities.trading import TradingActivities
 from trading.config import Settings
+from workers.account import configure_when_ready, ensure_account
 from workers.temporal_env import SetupError, connect
+from workers.versioning import (
+    current_build,
+    deployment_version,
+    describe,
+    rollout_hint,
+    worker_versioning_options,
+)
 from workflows.decision import DecisionWorkflow
 from workflows.position import PositionWorkflow
 
@@ -55,12 +64,47 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
             *learner.all(),
         ],
         max_concurrent_activities=20,
+        **worker_versioning_options(settings),
     )
     log.info(
-        "trading worker on %s (queue %s)", settings.temporal_address, settings.trading_task_queue
+        "trading worker on %s (queue %s, %s)",
+        settings.temporal_address,
+        settings.trading_task_queue,
+        describe(settings),
     )
     try:
         async with worker:
-            await stop.wait()
+            version = deployment_version(settings)
+            if version and await current_build(client, version.deployment_name) != version.build_id:
+                log.warning(
+                    "build %s is not current and runs nothing until: %s",
+                    version.build_id,
+                    rollout_hint(settings, settings.temporal_address),
+                )
+            owner = asyncio.create_task(
+                own_account(client, settings, stop, activities.broker), name="account"
+            )
+            try:
+                await stop.wait()
+            finally:
+                owner.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await owner
     finally:
         await llm.aclose()
+
+
+async def own_account(
+    client: Client, settings: Settings, stop: asyncio.Event, broker: PaperBroker | None = None
+) -> None:
+    """The trading side owns the account: start its DecisionWorkflow when it has never run,
+    then hand it this worker's configuration (a validated update). A closed account is never
+    replaced here; the worker still serves its positions and says what to do."""
+    try:
+        state = await ensure_account(client, settings, broker)
+    except SetupError as err:
+        log.error("%s", err)
+        return
+    if state.created:
+        log.info("account %s created (%s)", settings.account, state.workflow_id)
+    await configure_when_ready(client, settings, stop)

@@ -23,13 +23,18 @@ def llm_enabled(settings: Settings) -> bool:
 
 
 def engine_config(settings: Settings) -> EngineConfig:
+    """The account's configuration from the trading side's settings. Durations stay at
+    speed 1: the workflow scales them by ``speed`` where it uses them."""
     return EngineConfig(
         account=settings.account,
+        mode=settings.mode,
         symbols=list(settings.symbols),
         decision_interval=settings.decision_interval,
         trading_task_queue=settings.trading_task_queue,
         market_task_queue=settings.market_task_queue,
         speed=settings.speed,
+        min_timer_s=settings.min_timer_s,
+        max_signals_per_run=settings.max_signals_per_run,
         initial_cash=settings.initial_cash,
         max_position_pct=settings.max_position_pct,
         max_exposure=settings.max_exposure,
@@ -44,8 +49,8 @@ def engine_config(settings: Settings) -> EngineConfig:
             max_drawdown_guard_pct=settings.max_drawdown_guard_pct,
             time_stop_hours=settings.time_stop_hours,
             fee_rate=settings.fee_rate,
-            safety_interval_s=settings.scaled(settings.safety_interval_s),
-            agent_interval_s=settings.scaled(settings.agent_interval_s),
+            safety_interval_s=settings.safety_interval_s,
+            agent_interval_s=settings.agent_interval_s,
             exit_score=settings.exit_score,
             add_score=settings.add_score,
         ),
@@ -56,9 +61,10 @@ def engine_config(settings: Settings) -> EngineConfig:
             daily_budget_usd=settings.llm_daily_budget_usd,
             breaker=BreakerParams(
                 failure_threshold=settings.llm_breaker_failures,
-                open_ms=int(settings.scaled(settings.llm_breaker_open_s) * 1000),
+                open_ms=int(settings.llm_breaker_open_s * 1000),
             ),
-            position_eval_interval_s=settings.scaled(settings.llm_position_eval_interval_s),
+            position_eval_interval_s=settings.llm_position_eval_interval_s,
+            call_timeout_s=settings.llm_timeout_s,
         ),
     )
 

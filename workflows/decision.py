@@ -5,6 +5,13 @@ item at a time: fetch the market view, ask the policy, apply risk limits, place 
 start a PositionWorkflow per entry, signal exits and adds to running positions. Portfolio,
 positions, recent trades, agent memory and the gate settings live in ``DecisionState`` and
 travel across continue-as-new together with any queued work.
+
+The run never fails on one error: a work item, an activity or a signal delivery that fails is
+contained as an incident (decision log, journal, ``ocw status``) and the loop goes on. A
+position whose workflow does not take a signal is looked up (``position_status``): its trade
+is booked if it closed, its watcher restarted if it was lost. Limits change only through the
+``configure`` update, whose validator refuses out-of-range values before they enter history;
+``halt``, ``resume`` and ``close_all`` are updates that answer and signals that don't.
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from trading import circuit_breaker as breaker
     from trading import learner, llm_budget
+    from trading.config import interval_seconds
     from trading.learner import LearnerState, LearnerUpdateRequest, PosteriorTable
+    from trading.llm_budget import BreakerSave, LedgerRequest, LedgerView
     from trading.macro import MacroRegime, MacroRequest
     from trading.models import (
         Action,
@@ -35,28 +44,24 @@ with workflow.unsafe.imports_passed_through():
     )
     from trading.orders import client_order_id
     from trading.regime_crypto import CryptoRegime, CryptoRegimeRequest
-    from trading.risk import check_order, cooloff_over, drawdown_update
-    from trading.snapshot import (
-        EngineStatus,
-        MacroReading,
-        MarketContext,
-        MarketContextRequest,
-        PositionMark,
-        RegimeReading,
-        SnapshotContext,
-    )
+    from trading.risk import check_order
+    from trading.snapshot import MarketContext, MarketContextRequest
     from trading.state import (
         DECISION_LOG_KEPT,
+        ERROR_TEXT_MAX,
+        INCIDENTS_KEPT,
         MEMORY_MAX_CHARS,
-        RECENT_TRADES_KEPT,
-        AccountView,
+        AccountSeed,
         AddOrder,
         DecideRequest,
         DecisionInput,
         DecisionLogEntry,
         DecisionState,
         EngineConfig,
+        ExitFailed,
         GateSettings,
+        Incident,
+        JournalIncident,
         LLMReport,
         LLMStatus,
         MarketViewRequest,
@@ -65,16 +70,24 @@ with workflow.unsafe.imports_passed_through():
         PositionContext,
         PositionInput,
         PositionState,
+        PositionStatusRequest,
+        PositionStatusView,
         PositionUpdate,
         StartPosition,
         StatusView,
         WorkItem,
     )
     from workflows import activity_api as api
+    from workflows import decision_books as books
     from workflows.position import PositionWorkflow
 
 WAKE_IDS_KEPT = 500
 GATE_ONLY_PREFIXES = ("zscore:", "timer:", "condition:", "watchdog")
+ITEM_RETRIES = 5  # a failed learner update is queued again this many times
+UPDATES_PER_RUN = 1_000  # Temporal's default cap is 2,000 updates per run
+JOURNAL_INCIDENTS_KEPT = 50  # incidents waiting for the journal (the oldest dropped)
+REPLAY_MODES = ("replay", "paper")  # modes whose clock a replay listener may set
+STUCK_EXIT_SAFETY_INTERVALS = 10  # an exit unanswered this long is looked up
 
 
 def rule_may_act(reasons: list[str]) -> bool:
@@ -92,6 +105,25 @@ class ControlRequest(Model):
     reason: str = ""
 
 
+class SpeedRequest(Model):
+    """The replay clock a replay listener runs at (``set_speed`` update)."""
+
+    speed: float
+
+
+def check_config_change(current: EngineConfig, new: EngineConfig) -> None:
+    """Why a ``configure`` update is refused (ValueError); the bounds themselves are checked by
+    the model when the payload is read (trading/limits.py)."""
+    if new.account != current.account:
+        raise ValueError(f"configure: account {new.account!r} is not {current.account!r}")
+    if new.mode in ("live", "testnet") and current.mode not in ("live", "testnet"):
+        raise ValueError(
+            f"configure: a {current.mode} account cannot become {new.mode}; "
+            "start a real-money account with `ocw account init` in that mode"
+        )
+    EngineConfig.model_validate(new.model_dump())  # bounds, even if built with model_construct
+
+
 @workflow.defn(name="DecisionWorkflow")
 class DecisionWorkflow:
     @workflow.init
@@ -100,99 +132,94 @@ class DecisionWorkflow:
             self._s = inp.state
             self._s.config = inp.config
         else:
-            cash = inp.config.initial_cash
+            cash = inp.seed.cash if inp.seed is not None else inp.config.initial_cash
             self._s = DecisionState(
                 config=inp.config,
                 portfolio=Portfolio(cash=cash, peak_equity=cash, equity=cash),
                 epoch=str(workflow.uuid4())[:6],
             )
         self._busy = False
+        self._messages = 0  # signals and updates this run (Temporal caps both)
+        self._updates = 0
+        self._entry: DecisionLogEntry | None = None  # the log entry of the item at work
+        self._unjournaled: list[Incident] = []
 
     # ------------------------------------------------------------ signals (enqueue only)
 
     @workflow.signal
     def wake(self, wake: Wake | None = None) -> None:
+        self._messages += 1
         wake = wake or Wake()
         s = self._s
         s.counters.wakes_received += 1
         if wake.wake_id:
             if wake.wake_id in s.handled_wake_ids:
-                return  # a retried signal-with-start: already queued once
+                return  # a retried delivery: already queued once
             s.handled_wake_ids.append(wake.wake_id)
             del s.handled_wake_ids[:-WAKE_IDS_KEPT]
         s.queue.append(WorkItem(kind="wake", wake=wake, received_ms=self._now_ms()))
 
     @workflow.signal
     def halt(self, req: ControlRequest | None = None) -> None:
-        p = self._s.portfolio
-        p.manual_halt = True
-        p.halt_reason = f"manual: {req.reason}" if req and req.reason else "manual"
+        self._messages += 1
+        self._halt(req)
 
     @workflow.signal
     def resume(self, req: ControlRequest | None = None) -> None:
-        """Lift any halt; the drawdown is measured afresh from the current equity."""
-        p = self._s.portfolio
-        p.manual_halt = False
-        p.halted = False
-        p.halted_since_ms = None
-        p.halt_reason = ""
-        p.peak_equity = p.equity
-        p.drawdown = 0.0
+        self._messages += 1
+        self._resume()
 
     @workflow.signal
     def close_all(self, req: ControlRequest | None = None) -> None:
-        self._s.queue.append(WorkItem(kind="close_all", received_ms=self._now_ms()))
-
-    @workflow.signal
-    def configure(self, config: EngineConfig) -> None:
-        self._s.config = config
+        self._messages += 1
+        self._close_all()
 
     @workflow.signal
     def add_request(self, position_id: str) -> None:
+        self._messages += 1
         self._s.queue.append(
             WorkItem(kind="add_request", position_id=position_id, received_ms=self._now_ms())
         )
 
     @workflow.signal
     def position_closed(self, trade: ClosedTrade) -> None:
+        self._messages += 1
+        books.apply_closed(self._s, trade, self._now_ms())
+
+    @workflow.signal
+    def exit_failed(self, failed: ExitFailed) -> None:
+        """The position's exit did not fill: it is open again, and so it is here."""
+        self._messages += 1
         s = self._s
-        if trade.trade_id in s.seen_trade_ids:
+        pos = s.positions.get(failed.symbol)
+        if pos is None or pos.position_id != failed.position_id:
             return
-        s.seen_trade_ids.append(trade.trade_id)
-        del s.seen_trade_ids[: -RECENT_TRADES_KEPT * 4]
-        pos = s.positions.get(trade.symbol)
-        if pos is not None and pos.position_id == trade.trade_id:
-            del s.positions[trade.symbol]
-            proceeds = pos.cost + trade.pnl
-            s.portfolio.cash += proceeds
-            s.portfolio.fees_paid += max(0.0, trade.fees - pos.fees)
-        s.portfolio.realized_pnl += trade.pnl
-        self._mark_to_market()
-        s.recent_trades.append(trade)
-        del s.recent_trades[:-RECENT_TRADES_KEPT]
-        s.counters.positions_closed += 1
-        regime = pos.entry_crypto_regime if pos is not None else s.regimes.crypto
-        s.queue.append(
-            WorkItem(kind="learn", trade=trade, regime=regime, received_ms=self._now_ms())
-        )
+        pos.exit_requested = False
+        pos.exit_requested_ms = None
+        s.counters.exits_failed += 1
+        self._incident(f"exit of {pos.position_id} ({failed.reason})", failed.error)
 
     @workflow.signal
     def llm_report(self, report: LLMReport) -> None:
         """A position's LLM call: its cost counts against the budget, its failure on the breaker."""
+        self._messages += 1
         s = self._s
         self._count_llm(report.info)
         if report.ok:
             s.breaker = breaker.record_success(s.breaker)
+        elif report.error_type == "LLMDailyBudgetSpent":
+            self._budget_spent()
         else:
             s.llm_spend = llm_budget.record_failure(s.llm_spend)
             s.breaker = breaker.record_failure(
-                s.breaker, self._now_ms(), report.error, s.config.llm.breaker
+                s.breaker, self._now_ms(), report.error, s.config.breaker_params()
             )
         if self._llm_available() != s.llm_positions_on:
             s.queue.append(WorkItem(kind="llm_mode", received_ms=self._now_ms()))
 
     @workflow.signal
     def position_update(self, update: PositionUpdate) -> None:
+        self._messages += 1
         s = self._s
         pos = s.positions.get(update.symbol)
         if pos is None or pos.position_id != update.position_id:
@@ -207,6 +234,76 @@ class DecisionWorkflow:
         else:
             s.counters.orders_rejected += 1
         pos.qty, pos.avg_entry, pos.cost = update.qty, update.avg_entry, update.cost
+
+    # ------------------------------------------------------------ updates (validated, answer)
+
+    @workflow.update(name="configure")
+    def configure(self, config: EngineConfig) -> str:
+        """Replace the account's configuration (the trading side's settings)."""
+        self._count_update()
+        self._s.config = config
+        return f"configured {config.account}: {len(config.symbols)} symbols, speed {config.speed:g}"
+
+    @configure.validator
+    def _validate_configure(self, config: EngineConfig) -> None:
+        check_config_change(self._s.config, config)
+
+    @workflow.update(name="set_speed")
+    def set_speed(self, req: SpeedRequest) -> str:
+        """The replay clock: every duration of the account is divided by it (never below the
+        server's timer grain)."""
+        self._count_update()
+        self._s.config = self._s.config.model_copy(update={"speed": req.speed})
+        return f"speed {req.speed:g}"
+
+    @set_speed.validator
+    def _validate_speed(self, req: SpeedRequest) -> None:
+        mode = self._s.config.mode
+        if mode not in REPLAY_MODES:
+            raise ValueError(f"set_speed: a {mode} account runs on the real clock")
+        EngineConfig.model_validate({**self._s.config.model_dump(), "speed": req.speed})
+
+    @workflow.update(name="halt")
+    def halt_update(self, req: ControlRequest | None = None) -> str:
+        self._count_update()
+        self._halt(req)
+        return f"entries halted ({self._s.portfolio.halt_reason})"
+
+    @workflow.update(name="resume")
+    def resume_update(self, req: ControlRequest | None = None) -> str:
+        self._count_update()
+        was = self._s.portfolio.halt_reason or "not halted"
+        self._resume()
+        return f"entries allowed again (was: {was})"
+
+    @workflow.update(name="close_all")
+    def close_all_update(self, req: ControlRequest | None = None) -> str:
+        self._count_update()
+        ids = [p.position_id for p in self._s.positions.values()]
+        self._close_all()
+        return f"closing {len(ids)} position(s): {', '.join(ids) or 'none open'}"
+
+    def _count_update(self) -> None:
+        self._messages += 1
+        self._updates += 1
+
+    def _halt(self, req: ControlRequest | None) -> None:
+        p = self._s.portfolio
+        p.manual_halt = True
+        p.halt_reason = f"manual: {req.reason}" if req and req.reason else "manual"
+
+    def _resume(self) -> None:
+        """Lift any halt; the drawdown is measured afresh from the current equity."""
+        p = self._s.portfolio
+        p.manual_halt = False
+        p.halted = False
+        p.halted_since_ms = None
+        p.halt_reason = ""
+        p.peak_equity = p.equity
+        p.drawdown = 0.0
+
+    def _close_all(self) -> None:
+        self._s.queue.append(WorkItem(kind="close_all", received_ms=self._now_ms()))
 
     # ------------------------------------------------------------ queries
 
@@ -234,6 +331,8 @@ class DecisionWorkflow:
             ),
             regimes=s.regimes,
             reliabilities=learner.reliabilities(s.learner, s.regimes.crypto, s.config.learner),
+            incidents=s.incidents[-10:],
+            config=s.config,
         )
 
     @workflow.query
@@ -254,119 +353,230 @@ class DecisionWorkflow:
     @workflow.run
     async def run(self, inp: DecisionInput) -> None:
         s = self._s
+        if inp.state is None:
+            await self._contained("account start", self._start_account(inp.seed))
         handled = 0
         while True:
             await workflow.wait_condition(
-                lambda n=handled: bool(s.queue) or self._should_continue(n)
+                lambda n=handled: bool(s.queue or self._unjournaled) or self._should_continue(n)
             )
             if s.queue:
-                item = s.queue.pop(0)
+                item = books.next_work_item(s)
                 self._busy = True
                 try:
-                    await self._handle(item)
+                    await self._contained(f"work item {item.kind}", self._handle(item), item)
                 finally:
                     self._busy = False
+                    self._entry = None
                 handled += 1
+            await self._contained("bookkeeping", self._bookkeeping())
             if self._should_continue(handled):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 s.counters.continued_as_new += 1
                 workflow.continue_as_new(DecisionInput(config=s.config, state=s))
 
     def _should_continue(self, handled: int) -> bool:
-        limit = self._s.config.max_cycles_per_run
-        if limit is not None and handled >= limit:
+        cfg = self._s.config
+        if cfg.max_cycles_per_run is not None and handled >= cfg.max_cycles_per_run:
             return True
+        if self._messages >= cfg.max_signals_per_run or self._updates >= UPDATES_PER_RUN:
+            return True  # Temporal caps signals (10,000) and updates per run
         return workflow.info().is_continue_as_new_suggested()
 
+    async def _contained(self, where: str, work, item: WorkItem | None = None) -> None:
+        """Await ``work``; any failure becomes an incident and the run goes on. A failed
+        learner update is queued again a few times (it is idempotent by trade id)."""
+        try:
+            await work
+        except Exception as err:  # noqa: BLE001 - no single error may fail the account
+            self._incident(where, err)
+            if item is not None and item.kind == "learn" and item.attempts + 1 < ITEM_RETRIES:
+                self._s.queue.append(item.model_copy(update={"attempts": item.attempts + 1}))
+
     async def _handle(self, item: WorkItem) -> None:
+        s = self._s
         if item.kind == "wake":
-            await self._cycle(item.wake or Wake())
-            self._s.counters.wakes_handled += 1
+            await self._cycle(item)
         elif item.kind == "add_request" and item.position_id:
             await self._add_request(item.position_id)
         elif item.kind == "close_all":
-            for pos in list(self._s.positions.values()):  # closes arrive while we signal
-                await self._request_exit(pos, "close_all")
+            self._open_entry("close_all", ["close_all"])
+            for pos in list(s.positions.values()):  # closes arrive while we signal
+                self._note(await self._request_exit(pos, "close_all"))
         elif item.kind == "llm_mode":
             await self._tell_positions_llm_mode()
         elif item.kind == "learn" and item.trade is not None:
             await self._learn(item.trade, item.regime)
+        elif item.kind == "check_position" and item.position_id:
+            await self._check_position(item.position_id)
+
+    async def _bookkeeping(self) -> None:
+        """After trading: journal the incidents, keep the ledger's breaker in step."""
+        s = self._s
+        if s.config.llm.enabled and s.breaker.phase != s.breaker_saved:
+            phase = s.breaker.phase
+            await self._activity(
+                api.LLM_BREAKER_SAVE,
+                BreakerSave(account=s.config.account, breaker=s.breaker),
+                api.JOURNAL_CALL,
+            )
+            s.breaker_saved = phase
+        while self._unjournaled:
+            incident = self._unjournaled[0]
+            try:
+                await self._activity(
+                    api.JOURNAL_INCIDENT,
+                    JournalIncident(account=s.config.account, incident=incident),
+                    api.JOURNAL_CALL,
+                )
+            except ActivityError as err:
+                workflow.logger.warning("incident not journaled: %s", api.failure_text(err))
+                self._unjournaled.clear()  # the state keeps the last ones; the journal is down
+                return
+            self._unjournaled.pop(0)
+
+    # ------------------------------------------------------------ account start
+
+    async def _start_account(self, seed: AccountSeed | None) -> None:
+        """A new run of the account: take the LLM spend and breaker from the ledger (so a reset
+        never resets the day's budget) and adopt the broker's holdings of a reset account."""
+        s = self._s
+        if s.config.llm.enabled:
+            ledger = await self._activity(
+                api.LLM_ACCOUNT_STATE,
+                LedgerRequest(account=s.config.account, time_ms=self._budget_time_ms()),
+                api.JOURNAL_CALL,
+                result_type=LedgerView,
+            )
+            spend = llm_budget.roll(s.llm_spend, self._budget_time_ms())
+            if ledger.day == spend.day and ledger.day_usd > spend.day_usd:
+                spend = spend.model_copy(
+                    update={"day_usd": ledger.day_usd, "day_calls": ledger.day_calls}
+                )
+            s.llm_spend = spend
+            if ledger.breaker is not None:
+                s.breaker = ledger.breaker
+                s.breaker_saved = ledger.breaker.phase
+        s.restored = True
+        if seed is None:
+            return
+        self._open_entry("account start", [f"reset: {seed.reason}" if seed.reason else "reset"])
+        for h in seed.holdings:
+            n = s.entry_seq.get(h.symbol, 0) + 1
+            s.entry_seq[h.symbol] = n
+            position_id = f"{s.config.account}-{s.epoch}-{h.symbol.split('/')[0]}-{n}"
+            pos = OpenPosition(
+                position_id=position_id,
+                workflow_id=f"ocw-position-{position_id}",
+                symbol=h.symbol,
+                qty=h.qty,
+                avg_entry=h.avg_entry,
+                entry_time_ms=h.entry_time_ms,
+                cost=h.cost,
+                fees=h.fees,
+                last_price=h.avg_entry,
+                peak_price=h.avg_entry,
+                trough_price=h.avg_entry,
+                entry_crypto_regime=s.regimes.crypto,
+            )
+            s.positions[h.symbol] = pos
+            s.counters.positions_opened += 1
+            s.last_prices.setdefault(h.symbol, h.avg_entry)
+            await self._start_watcher(pos, next_seq=2)
+            self._note(f"{h.symbol} adopted {h.qty:.8g} @ {h.avg_entry:.8g} -> {position_id}")
+        books.mark_to_market(s)
+        s.portfolio.peak_equity = s.portfolio.equity
 
     # ------------------------------------------------------------ one decision cycle
 
-    async def _cycle(self, wake: Wake) -> None:
+    async def _cycle(self, item: WorkItem) -> None:
         s = self._s
+        wake = item.wake or Wake()
         s.counters.cycles += 1
         cycle = s.counters.cycles
         reasons = wake.all_reasons()
-        log = DecisionLogEntry(
-            cycle=cycle,
-            time_ms=self._now_ms(),
-            market_time_ms=wake.market_time_ms,
-            wake_reasons=reasons,
-            source="none",
-            actions=[],
-        )
-        self._log(log)
+        entry = self._open_entry("none", reasons, cycle=cycle, market_time_ms=wake.market_time_ms)
+        if item.folded:
+            s.counters.wakes_folded += item.folded
+            self._note(f"folded {item.folded} queued wake(s) into this cycle")
         try:
-            await self._decide_and_act(log, reasons, cycle)
+            await self._decide_and_act(entry, wake, cycle)
         finally:
-            log.done = True
+            entry.done = True
+            s.counters.wakes_handled += 1 + item.folded
 
-    async def _decide_and_act(self, log: DecisionLogEntry, reasons: list[str], cycle: int) -> None:
+    async def _decide_and_act(self, log: DecisionLogEntry, wake: Wake, cycle: int) -> None:
         s = self._s
         cfg = s.config
+        self._check_stuck_exits()
         view = await self._market_view(cfg.symbols, cfg.decision_interval)
         if view is None:
-            log.actions.append("skipped: market data unavailable")
+            self._note("skipped: market data unavailable")
             return
         log.market_time_ms = view.as_of_ms
         s.last_market_time_ms = view.as_of_ms
         for symbol, features in view.symbols.items():
             s.last_prices[symbol] = features.price
-        self._mark_to_market()
-        await self._refresh_regimes(view.as_of_ms, log)
+        self._mark()
+        stale = self._stale_reason(wake, view)
+        if stale:
+            s.counters.stale_wakes += 1
+            self._note(stale)
+        await self._refresh_regimes(view.as_of_ms)
         extra = await self._market_context(cfg.symbols)
 
         decision_id = f"{cfg.account}-{s.epoch}-{cycle}"
+        reasons = log.wake_reasons
         request = DecideRequest(
             account=cfg.account,
             decision_id=decision_id,
             market=view,
-            account_view=self._account_view(),
+            account_view=books.account_view(s),
             wake_reasons=reasons,
             memory=s.memory,
             default_position_pct=cfg.default_position_pct,
             max_position_pct=cfg.max_position_pct,
             max_exposure=cfg.max_exposure,
-            context=self._snapshot_context(extra),
+            context=books.snapshot_context(s, extra, self._budget_time_ms()),
         )
-        decision = await self._decide(request, log)
+        decision = await self._decide(request)
         if decision is None:
             return
         log.source = decision.source
         log.rejected = list(decision.rejected)
         for d in decision.decisions:
-            note = await self._apply(d.ticker, d.action, d.position_pct, d.signal_weights, view)
-            if note:
-                log.actions.append(note)
+            note = await self._apply(
+                d.ticker, d.action, d.position_pct, d.signal_weights, view, wake, stale
+            )
+            self._note(note)
         self._apply_agent_settings(decision)
         if self._llm_available() != s.llm_positions_on:
             await self._tell_positions_llm_mode()
-        await workflow.execute_activity(
-            api.JOURNAL_DECISION,
-            DecisionRecord(
-                decision_id=decision_id,
-                account=cfg.account,
-                market_time_ms=view.as_of_ms,
-                wake_reasons=reasons,
-                source=decision.source,
-                decision=decision,
-                executed=log.actions,
-            ),
-            task_queue=cfg.trading_task_queue,
-            start_to_close_timeout=api.JOURNAL_TIMEOUT,
-            retry_policy=api.JOURNAL_RETRY,
+        record = DecisionRecord(
+            decision_id=decision_id,
+            account=cfg.account,
+            market_time_ms=view.as_of_ms,
+            wake_reasons=reasons,
+            source=decision.source,
+            decision=decision,
+            executed=log.actions,
+        )
+        try:  # bookkeeping after trading: a journal outage costs the record, nothing else
+            await self._activity(api.JOURNAL_DECISION, record, api.JOURNAL_CALL)
+        except ActivityError as err:
+            self._incident("journal decision", err)
+
+    def _stale_reason(self, wake: Wake, view: MarketView) -> str | None:
+        """A wake whose market time lies more than one decision interval behind the market
+        is past: the cycle may exit, never enter, on it."""
+        if wake.market_time_ms is None:
+            return None
+        behind_ms = view.as_of_ms - wake.market_time_ms
+        if behind_ms <= interval_seconds(self._s.config.decision_interval) * 1000:
+            return None
+        return (
+            f"stale wake: its market time is {behind_ms / 3_600_000:.1f} h behind the market; "
+            "no entries on it"
         )
 
     async def _apply(
@@ -376,6 +586,8 @@ class DecisionWorkflow:
         position_pct: float,
         weights: dict[str, float],
         view: MarketView,
+        wake: Wake,
+        stale: str | None,
     ) -> str | None:
         s = self._s
         if symbol not in s.config.symbols:
@@ -392,9 +604,15 @@ class DecisionWorkflow:
             return f"{symbol} {action}: skipped, no price"
         if s.portfolio.entries_blocked:
             return f"{symbol} {action}: skipped, entries halted ({s.portfolio.halt_reason})"
+        if stale:
+            return f"{symbol} {action}: skipped, the wake is stale"
         if action == Action.BUY:
             if pos is not None:
                 return f"{symbol} BUY: ignored, position {pos.position_id} already open"
+            exit_ms = s.last_exit_ms.get(symbol)
+            wake_ms = wake.market_time_ms
+            if wake_ms is not None and exit_ms is not None and wake_ms <= exit_ms:
+                return f"{symbol} BUY: skipped, the wake predates the last exit of {symbol}"
             return await self._open(
                 symbol, position_pct, features.price, view.as_of_ms, weights, features.regime
             )
@@ -420,8 +638,7 @@ class DecisionWorkflow:
             return f"{symbol} BUY: skipped, {sizing.reason}"
         n = s.entry_seq.get(symbol, 0) + 1
         s.entry_seq[symbol] = n
-        base = symbol.split("/")[0]
-        position_id = f"{cfg.account}-{s.epoch}-{base}-{n}"
+        position_id = f"{cfg.account}-{s.epoch}-{symbol.split('/')[0]}-{n}"
         order = OrderRequest(
             client_order_id=client_order_id(position_id, 1),
             position_id=position_id,
@@ -435,15 +652,16 @@ class DecisionWorkflow:
             account=cfg.account,
         )
         fill = await self._place(order)
+        if isinstance(fill, str):
+            return f"{symbol} BUY: failed, {fill}"
         if fill.status != OrderStatus.FILLED:
             return f"{symbol} BUY: rejected by broker, {fill.reason}"
         cost = fill.qty * fill.price + fill.fee
         s.portfolio.cash -= cost
         s.portfolio.fees_paid += fill.fee
-        workflow_id = f"ocw-position-{position_id}"
-        s.positions[symbol] = OpenPosition(
+        pos = OpenPosition(
             position_id=position_id,
-            workflow_id=workflow_id,
+            workflow_id=f"ocw-position-{position_id}",
             symbol=symbol,
             qty=fill.qty,
             avg_entry=fill.price,
@@ -456,48 +674,73 @@ class DecisionWorkflow:
             trough_price=fill.price,
             entry_crypto_regime=s.regimes.crypto,
         )
+        s.positions[symbol] = pos
         s.counters.positions_opened += 1
-        await workflow.execute_activity(
-            api.START_POSITION,
-            StartPosition(
-                workflow_id=workflow_id,
-                input=PositionInput(
-                    state=PositionState(
-                        position_id=position_id,
-                        account=cfg.account,
-                        symbol=symbol,
-                        qty=fill.qty,
-                        avg_entry=fill.price,
-                        entry_time_ms=time_ms,
-                        entry_fees=fill.fee,
-                        cost=cost,
-                        peak_price=fill.price,
-                        trough_price=fill.price,
-                        last_price=price,
-                        last_price_ms=time_ms,
-                        signal_weights=weights,
-                        fills=[fill],
-                        entry_regime=symbol_regime,
-                        entry_vol_regime=s.regimes.crypto,
-                        current_vol_regime=s.regimes.crypto,
-                    ),
-                    params=cfg.position.model_copy(
-                        update={"trail_multiplier": s.regimes.trail_multiplier}
-                    ),
-                    decision_workflow_id=workflow.info().workflow_id,
-                    trading_task_queue=cfg.trading_task_queue,
-                    market_task_queue=cfg.market_task_queue,
-                    max_ticks_per_run=cfg.max_ticks_per_run,
-                    llm_enabled=self._llm_available(),
-                    llm_eval_interval_s=cfg.llm.position_eval_interval_s,
-                ),
-            ),
-            task_queue=cfg.trading_task_queue,
-            start_to_close_timeout=api.START_TIMEOUT,
-            retry_policy=api.START_RETRY,
-        )
-        self._mark_to_market()
+        await self._start_watcher(pos, entry=fill, symbol_regime=symbol_regime)
+        self._mark()
         return f"{symbol} BUY {fill.qty:.6g} @ {fill.price:.6g} -> {position_id}"
+
+    def _position_input(
+        self,
+        pos: OpenPosition,
+        next_seq: int,
+        entry: Fill | None = None,
+        symbol_regime: str = "unknown",
+    ) -> PositionInput:
+        s = self._s
+        cfg = s.config
+        return PositionInput(
+            state=PositionState(
+                position_id=pos.position_id,
+                account=cfg.account,
+                symbol=pos.symbol,
+                qty=pos.qty,
+                avg_entry=pos.avg_entry,
+                entry_time_ms=pos.entry_time_ms,
+                entry_fees=pos.fees,
+                cost=pos.cost,
+                peak_price=pos.peak_price or pos.avg_entry,
+                trough_price=pos.trough_price or pos.avg_entry,
+                last_price=pos.last_price,
+                last_price_ms=s.last_market_time_ms or pos.entry_time_ms,
+                next_seq=next_seq,
+                signal_weights=pos.signal_weights,
+                fills=[entry] if entry is not None else [],
+                entry_regime=symbol_regime,
+                entry_vol_regime=pos.entry_crypto_regime,
+                current_vol_regime=s.regimes.crypto,
+            ),
+            params=cfg.position_params(s.regimes.trail_multiplier),
+            decision_workflow_id=workflow.info().workflow_id,
+            trading_task_queue=cfg.trading_task_queue,
+            market_task_queue=cfg.market_task_queue,
+            max_ticks_per_run=cfg.max_ticks_per_run,
+            llm_enabled=self._llm_available(),
+            llm_eval_interval_s=cfg.scaled_s(cfg.llm.position_eval_interval_s),
+            llm_call_timeout_s=cfg.llm.call_timeout_s,
+        )
+
+    async def _start_watcher(
+        self,
+        pos: OpenPosition,
+        next_seq: int = 2,
+        entry: Fill | None = None,
+        symbol_regime: str = "unknown",
+    ) -> None:
+        """Start the position's workflow (idempotent by workflow id); a start that fails for
+        good is an incident and the position is looked up on the next cycle."""
+        try:
+            await self._activity(
+                api.START_POSITION,
+                StartPosition(
+                    workflow_id=pos.workflow_id,
+                    input=self._position_input(pos, next_seq, entry, symbol_regime),
+                ),
+                api.START_CALL,
+            )
+        except ActivityError as err:
+            self._incident(f"start {pos.workflow_id}", err)
+            self._queue_check(pos)
 
     async def _add(self, pos: OpenPosition, position_pct: float, price: float) -> str:
         if pos.exit_requested:
@@ -508,9 +751,10 @@ class DecisionWorkflow:
         if not sizing.approved:
             return f"{pos.symbol} ADD: skipped, {sizing.reason}"
         pos.pending_add_notional += sizing.notional
-        await workflow.get_external_workflow_handle(pos.workflow_id).signal(
-            PositionWorkflow.add, AddOrder(qty=sizing.qty, ref_price=price, reason="add")
-        )
+        order = AddOrder(qty=sizing.qty, ref_price=price, reason="add")
+        if not await self._tell_position(pos, PositionWorkflow.add, order):
+            pos.pending_add_notional = max(0.0, pos.pending_add_notional - sizing.notional)
+            return f"{pos.symbol} ADD: not delivered to {pos.position_id}"
         return f"{pos.symbol} ADD {sizing.qty:.6g} requested on {pos.position_id}"
 
     async def _add_request(self, position_id: str) -> None:
@@ -520,29 +764,30 @@ class DecisionWorkflow:
                 if s.portfolio.entries_blocked or pos.pending_add_notional > 0:
                     return
                 price = s.last_prices.get(pos.symbol, pos.last_price)
+                self._open_entry("add_request", [f"add_request:{position_id}"])
                 note = await self._add(pos, s.config.default_position_pct / 2, price)
-                self._log_note(f"agent layer: {note}")
+                self._note(f"agent layer: {note}")
                 return
 
     async def _request_exit(self, pos: OpenPosition, reason: str) -> str:
         if pos.exit_requested:
             return f"{pos.symbol} SELL: exit already requested"
         pos.exit_requested = True
-        await workflow.get_external_workflow_handle(pos.workflow_id).signal(
-            PositionWorkflow.exit, reason
-        )
+        pos.exit_requested_ms = self._now_ms()
+        pos.exit_reason = reason
+        if not await self._tell_position(pos, PositionWorkflow.exit, reason):
+            return f"{pos.symbol} SELL: {pos.position_id} did not take the exit; looking it up"
         return f"{pos.symbol} SELL: exit requested on {pos.position_id} ({reason})"
 
-    async def _place(self, order: OrderRequest) -> Fill:
+    async def _place(self, order: OrderRequest) -> Fill | str:
+        """The broker's Fill, or the text of the order's final error (nothing was placed)."""
         s = self._s
-        fill = await workflow.execute_activity(
-            api.PLACE_ORDER,
-            order,
-            task_queue=s.config.trading_task_queue,
-            result_type=Fill,
-            start_to_close_timeout=api.ORDER_TIMEOUT,
-            retry_policy=api.ORDER_RETRY,
-        )
+        try:
+            fill = await self._activity(api.PLACE_ORDER, order, api.ORDER_CALL, result_type=Fill)
+        except ActivityError as err:
+            self._incident(f"order {order.client_order_id}", err)
+            s.counters.orders_rejected += 1
+            return api.failure_text(err)
         s.counters.orders += 1
         if fill.status != OrderStatus.FILLED:
             s.counters.orders_rejected += 1
@@ -550,16 +795,15 @@ class DecisionWorkflow:
 
     async def _market_view(self, symbols: list[str], interval: str) -> MarketView | None:
         try:
-            return await workflow.execute_activity(
+            return await self._activity(
                 api.MARKET_VIEW,
                 MarketViewRequest(symbols=symbols, interval=interval),
-                task_queue=self._s.config.market_task_queue,
+                api.MARKET_CALL,
                 result_type=MarketView,
-                start_to_close_timeout=api.MARKET_TIMEOUT,
-                retry_policy=api.MARKET_RETRY,
+                market=True,
             )
         except ActivityError as err:
-            workflow.logger.warning("market view unavailable: %s", err.cause or err)
+            workflow.logger.warning("market view unavailable: %s", api.failure_text(err))
             return None
 
     def _risk_check(
@@ -581,7 +825,7 @@ class DecisionWorkflow:
             price=price,
             portfolio_value=s.portfolio.equity,
             cash=s.portfolio.cash,
-            exposure_value=self._exposure_value(),
+            exposure_value=books.exposure_value(s),
             position_qty=held_qty,
             halted=s.portfolio.entries_blocked,
             max_position_pct=cfg.max_position_pct,
@@ -592,9 +836,95 @@ class DecisionWorkflow:
             pending_add_notional=pending_add_notional,
         )
 
+    # ------------------------------------------------------------ positions that went quiet
+
+    def _check_stuck_exits(self) -> None:
+        """An exit asked for long ago and never answered (closed or failed) is looked up."""
+        s = self._s
+        limit_ms = int(
+            STUCK_EXIT_SAFETY_INTERVALS
+            * s.config.scaled_s(s.config.position.safety_interval_s)
+            * 1000
+        )
+        now = self._now_ms()
+        for pos in s.positions.values():
+            asked = pos.exit_requested_ms
+            if pos.exit_requested and asked is not None and now - asked > limit_ms:
+                pos.exit_requested_ms = now  # look again only after another while
+                self._queue_check(pos)
+
+    def _queue_check(self, pos: OpenPosition) -> None:
+        s = self._s
+        if any(i.kind == "check_position" and i.position_id == pos.position_id for i in s.queue):
+            return
+        s.queue.append(
+            WorkItem(kind="check_position", position_id=pos.position_id, received_ms=self._now_ms())
+        )
+
+    async def _check_position(self, position_id: str) -> None:
+        """Temporal's and the broker's word on a position that did not take a signal: book its
+        trade if it closed, resend a pending exit if it runs, restart its watcher if it is gone."""
+        s = self._s
+        pos = next((p for p in s.positions.values() if p.position_id == position_id), None)
+        if pos is None:
+            return  # closed meanwhile
+        self._open_entry("check_position", [f"check:{position_id}"])
+        view = await self._activity(
+            api.POSITION_STATUS,
+            PositionStatusRequest(workflow_id=pos.workflow_id, position_id=position_id),
+            api.POSITION_STATUS_CALL,
+            result_type=PositionStatusView,
+        )
+        if view.trade is not None:
+            books.apply_closed(s, view.trade, self._now_ms())
+            self._note(f"{pos.symbol}: {position_id} had closed ({view.trade.exit_reason})")
+            return
+        if view.status == "RUNNING":
+            if pos.exit_requested:
+                reason = pos.exit_reason or "resent"
+                await self._tell_position(pos, PositionWorkflow.exit, reason, check=False)
+                self._note(f"{pos.symbol}: exit resent to {position_id}")
+            return
+        if view.broker_qty <= 0:
+            self._incident(
+                f"position {position_id}",
+                f"its workflow is {view.status} and the broker holds no {pos.symbol}: "
+                "the books keep it until reconciled",
+            )
+            return
+        wanted_exit = pos.exit_reason if pos.exit_requested else None
+        pos.watcher += 1
+        pos.workflow_id = f"ocw-position-{position_id}-w{pos.watcher}"
+        pos.exit_requested = False
+        pos.exit_requested_ms = None
+        if view.broker_qty < pos.qty:
+            pos.qty = view.broker_qty
+        s.counters.watchers_replaced += 1
+        self._incident(
+            f"position {position_id}",
+            f"its workflow is {view.status}: a new watcher {pos.workflow_id} takes over",
+        )
+        # sequence numbers past every order the lost watcher may have placed
+        await self._start_watcher(pos, next_seq=view.broker_orders + 10)
+        if wanted_exit:
+            self._note(await self._request_exit(pos, wanted_exit))
+
+    async def _tell_position(self, pos: OpenPosition, signal, arg, check: bool = True) -> bool:
+        """Signal a position; a failure (it closed meanwhile, or is gone) is an incident, the
+        position is looked up, and the caller goes on."""
+        try:
+            await workflow.get_external_workflow_handle(pos.workflow_id).signal(signal, arg)
+            return True
+        except Exception as err:  # noqa: BLE001 - contained: the lookup settles it
+            name = getattr(signal, "__name__", str(signal))
+            self._incident(f"signal {name} -> {pos.workflow_id}", err)
+            if check:
+                self._queue_check(pos)
+            return False
+
     # ------------------------------------------------------------ regimes and learner
 
-    async def _refresh_regimes(self, market_ms: int, log: DecisionLogEntry) -> None:
+    async def _refresh_regimes(self, market_ms: int) -> None:
         """Refit the crypto regime once a market day and the macro one every 6 market hours.
 
         Both are advisory: a failure keeps the last label and is retried an hour later.
@@ -606,19 +936,18 @@ class DecisionWorkflow:
         if r.next_crypto_ms is None or market_ms >= r.next_crypto_ms:
             r.next_crypto_ms = market_ms + hour
             try:
-                crypto = await workflow.execute_activity(
+                crypto = await self._activity(
                     api.CRYPTO_REGIME,
                     CryptoRegimeRequest(as_of_ms=market_ms, symbol=cfg.regime_symbol),
-                    task_queue=cfg.market_task_queue,
+                    api.REGIME_CALL,
                     result_type=CryptoRegime,
-                    start_to_close_timeout=api.REGIME_TIMEOUT,
-                    retry_policy=api.REGIME_RETRY,
+                    market=True,
                 )
             except ActivityError as err:
-                r.crypto_note = f"refit failed: {err.cause or err}"[:200]
+                r.crypto_note = f"refit failed: {api.failure_text(err)}"[:200]
             else:
                 if crypto.label != r.crypto:
-                    log.actions.append(f"crypto regime {r.crypto} -> {crypto.label}")
+                    self._note(f"crypto regime {r.crypto} -> {crypto.label}")
                 r.crypto = crypto.label
                 r.crypto_probability = crypto.state_probability
                 r.crypto_as_of_ms = market_ms
@@ -627,19 +956,17 @@ class DecisionWorkflow:
         if r.next_macro_ms is None or market_ms >= r.next_macro_ms:
             r.next_macro_ms = market_ms + hour
             try:
-                macro = await workflow.execute_activity(
+                macro = await self._activity(
                     api.MACRO_REGIME,
                     MacroRequest(as_of_ms=market_ms),
-                    task_queue=cfg.trading_task_queue,
+                    api.REGIME_CALL,
                     result_type=MacroRegime,
-                    start_to_close_timeout=api.REGIME_TIMEOUT,
-                    retry_policy=api.REGIME_RETRY,
                 )
             except ActivityError as err:
-                r.macro_note = f"refresh failed: {err.cause or err}"[:200]
+                r.macro_note = f"refresh failed: {api.failure_text(err)}"[:200]
             else:
                 if macro.quadrant != r.macro:
-                    log.actions.append(f"macro regime {r.macro} -> {macro.quadrant}")
+                    self._note(f"macro regime {r.macro} -> {macro.quadrant}")
                 r.macro = macro.quadrant
                 r.exposure_scale = macro.exposure_scale
                 r.trail_multiplier = macro.trail_multiplier
@@ -660,15 +987,13 @@ class DecisionWorkflow:
         )
         for pos in list(s.positions.values()):
             if not pos.exit_requested:
-                await workflow.get_external_workflow_handle(pos.workflow_id).signal(
-                    PositionWorkflow.market_context, ctx
-                )
+                await self._tell_position(pos, PositionWorkflow.market_context, ctx)
 
     async def _learn(self, trade: ClosedTrade, regime: str | None) -> None:
         """The learner's update runs as an activity (it also writes a snapshot for analysis);
-        the workflow keeps the returned state. Idempotent by trade id."""
+        the workflow keeps the returned state. Idempotent by trade id; bounded in time."""
         s = self._s
-        s.learner = await workflow.execute_activity(
+        s.learner = await self._activity(
             api.LEARNER_UPDATE,
             LearnerUpdateRequest(
                 state=s.learner,
@@ -677,15 +1002,13 @@ class DecisionWorkflow:
                 params=s.config.learner,
                 account=s.config.account,
             ),
-            task_queue=s.config.trading_task_queue,
+            api.LEARNER_CALL,
             result_type=LearnerState,
-            start_to_close_timeout=api.LEARNER_TIMEOUT,
-            retry_policy=api.LEARNER_RETRY,
         )
 
     # ------------------------------------------------------------ who decides
 
-    async def _decide(self, req: DecideRequest, log: DecisionLogEntry) -> AgentDecision | None:
+    async def _decide(self, req: DecideRequest) -> AgentDecision | None:
         """Claude when configured, within budget and with the breaker letting it through;
         otherwise, or when the call fails, the rule policy. Says in the log which and why."""
         s = self._s
@@ -697,51 +1020,60 @@ class DecisionWorkflow:
         if why is None:
             probe = s.breaker.phase == "half_open"
             try:
-                decision = await workflow.execute_activity(
+                decision = await self._activity(
                     api.LLM_DECIDE,
                     req,
-                    task_queue=s.config.trading_task_queue,
+                    api.llm_call(s.config.llm.call_timeout_s, api.LLM_RETRY),
                     result_type=AgentDecision,
-                    start_to_close_timeout=api.LLM_DECIDE_TIMEOUT,
-                    retry_policy=api.LLM_RETRY,
                 )
             except ActivityError as err:
                 error = self._llm_error(err)
-                s.llm_spend = llm_budget.record_failure(s.llm_spend)
-                s.breaker = breaker.record_failure(
-                    s.breaker, self._now_ms(), error, s.config.llm.breaker
-                )
-                why = f"LLM failed ({error})" + (", probe failed" if probe else "")
+                if api.failure_type(err) == "LLMDailyBudgetSpent":
+                    self._budget_spent()
+                    why = "LLM daily budget spent (ledger)"
+                else:
+                    s.llm_spend = llm_budget.record_failure(s.llm_spend)
+                    s.breaker = breaker.record_failure(
+                        s.breaker, self._now_ms(), error, s.config.breaker_params()
+                    )
+                    why = f"LLM failed ({error})" + (", probe failed" if probe else "")
             else:
                 s.breaker = breaker.record_success(s.breaker)
                 self._count_llm(decision.llm)
                 s.decided_by = "llm"
                 if probe:
-                    log.actions.append("LLM circuit breaker closed: the probe succeeded")
+                    self._note("LLM circuit breaker closed: the probe succeeded")
                 return decision
         s.decided_by = f"rule: {why}"
         if not rule_may_act(req.wake_reasons):
             # the rules are defined on closed decision candles (as in the backtests): an
             # outlier, timer or condition wake is the agent's business, the stops stay on
-            log.actions.append(f"rule policy waits for a candle close ({why})")
+            self._note(f"rule policy waits for a candle close ({why})")
             return None
         if s.config.llm.enabled:
-            log.actions.append(f"rule policy decides: {why}")
+            self._note(f"rule policy decides: {why}")
         weights = learner.policy_weights(
             s.learner, s.regimes.crypto, workflow.random(), s.config.learner
         )
         try:
-            return await workflow.execute_activity(
+            return await self._activity(
                 api.DECIDE,
                 req.model_copy(update={"group_weights": weights}),
-                task_queue=s.config.trading_task_queue,
+                api.DECIDE_CALL,
                 result_type=AgentDecision,
-                start_to_close_timeout=api.DECIDE_TIMEOUT,
-                retry_policy=api.DECIDE_RETRY,
             )
         except ActivityError as err:
-            log.actions.append(f"skipped: decide failed ({err.cause or err})")
+            self._note(f"skipped: decide failed ({api.failure_text(err)})")
             return None
+
+    def _budget_spent(self) -> None:
+        """The ledger says the day's budget is spent: the workflow's count agrees from now."""
+        s = self._s
+        budget = s.config.llm.daily_budget_usd
+        spend = llm_budget.roll(s.llm_spend, self._budget_time_ms())
+        if budget is not None and spend.day_usd < budget:
+            spend = spend.model_copy(update={"day_usd": budget})
+        s.llm_spend = spend
 
     def _llm_blocked_reason(self) -> str | None:
         s = self._s
@@ -762,9 +1094,7 @@ class DecisionWorkflow:
         s.llm_positions_on = on
         for pos in list(s.positions.values()):
             if not pos.exit_requested:
-                await workflow.get_external_workflow_handle(pos.workflow_id).signal(
-                    PositionWorkflow.llm_mode, on
-                )
+                await self._tell_position(pos, PositionWorkflow.llm_mode, on)
 
     def _count_llm(self, info: LLMCallInfo | None) -> None:
         if info is None:
@@ -796,62 +1126,36 @@ class DecisionWorkflow:
     async def _market_context(self, symbols: list[str]) -> MarketContext:
         """Derivatives, liquidations and sentiment from the listener; missing when it can't."""
         try:
-            return await workflow.execute_activity(
+            return await self._activity(
                 api.MARKET_CONTEXT,
                 MarketContextRequest(symbols=symbols),
-                task_queue=self._s.config.market_task_queue,
+                api.MARKET_CALL,
                 result_type=MarketContext,
-                start_to_close_timeout=api.MARKET_TIMEOUT,
-                retry_policy=api.MARKET_RETRY,
+                market=True,
             )
         except ActivityError as err:
-            workflow.logger.warning("market context unavailable: %s", err.cause or err)
+            workflow.logger.warning("market context unavailable: %s", api.failure_text(err))
             return MarketContext(missing=["derivatives", "liquidations", "sentiment"])
 
-    def _snapshot_context(self, extra: MarketContext | None = None) -> SnapshotContext:
-        s = self._s
-        llm = s.config.llm
-        extra = extra or MarketContext()
-        return SnapshotContext(
-            derivatives=extra.derivatives or None,
-            liquidations=extra.liquidations,
-            sentiment=extra.sentiment,
-            missing=list(extra.missing),
-            engine=EngineStatus(
-                llm_breaker=s.breaker.phase,
-                llm_budget_left_usd=llm_budget.budget_left(
-                    s.llm_spend, self._budget_time_ms(), llm.daily_budget_usd
-                ),
-                note=(
-                    f"the previous cycle was decided by the {s.decided_by}"
-                    if s.decided_by.startswith("rule") and llm.enabled
-                    else None
-                ),
-            ),
-            position_marks={
-                sym: PositionMark(peak_price=p.peak_price, trough_price=p.trough_price)
-                for sym, p in s.positions.items()
-                if p.peak_price > 0 and p.trough_price > 0
-            }
-            or None,
-            crypto_regime=RegimeReading(
-                label=s.regimes.crypto, probability=s.regimes.crypto_probability
-            )
-            if s.regimes.crypto != "unknown"
-            else None,
-            macro=MacroReading(
-                quadrant=s.regimes.macro,
-                exposure_scale=s.regimes.exposure_scale,
-                trail_multiplier=s.regimes.trail_multiplier,
-            )
-            if s.regimes.macro != "unknown"
-            else None,
-            reliabilities=learner.reliabilities(s.learner, s.regimes.crypto, s.config.learner),
-            decision_interval=s.config.decision_interval,
-            fee_rate=s.config.position.fee_rate,
-        )
-
     # ------------------------------------------------------------ bookkeeping
+
+    async def _activity(
+        self,
+        name: str,
+        arg: object,
+        call: api.CallOptions,
+        result_type: type | None = None,
+        market: bool = False,
+    ):
+        """One activity call with its declared options, on the trading (or market) queue."""
+        cfg = self._s.config
+        return await workflow.execute_activity(
+            name,
+            arg,
+            task_queue=cfg.market_task_queue if market else cfg.trading_task_queue,
+            result_type=result_type,
+            **call.kwargs(),
+        )
 
     def _apply_agent_settings(self, decision: AgentDecision) -> None:
         s = self._s
@@ -868,64 +1172,65 @@ class DecisionWorkflow:
             s.gate.version += 1
             s.gate.set_at_ms = s.last_market_time_ms
 
-    def _exposure_value(self) -> float:
-        s = self._s
-        return sum(p.qty * s.last_prices.get(sym, p.last_price) for sym, p in s.positions.items())
+    def _mark(self) -> None:
+        note = books.mark_to_market(self._s)
+        if note.halt_changed:
+            workflow.logger.warning("drawdown halt %s", note.halt_changed)
+        if note.cooloff_lifted_h is not None:
+            self._note(f"drawdown halt lifted after its {note.cooloff_lifted_h:g} h cool-off")
+            workflow.logger.warning(
+                "drawdown halt lifted after a %g h cool-off", note.cooloff_lifted_h
+            )
 
-    def _mark_to_market(self) -> None:
+    def _open_entry(
+        self,
+        source: str,
+        reasons: list[str],
+        cycle: int | None = None,
+        market_time_ms: int | None = None,
+    ) -> DecisionLogEntry:
+        """The decision log entry of the work item at hand (a cycle, close-all, a lookup)."""
         s = self._s
-        for sym, pos in s.positions.items():
-            pos.last_price = s.last_prices.get(sym, pos.last_price)
-            pos.peak_price = max(pos.peak_price or pos.last_price, pos.last_price)
-            pos.trough_price = min(pos.trough_price or pos.last_price, pos.last_price)
-        p = s.portfolio
-        p.equity = p.cash + self._exposure_value()
-        dd = drawdown_update(
-            peak_equity=p.peak_equity,
-            equity=p.equity,
-            halt_pct=s.config.drawdown_halt_pct,
-            halted=p.halted,
+        entry = DecisionLogEntry(
+            cycle=cycle if cycle is not None else s.counters.cycles,
+            time_ms=self._now_ms(),
+            market_time_ms=market_time_ms if market_time_ms is not None else s.last_market_time_ms,
+            wake_reasons=reasons,
+            source=source,
+            actions=[],
+            done=cycle is None,
         )
-        p.peak_equity, p.drawdown = dd.peak, dd.drawdown
-        if dd.halted != p.halted:
-            p.halted = dd.halted
-            p.halt_reason = dd.reason or ""
-            workflow.logger.warning("drawdown halt %s: %s", "on" if dd.halted else "off", dd.reason)
-        market_ms = s.last_market_time_ms
-        if not p.halted:
-            p.halted_since_ms = None
-        elif p.halted_since_ms is None:
-            p.halted_since_ms = market_ms
-        elif cooloff_over(p.halted_since_ms, market_ms, s.config.drawdown_cooloff_hours):
-            # opt-in cool-off: the drawdown is measured afresh from here, as after ``resume``
-            hours = s.config.drawdown_cooloff_hours
-            p.halted, p.halted_since_ms = False, None
-            p.peak_equity, p.drawdown = p.equity, 0.0
-            p.halt_reason = ""
-            self._log_note(f"drawdown halt lifted after its {hours:g} h cool-off")
-            workflow.logger.warning("drawdown halt lifted after a %g h cool-off", hours)
-
-    def _account_view(self) -> AccountView:
-        s = self._s
-        p = s.portfolio
-        return AccountView(
-            portfolio_value=p.equity,
-            cash=p.cash,
-            exposure=self._exposure_value() / p.equity if p.equity > 0 else 0.0,
-            drawdown=p.drawdown,
-            halted=p.entries_blocked,
-            positions=list(s.positions.values()),
-            recent_trades=s.recent_trades[-10:],
-        )
-
-    def _log(self, entry: DecisionLogEntry) -> None:
-        s = self._s
         s.decision_log.append(entry)
         del s.decision_log[:-DECISION_LOG_KEPT]
+        self._entry = entry
+        return entry
 
-    def _log_note(self, note: str) -> None:
-        if self._s.decision_log:
-            self._s.decision_log[-1].actions.append(note)
+    def _note(self, note: str | None) -> None:
+        if not note:
+            return
+        if self._entry is None:
+            self._open_entry("note", [])
+        assert self._entry is not None
+        self._entry.actions.append(note)
+
+    def _incident(self, where: str, err: BaseException | str) -> None:
+        """A contained failure: logged, kept in state for `ocw status`, journaled after."""
+        s = self._s
+        text = err if isinstance(err, str) else api.failure_text(err, ERROR_TEXT_MAX)
+        incident = Incident(
+            time_ms=self._now_ms(),
+            market_time_ms=s.last_market_time_ms,
+            where=where[:120],
+            error=text[:ERROR_TEXT_MAX],
+        )
+        s.incidents.append(incident)
+        del s.incidents[:-INCIDENTS_KEPT]
+        s.counters.incidents += 1
+        self._unjournaled.append(incident)
+        del self._unjournaled[:-JOURNAL_INCIDENTS_KEPT]
+        if self._entry is not None:
+            self._entry.actions.append(f"incident: {where}: {text}"[:ERROR_TEXT_MAX])
+        workflow.logger.error("account %s: %s: %s", s.config.account, where, text)
 
     @staticmethod
     def _now_ms() -> int:

@@ -2,12 +2,19 @@
 
 Two timers drive it: the safety layer (default every 30 s: stop loss, trailing stop, drawdown
 guard, time stop on the latest price) and the agent layer (default every 3 min: the position
-scorer, later the LLM). Exit requests from either layer or from the DecisionWorkflow all land in
-one field, and the main loop acts on the first: one exit order, whoever asks first.
+scorer, and Claude when it matters). The agent layer runs as a task of its own, so the safety
+layer never waits for it: a slow LLM call or a lost ``evaluate_position`` attempt cannot delay a
+stop. Exit requests from either layer or from the DecisionWorkflow all land in one field, and
+the main loop acts on the first: one exit order, whoever asks first.
+
+No single failure ends the workflow: a failed order, activity or signal is recorded as an
+incident (``status`` query), a rejected exit is reported to the DecisionWorkflow and tried
+again, and the loop goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import timedelta
 
@@ -29,8 +36,12 @@ with workflow.unsafe.imports_passed_through():
     from trading.safety import check_safety
     from trading.snapshot import PositionMark, RegimeReading, SnapshotContext
     from trading.state import (
+        ERROR_TEXT_MAX,
+        INCIDENTS_KEPT,
         AddOrder,
         EvaluateRequest,
+        ExitFailed,
+        Incident,
         JournalTrade,
         LLMReport,
         MarketViewRequest,
@@ -45,6 +56,15 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_api as api
 
 BTC = "BTC/USDT"
+# a price the stream has not moved for this many safety intervals is stale (wall seconds, at
+# least STALE_MIN_S): the check still runs on it (an exit on it is conservative) but says so
+STALE_INTERVALS = 3.0
+STALE_MIN_S = 10.0
+# a rejected exit is asked again by the safety layer after 1, 2, 4, ... safety intervals
+EXIT_BACKOFF_MAX_INTERVALS = 20
+# position_closed to the owner: tries with growing pauses before the trade is left in the
+# workflow's result, where the DecisionWorkflow's check finds it
+OWNER_SIGNAL_TRIES = 5
 
 
 def _ms(seconds: float) -> int:
@@ -58,6 +78,7 @@ class PositionWorkflow:
         # state exists before run() so that signals delivered with the first task are kept
         self._s: PositionState | None = inp.state
         self._inp: PositionInput | None = inp
+        self._agent: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ messages
 
@@ -70,9 +91,10 @@ class PositionWorkflow:
 
     @workflow.signal
     def add(self, order: AddOrder) -> None:
-        """An ADD approved by the DecisionWorkflow (it owns cash and limits)."""
+        """An ADD approved by the DecisionWorkflow (it owns cash and limits). Kept while an
+        exit is in flight: a rejected exit leaves the position open and the add still due."""
         s = self._state
-        if s.status == PositionStatus.OPEN:
+        if s.status != PositionStatus.CLOSED:
             s.pending_adds.append(order)
 
     @workflow.signal
@@ -104,12 +126,11 @@ class PositionWorkflow:
     @workflow.run
     async def run(self, inp: PositionInput) -> ClosedTrade | None:
         s = self._state
-        p = inp.params
         now = self._now_ms()
         if s.next_safety_ms is None:
-            s.next_safety_ms = now + _ms(p.safety_interval_s)
+            s.next_safety_ms = now + self._safety_ms()
         if s.next_agent_ms is None:
-            s.next_agent_ms = now + _ms(p.agent_interval_s)
+            s.next_agent_ms = now + _ms(inp.params.agent_interval_s)
         ticks = 0
         while s.status != PositionStatus.CLOSED:
             if s.exit_requested:
@@ -119,35 +140,48 @@ class PositionWorkflow:
                 await self._add(s.pending_adds.pop(0))
                 continue
             now = self._now_ms()
-            due = min(s.next_safety_ms, s.next_agent_ms)
-            if due > now:
-                with contextlib.suppress(TimeoutError):  # a timer tick, not an error
-                    await workflow.wait_condition(
-                        lambda: bool(s.exit_requested or s.pending_adds),
-                        timeout=timedelta(milliseconds=due - now),
-                    )
-                continue
             if now >= s.next_safety_ms:
-                s.next_safety_ms = now + _ms(p.safety_interval_s)
+                s.next_safety_ms = now + self._safety_ms()
                 await self._safety_tick()
-            if not s.exit_requested and now >= s.next_agent_ms:
-                s.next_agent_ms = now + _ms(p.agent_interval_s)
-                await self._agent_tick()
-            ticks += 1
-            if s.exit_requested or s.pending_adds:
+                ticks += 1
                 continue
-            if workflow.info().is_continue_as_new_suggested() or (
-                inp.max_ticks_per_run is not None and ticks >= inp.max_ticks_per_run
-            ):
+            if self._agent is None and now >= s.next_agent_ms:
+                s.next_agent_ms = now + _ms(self._input.params.agent_interval_s)
+                self._agent = asyncio.create_task(self._agent_tick())
+            if self._agent is None and self._should_continue_as_new(ticks):
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if s.exit_requested or s.pending_adds:
-                    continue
-                workflow.continue_as_new(self._input.model_copy(update={"state": s}))
+                if not (s.exit_requested or s.pending_adds):
+                    workflow.continue_as_new(self._input.model_copy(update={"state": s}))
+            # while an agent check runs, its next one is not due before the next safety tick
+            checking = self._agent is not None
+            due = s.next_safety_ms if checking else min(s.next_safety_ms, s.next_agent_ms)
+            with contextlib.suppress(TimeoutError):  # a timer tick, not an error
+                await workflow.wait_condition(
+                    lambda: bool(s.exit_requested or s.pending_adds),
+                    timeout=timedelta(milliseconds=max(1, due - now)),
+                )
+        await self._stop_agent()
         return s.trade
 
-    # ------------------------------------------------------------ layers
+    def _should_continue_as_new(self, ticks: int) -> bool:
+        s = self._state
+        if s.exit_requested or s.pending_adds:
+            return False
+        limit = self._input.max_ticks_per_run
+        if limit is not None and ticks >= limit:
+            return True
+        return workflow.info().is_continue_as_new_suggested()
 
-    async def _fetch_price(self) -> float | None:
+    async def _stop_agent(self) -> None:
+        """A closed position needs no verdict, but the run must not end with an agent check
+        still in flight (its commands would follow the completion): wait for it to finish
+        (its calls are bounded; its answer is ignored once the position is closed)."""
+        await workflow.wait_condition(lambda: self._agent is None)
+
+    # ------------------------------------------------------------ safety layer
+
+    async def _fetch_price(self, call: api.CallOptions) -> float | None:
+        """The listener's latest price, bounded in time; None when it cannot be had."""
         s = self._state
         try:
             res = await workflow.execute_activity(
@@ -155,17 +189,18 @@ class PositionWorkflow:
                 PricesRequest(symbols=[s.symbol]),
                 task_queue=self._input.market_task_queue,
                 result_type=PricesResult,
-                start_to_close_timeout=api.MARKET_TIMEOUT,
-                retry_policy=api.MARKET_RETRY,
+                **call.kwargs(),
             )
         except ActivityError as err:
-            workflow.logger.warning("price for %s unavailable: %s", s.symbol, err.cause or err)
+            workflow.logger.warning("price for %s unavailable: %s", s.symbol, api.failure_text(err))
             return None
         price = res.prices.get(s.symbol)
         if price is None:
             return None
         s.last_price = price
         s.last_price_ms = max(s.last_price_ms, res.time_ms.get(s.symbol, s.last_price_ms))
+        s.price_at_ms = self._now_ms()
+        s.price_age_s = res.age_s.get(s.symbol)
         s.peak_price = max(s.peak_price, price)
         s.trough_price = min(s.trough_price, price)
         return price
@@ -173,18 +208,46 @@ class PositionWorkflow:
     async def _safety_tick(self) -> None:
         s = self._state
         s.safety_checks += 1
-        price = await self._fetch_price()
+        price = await self._fetch_price(api.SAFETY_PRICE_CALL)
         if price is None:
+            s.missed_checks += 1
+            if not s.price_stale:
+                self._incident("safety check", "no price from the listener: stops unchecked")
+            s.price_stale = True
             return
+        stale_after = max(STALE_MIN_S, STALE_INTERVALS * self._input.params.safety_interval_s)
+        stale = s.price_age_s is not None and s.price_age_s > stale_after
+        if stale:
+            s.stale_checks += 1
+            if not s.price_stale:
+                self._incident(
+                    "safety check",
+                    f"stale price {price:.8g}: the stream has not moved it for "
+                    f"{s.price_age_s:.0f}s (stop checked on it, exits only)",
+                )
+        s.price_stale = stale
         hours = max(0.0, (s.last_price_ms - s.entry_time_ms) / 3_600_000)
         result = check_safety(s.avg_entry, s.peak_price, price, self._input.params, hours)
-        if result.exit and not s.exit_requested:
-            s.exit_requested = result.reason or "safety"
+        if not result.exit or s.exit_requested:
+            return
+        if s.exit_retry_after_ms is not None and self._now_ms() < s.exit_retry_after_ms:
+            return  # the last exit was rejected: ask again after the backoff
+        s.exit_requested = result.reason or "safety"
+
+    # ------------------------------------------------------------ agent layer
 
     async def _agent_tick(self) -> None:
         """The 5-signal scorer on every tick; Claude when allowed, at most every
         ``llm_eval_interval_s`` unless the scorer leans EXIT or ADD (then Claude arbitrates).
-        If the LLM call fails the scorer's verdict stands."""
+        If the LLM call fails the scorer's verdict stands. Runs beside the safety layer."""
+        try:
+            await self._agent_check()
+        except Exception as err:  # noqa: BLE001 - contained: the agent layer is advisory
+            self._incident("agent check", err)
+        finally:
+            self._agent = None
+
+    async def _agent_check(self) -> None:
         s = self._state
         s.agent_checks += 1
         symbols = [s.symbol] if s.symbol == BTC else [s.symbol, BTC]
@@ -194,8 +257,7 @@ class PositionWorkflow:
                 MarketViewRequest(symbols=symbols, interval="1h"),
                 task_queue=self._input.market_task_queue,
                 result_type=MarketView,
-                start_to_close_timeout=api.MARKET_TIMEOUT,
-                retry_policy=api.MARKET_RETRY,
+                **api.MARKET_CALL.kwargs(),
             )
             request = EvaluateRequest(
                 position=s,
@@ -208,24 +270,23 @@ class PositionWorkflow:
                 request,
                 task_queue=self._input.trading_task_queue,
                 result_type=PositionVerdict,
-                start_to_close_timeout=api.DECIDE_TIMEOUT,
-                retry_policy=api.DECIDE_RETRY,
+                **api.EVALUATE_CALL.kwargs(),
             )
         except ActivityError as err:
             workflow.logger.warning(
-                "agent layer skipped for %s: %s", s.position_id, err.cause or err
+                "agent layer skipped for %s: %s", s.position_id, api.failure_text(err)
             )
             return
         if self._llm_due(verdict):
             verdict = await self._llm_verdict(request) or verdict
         s.last_score = verdict.score
         s.last_verdict = f"{verdict.verdict} ({verdict.source})"
+        if s.status != PositionStatus.OPEN:
+            return  # closing meanwhile: the verdict is moot
         if verdict.verdict == "EXIT" and not s.exit_requested:
             s.exit_requested = "agent_exit" if verdict.source != "llm" else "llm_exit"
         elif verdict.verdict == "ADD":
-            await workflow.get_external_workflow_handle(self._input.decision_workflow_id).signal(
-                "add_request", s.position_id
-            )
+            await self._tell_owner("add_request", s.position_id)
 
     def _llm_due(self, scorer: PositionVerdict) -> bool:
         s = self._state
@@ -261,8 +322,7 @@ class PositionWorkflow:
                 request,
                 task_queue=self._input.trading_task_queue,
                 result_type=PositionVerdict,
-                start_to_close_timeout=api.LLM_EVALUATE_TIMEOUT,
-                retry_policy=api.LLM_EVALUATE_RETRY,
+                **api.llm_call(self._input.llm_call_timeout_s, api.LLM_EVALUATE_RETRY).kwargs(),
             )
             report = LLMReport(position_id=s.position_id, ok=True, info=verdict.llm)
         except ActivityError as err:
@@ -273,15 +333,21 @@ class PositionWorkflow:
             if detail is not None:
                 with contextlib.suppress(ValueError):
                     info = LLMCallInfo.model_validate(detail)
-            report = LLMReport(position_id=s.position_id, ok=False, info=info, error=error)
-        await workflow.get_external_workflow_handle(self._input.decision_workflow_id).signal(
-            "llm_report", report
-        )
+            report = LLMReport(
+                position_id=s.position_id,
+                ok=False,
+                info=info,
+                error=error,
+                error_type=api.failure_type(err),
+            )
+        await self._tell_owner("llm_report", report)
         return verdict
 
     # ------------------------------------------------------------ orders
 
-    async def _place(self, side: Side, qty: float, ref_price: float, reason: str) -> Fill:
+    async def _place(self, side: Side, qty: float, ref_price: float, reason: str) -> Fill | str:
+        """One order with a fresh sequence number; its Fill, or the text of its final error.
+        Rejected fills are counted, not kept: a retried exit must not grow the state."""
         s = self._state
         seq = s.next_seq
         s.next_seq += 1
@@ -297,28 +363,49 @@ class PositionWorkflow:
             reason=reason,
             account=s.account,
         )
-        fill = await workflow.execute_activity(
-            api.PLACE_ORDER,
-            order,
-            task_queue=self._input.trading_task_queue,
-            result_type=Fill,
-            start_to_close_timeout=api.ORDER_TIMEOUT,
-            retry_policy=api.ORDER_RETRY,
-        )
+        try:
+            fill = await workflow.execute_activity(
+                api.PLACE_ORDER,
+                order,
+                task_queue=self._input.trading_task_queue,
+                result_type=Fill,
+                **api.ORDER_CALL.kwargs(),
+            )
+        except ActivityError as err:  # a final error: nothing was placed
+            s.rejected_orders += 1
+            s.last_order_error = api.failure_text(err, ERROR_TEXT_MAX)
+            return s.last_order_error
+        if fill.status != OrderStatus.FILLED:
+            s.rejected_orders += 1
+            s.last_order_error = fill.reason[:ERROR_TEXT_MAX]
+            return f"rejected: {s.last_order_error}"
         s.fills.append(fill)
         return fill
+
+    async def _exit_price(self) -> float:
+        """A price to sell near, never waited for: a quick read from the listener (seconds
+        at most, with it down), else the last one known, said so in the log. (A market
+        order at an exchange needs none; the paper broker fills around this one.)"""
+        s = self._state
+        price = await self._fetch_price(api.EXIT_PRICE_CALL)
+        if price is not None:
+            return price
+        self._incident(
+            "exit price",
+            f"no fresh price: selling at the last known {s.last_price:.8g} "
+            f"(market time {s.last_price_ms})",
+        )
+        return s.last_price
 
     async def _exit(self, reason: str) -> None:
         s = self._state
         s.status = PositionStatus.CLOSING
-        await self._fetch_price()
-        fill = await self._place(Side.SELL, s.qty, s.last_price, reason)
-        if fill.status != OrderStatus.FILLED:
-            # Nothing was sold: stay open, log loudly, and let the next tick try again.
-            workflow.logger.error("exit of %s rejected: %s", s.position_id, fill.reason)
-            s.status = PositionStatus.OPEN
-            s.exit_requested = None
+        price = await self._exit_price()
+        result = await self._place(Side.SELL, s.qty, price, reason)
+        if isinstance(result, str):
+            await self._exit_failed(reason, result)
             return
+        fill = result
         proceeds = fill.qty * fill.price - fill.fee
         fees = s.entry_fees + fill.fee
         pnl = proceeds - s.cost
@@ -339,27 +426,59 @@ class PositionWorkflow:
         s.trade = trade
         s.exit_reason = reason
         s.status = PositionStatus.CLOSED
-        await workflow.execute_activity(
-            api.JOURNAL_TRADE,
-            JournalTrade(account=s.account, trade=trade),
-            task_queue=self._input.trading_task_queue,
-            start_to_close_timeout=api.JOURNAL_TIMEOUT,
-            retry_policy=api.JOURNAL_RETRY,
-        )
-        await workflow.get_external_workflow_handle(self._input.decision_workflow_id).signal(
-            "position_closed", trade
+        s.pending_adds.clear()
+        # trading first: the owner's books, then the journal (bounded, never blocking)
+        await self._tell_owner("position_closed", trade, tries=OWNER_SIGNAL_TRIES)
+        try:
+            await workflow.execute_activity(
+                api.JOURNAL_TRADE,
+                JournalTrade(account=s.account, trade=trade),
+                task_queue=self._input.trading_task_queue,
+                **api.JOURNAL_CALL.kwargs(),
+            )
+        except ActivityError as err:
+            self._incident("journal trade", err)
+
+    async def _exit_failed(self, reason: str, error: str) -> None:
+        """Nothing was sold: stay open, tell the owner (its view must not say "closing" for
+        ever), and let the safety layer ask again after a growing pause."""
+        s = self._state
+        s.status = PositionStatus.OPEN
+        s.exit_requested = None
+        s.exit_failures += 1
+        backoff = min(2 ** (s.exit_failures - 1), EXIT_BACKOFF_MAX_INTERVALS)
+        s.exit_retry_after_ms = self._now_ms() + backoff * self._safety_ms()
+        self._incident(f"exit ({reason})", error)
+        await self._tell_owner(
+            "exit_failed",
+            ExitFailed(position_id=s.position_id, symbol=s.symbol, reason=reason, error=error),
         )
 
     async def _add(self, order: AddOrder) -> None:
         s = self._state
-        fill = await self._place(Side.BUY, order.qty, order.ref_price, order.reason)
-        if fill.status == OrderStatus.FILLED:
+        result = await self._place(Side.BUY, order.qty, order.ref_price, order.reason)
+        if isinstance(result, Fill):
+            fill = result
             new_qty = s.qty + fill.qty
             s.avg_entry = (s.avg_entry * s.qty + fill.price * fill.qty) / new_qty
             s.qty = new_qty
             s.cost += fill.qty * fill.price + fill.fee
             s.entry_fees += fill.fee
-        await workflow.get_external_workflow_handle(self._input.decision_workflow_id).signal(
+        else:
+            self._incident("add", result)
+            fill = Fill(
+                client_order_id=client_order_id(s.position_id, s.next_seq - 1),
+                position_id=s.position_id,
+                symbol=s.symbol,
+                side=Side.BUY,
+                status=OrderStatus.REJECTED,
+                qty=0.0,
+                price=0.0,
+                fee=0.0,
+                market_time_ms=s.last_price_ms,
+                reason=result[:ERROR_TEXT_MAX],
+            )
+        await self._tell_owner(
             "position_update",
             PositionUpdate(
                 position_id=s.position_id,
@@ -372,6 +491,38 @@ class PositionWorkflow:
         )
 
     # ------------------------------------------------------------ helpers
+
+    async def _tell_owner(self, signal: str, arg: object, tries: int = 1) -> bool:
+        """Signal the DecisionWorkflow; a failure is an incident, never the end of this run.
+        With ``tries`` > 1 it waits 1, 2, 4, ... safety intervals between attempts."""
+        for attempt in range(tries):
+            try:
+                await workflow.get_external_workflow_handle(
+                    self._input.decision_workflow_id
+                ).signal(signal, arg)
+                return True
+            except Exception as err:  # noqa: BLE001 - contained and recorded
+                self._incident(f"signal {signal} -> {self._input.decision_workflow_id}", err)
+                if attempt + 1 < tries:
+                    await workflow.sleep(timedelta(milliseconds=(2**attempt) * self._safety_ms()))
+        return False
+
+    def _incident(self, where: str, err: BaseException | str) -> None:
+        s = self._state
+        text = err if isinstance(err, str) else api.failure_text(err, ERROR_TEXT_MAX)
+        s.incidents.append(
+            Incident(
+                time_ms=self._now_ms(),
+                market_time_ms=s.last_price_ms,
+                where=where,
+                error=text[:ERROR_TEXT_MAX],
+            )
+        )
+        del s.incidents[:-INCIDENTS_KEPT]
+        workflow.logger.error("position %s: %s: %s", s.position_id, where, text)
+
+    def _safety_ms(self) -> int:
+        return _ms(self._input.params.safety_interval_s)
 
     @property
     def _input(self) -> PositionInput:

@@ -77,8 +77,8 @@ PARITY_SETTINGS: dict[str, str] = {
     "OCW_MAX_DRAWDOWN_GUARD_PCT": "0.3",
     "OCW_TRAIL_ACTIVATE_PCT": "0.5",
     "OCW_AGENT_INTERVAL_S": "1e9",  # agent layer off: no 3-minute tick within the run
-    "OCW_EXIT_SCORE": "-2",  # and out of the scorer's [-1, 1] range if one came
-    "OCW_ADD_SCORE": "2",
+    "OCW_EXIT_SCORE": "-1",  # and at the ends of the scorer's [-1, 1] range if one came
+    "OCW_ADD_SCORE": "1",
     "OCW_GATE_Z_THRESHOLD": "1e9",  # G3 off: decisions at 4h candle closes only
     "OCW_LEARNER_WARMUP_TRADES": "1000000",  # starting weights throughout: multiplier 1
     "OCW_HMM_MIN_DAYS": "100000",  # crypto regime "unknown", as the backtester without hooks

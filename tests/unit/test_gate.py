@@ -386,7 +386,8 @@ def test_listener_watchdog_wakes_every_symbol_and_status_file(tmp_path):
     pushed: list[tuple[str, str, int]] = []
 
     class Recorder:
-        sent = failures = 0
+        sent = failures = held = 0
+        account_missing = False
 
         def push(self, reason: str, symbol: str, market_time_ms: int) -> None:
             pushed.append((reason, symbol, market_time_ms))
@@ -429,3 +430,18 @@ def test_params_are_checked():
         GateParams(min_samples=1)
     with pytest.raises(ValueError):
         Gate("7m")
+
+
+def test_one_hour_history_is_trimmed_without_any_condition_armed():
+    """The closes kept for ``change_pct_1h`` stay an hour's worth whether or not a condition
+    reads them (they grew by one per closed 1m bar for ever before)."""
+    gate = quiet_gate()
+    t = T0
+    for i in range(3 * 24 * 60):  # three days of 1m closes, no wake condition set
+        gate.evaluate(bar(t, 100.0 + (i % 7) * 0.01, interval="1m"), True, t + MIN)
+        t += MIN
+    assert gate.history_len("BTC/USDT") <= 62
+    # and the 1 h change still reads the close an hour back
+    gate.evaluate(bar(t, 110.0, interval="1m", closed=False), False, t + 30_000)
+    value = gate._change_1h("BTC/USDT", t + 30_000)
+    assert value is not None and 110.0 / 100.06 - 1 <= value <= 110.0 / 100.0 - 1

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from temporalio import activity, workflow
 
 from trading.macro import MacroRegime, MacroRequest, as_date
-from trading.models import AgentDecision, ClosedTrade, MarketView, SymbolFeatures, TradeDecision
+from trading.models import (
+    AgentDecision,
+    ClosedTrade,
+    MarketView,
+    SymbolFeatures,
+    TradeDecision,
+)
 from trading.regime_crypto import CryptoRegime, CryptoRegimeRequest
 from trading.snapshot import MarketContext, MarketContextRequest
 from trading.state import (
@@ -59,6 +65,7 @@ class FakeMarket:
         self.scripts = scripts or {}
         self.default = default
         self.view_calls = 0
+        self.age_s: float | None = None  # the stream's staleness the listener reports
 
     def price(self, symbol: str, t_ms: int) -> float:
         script = self.scripts.get(symbol)
@@ -72,7 +79,9 @@ class FakeMarket:
     async def market_prices(self, req: PricesRequest) -> PricesResult:
         t = now_ms()
         return PricesResult(
-            prices={s: self.price(s, t) for s in req.symbols}, time_ms={s: t for s in req.symbols}
+            prices={s: self.price(s, t) for s in req.symbols},
+            time_ms={s: t for s in req.symbols},
+            age_s={s: self.age_s for s in req.symbols if self.age_s is not None},
         )
 
     @activity.defn(name=api.MARKET_VIEW)

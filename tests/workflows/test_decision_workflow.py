@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,15 +27,14 @@ from workflows.position import PositionWorkflow
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
 
 
-def _config(queue: str, **overrides) -> EngineConfig:
+def _config(queue: str, market_queue: str | None = None, **overrides) -> EngineConfig:
     return EngineConfig(
         account="t",
         symbols=SYMBOLS,
         trading_task_queue=queue,
-        market_task_queue=queue,
+        market_task_queue=market_queue or queue,
         initial_cash=10_000,
-        position=PositionParams(),
-        **overrides,
+        **{"position": PositionParams(), **overrides},
     )
 
 
@@ -41,14 +42,22 @@ class Rig:
     """A worker with the real broker and journal, a scripted market and policy."""
 
     def __init__(
-        self, env: WorkflowEnvironment, tmp: Path, market: FakeMarket, policy: ScriptedPolicy
+        self,
+        env: WorkflowEnvironment,
+        tmp: Path,
+        market: FakeMarket,
+        policy: ScriptedPolicy,
+        trading_cls: type[TradingActivities] = TradingActivities,
+        separate_market: bool = False,
     ):
         self.env = env
         self.queue = f"q-{uuid.uuid4()}"
+        # the listener's activities on a queue of their own, so a test can stop that worker
+        self.market_queue = f"{self.queue}-market" if separate_market else self.queue
         self.broker = PaperBroker(
             tmp / f"{self.queue}-broker.db", initial_cash=10_000, slippage_bps=0
         )
-        self.trading = TradingActivities(
+        self.trading = trading_cls(
             self.broker, Journal(tmp / f"{self.queue}-journal.db"), env.client
         )
         self.market = market
@@ -56,37 +65,83 @@ class Rig:
         self.regimes = FakeRegimes()
         self.learner = LearnerActivities(LearnerStore(tmp / f"{self.queue}-learner.db"))
         self.extra_activities: list = []  # e.g. the real LLM activities
+        self.workflow_ids: list[str] = []  # terminated when the rig's worker stops
         self.flat: DecisionState | None = None
 
-    def worker(self, **options) -> Worker:
+    def market_activities(self) -> list:
+        return [
+            self.market.market_prices,
+            self.market.market_view,
+            self.market.market_context,
+            self.regimes.crypto_regime,  # fitted in the listener, beside its bars
+        ]
+
+    def market_worker(self) -> Worker:
+        """The listener's side alone (``separate_market``): stop it to take the listener away."""
+        return Worker(
+            self.env.client, task_queue=self.market_queue, activities=self.market_activities()
+        )
+
+    @contextlib.asynccontextmanager
+    async def worker(self, keep: bool = False, **options) -> AsyncIterator[Worker]:
+        """The trading worker; on the way out every workflow of the rig is terminated first
+        (unless ``keep``, for a worker restart): a leftover timer or activity on a queue
+        without a worker stalls time skipping for every later test on the shared server."""
+        async with self.trading_worker(**options) as worker:
+            try:
+                yield worker
+            finally:
+                if not keep:
+                    await self.terminate_all()
+
+    def track(self, workflow_id: str) -> None:
+        self.workflow_ids.append(workflow_id)
+
+    async def terminate_all(self) -> None:
+        ids = list(self.workflow_ids)
+        for wid in list(ids):
+            with contextlib.suppress(Exception):
+                state = await self.env.client.get_workflow_handle(wid).query(DecisionWorkflow.state)
+                ids += [p.workflow_id for p in state.positions.values()]
+        for fill in self.broker.fills():
+            base = f"ocw-position-{fill.position_id}"
+            ids += [base, *(f"{base}-w{n}" for n in range(2, 5))]
+        for wid in dict.fromkeys(ids):
+            with contextlib.suppress(Exception):
+                await self.env.client.get_workflow_handle(wid).terminate(reason="test over")
+
+    def trading_worker(self, **options) -> Worker:
+        market = self.market_activities() if self.market_queue == self.queue else []
         return Worker(
             self.env.client,
             task_queue=self.queue,
             **options,
             workflows=[DecisionWorkflow, PositionWorkflow],
             activities=[
-                self.market.market_prices,
-                self.market.market_view,
-                self.market.market_context,
+                *market,
                 self.policy.decide,
                 self.policy.evaluate_position,
                 self.trading.place_order,
                 self.trading.journal_decision,
                 self.trading.journal_trade,
+                self.trading.journal_incident,
                 self.trading.start_position,
-                *self.regimes.all(),
+                self.trading.position_status,
+                self.regimes.macro_regime,
                 *self.learner.all(),
                 *self.extra_activities,
             ],
         )
 
     async def start(self, **overrides) -> WorkflowHandle:
-        return await self.env.client.start_workflow(
+        handle = await self.env.client.start_workflow(
             DecisionWorkflow.run,
-            DecisionInput(config=_config(self.queue, **overrides)),
+            DecisionInput(config=_config(self.queue, self.market_queue, **overrides)),
             id=f"decision-{self.queue}",
             task_queue=self.queue,
         )
+        self.track(handle.id)
+        return handle
 
 
 async def _until(
@@ -103,7 +158,9 @@ async def _until(
         await env.sleep(timedelta(seconds=5))
 
 
-async def test_wakes_during_a_running_decision_are_all_handled(ts_env, tmp_path):
+async def test_wakes_during_a_running_decision_are_all_handled_in_one_cycle(ts_env, tmp_path):
+    """Wakes queued while a decision runs are not lost, and not worked off one decision each
+    on the same (current) market: they fold into one cycle carrying every reason."""
     policy = ScriptedPolicy()
     policy.gate = asyncio.Event()  # the first decision hangs like a slow LLM call
     rig = Rig(ts_env, tmp_path, FakeMarket(), policy)
@@ -119,12 +176,16 @@ async def test_wakes_during_a_running_decision_are_all_handled(ts_env, tmp_path)
         state = await _until(
             handle, lambda s: s.counters.wakes_handled == 6 and not s.queue, ts_env
         )
-    handled = [entry.wake_reasons[0] for entry in state.decision_log]
-    assert handled == ["first", *[f"during-{i}" for i in range(5)]]
-    assert state.counters.wakes_received == 6
-    assert [r.decision_id.rsplit("-", 1)[1] for r in policy.requests] == [
-        str(i) for i in range(1, 7)
+    cycles = [e for e in state.decision_log if e.source != "note"]
+    assert [e.wake_reasons for e in cycles] == [
+        ["first"],
+        [f"during-{i}" for i in range(5)],
     ]
+    assert any("folded 4 queued wake(s)" in a for a in cycles[1].actions)
+    assert state.counters.wakes_received == 6
+    assert state.counters.cycles == 2 and state.counters.wakes_folded == 4
+    assert [r.decision_id.rsplit("-", 1)[1] for r in policy.requests] == ["1", "2"]
+    assert policy.requests[1].wake_reasons == [f"during-{i}" for i in range(5)]
 
 
 async def test_duplicate_wake_ids_are_handled_once(ts_env, tmp_path):

@@ -88,7 +88,7 @@ async def test_learner_posteriors_survive_continue_as_new_and_a_worker_restart(t
     rig = Rig(ts_env, tmp_path, market, ScriptedPolicy(_round_trips))
     rig.regimes.crypto = "high"
     # no workflow cache: every workflow task is replayed from history, as after a restart
-    async with rig.worker(max_cached_workflows=0):
+    async with rig.worker(keep=True, max_cached_workflows=0):
         handle = await rig.start(max_cycles_per_run=3)
         for n in range(1, 7):
             await _cycle(handle, ts_env, n)

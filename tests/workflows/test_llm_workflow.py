@@ -9,11 +9,9 @@ until it opens, the rule policy taking over, the half-open probe closing it), th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest_asyncio
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -51,12 +49,6 @@ def buy(symbol: str = "BTC/USDT", pct: float = 0.2) -> dict:
 
 
 HOLD = {"decisions": [], "market_assessment": "quiet"}
-
-
-@pytest_asyncio.fixture
-async def anthropic_server() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic() as server:
-        yield server
 
 
 class LLMRig(Rig):

@@ -1,0 +1,1 @@
+"""Replay of recorded workflow histories: a non-deterministic workflow change fails here."""

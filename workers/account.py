@@ -1,0 +1,220 @@
+"""Who owns an account: the trading side creates it, configures it, and alone may replace it.
+
+``ensure_account`` runs when ``ocw worker`` starts (and as ``ocw account init``): it starts the
+account's DecisionWorkflow if it has never run, and refuses (loudly, without starting anything)
+when the last run is closed, failed or terminated, because a fresh run would start from
+``initial_cash`` while the broker still holds the old positions. Starting over is
+``ocw account reset``: it reconciles with the broker first, so the new run starts from the
+broker's cash and adopts its holdings, and carries the LLM spend and breaker over (the ledger).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.paper_broker import PaperBroker
+from trading.config import Settings
+from trading.models import Side
+from trading.state import AccountSeed, AdoptedHolding, DecisionInput, EngineConfig
+from workers.temporal_env import SetupError
+from workers.wiring import decision_input, engine_config
+from workflows.decision import DecisionWorkflow
+
+log = logging.getLogger(__name__)
+
+POSITION_PREFIX = "ocw-position-"
+WATCHERS_LOOKED_UP = 8  # replacement watchers (-w2, -w3, ...) looked for per position
+
+
+@dataclass(frozen=True)
+class AccountState:
+    workflow_id: str
+    status: str  # RUNNING, COMPLETED, FAILED, TERMINATED, ..., NONE (never ran)
+    created: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.status == "RUNNING"
+
+
+async def describe_account(client: Client, workflow_id: str) -> AccountState:
+    try:
+        desc = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return AccountState(workflow_id, "NONE")
+        raise
+    status = desc.status.name if desc.status is not None else "UNKNOWN"
+    return AccountState(workflow_id, status)
+
+
+async def ensure_account(
+    client: Client, settings: Settings, broker: PaperBroker | None = None
+) -> AccountState:
+    """Start the account's DecisionWorkflow unless it runs; never replace a closed one.
+
+    A new account whose broker already has orders (a Temporal DB started afresh beside an old
+    paper broker) starts from the broker's books, as a reset does, not from initial cash."""
+    wid = settings.decision_workflow_id
+    before = await describe_account(client, wid)
+    if before.running:
+        return before
+    if before.status != "NONE":
+        raise _closed(settings, before)
+    inp = decision_input(settings)
+    if broker is not None and broker.fills():
+        inp = inp.model_copy(
+            update={"seed": broker_seed(broker, "new account on a broker with history")}
+        )
+        log.warning(
+            "account %s: the broker already has orders; the new account starts from its "
+            "books (cash %.2f, %d holding(s))",
+            settings.account,
+            inp.seed.cash if inp.seed else 0.0,
+            len(inp.seed.holdings) if inp.seed else 0,
+        )
+    try:
+        await client.start_workflow(
+            DecisionWorkflow.run,
+            inp,
+            id=wid,
+            task_queue=settings.trading_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:  # closed between the look and the start
+        raise _closed(settings, await describe_account(client, wid)) from None
+    return AccountState(wid, "RUNNING", created=True)
+
+
+def _closed(settings: Settings, state: AccountState) -> SetupError:
+    return SetupError(
+        f"account {settings.account!r}: its DecisionWorkflow {state.workflow_id} is "
+        f"{state.status}; it is not replaced silently (the broker may still hold its "
+        "positions). Look at it with `temporal workflow show --workflow-id "
+        f"{state.workflow_id}`, then start over with `ocw account reset`."
+    )
+
+
+async def configure_account(client: Client, settings: Settings) -> str:
+    """Hand the trading side's settings to the running account (validated by the workflow)."""
+    handle = client.get_workflow_handle(settings.decision_workflow_id)
+    return await handle.execute_update(DecisionWorkflow.configure, engine_config(settings))
+
+
+async def configure_when_ready(
+    client: Client, settings: Settings, stop: asyncio.Event, attempts: int = 60
+) -> None:
+    """``configure`` once the worker serves the workflow; a refused config is said loudly."""
+    delay = 0.5
+    for _ in range(attempts):
+        try:
+            answer = await configure_account(client, settings)
+            log.info("account %s: %s", settings.account, answer)
+            return
+        except Exception as err:  # noqa: BLE001 - reported, retried while it can be transient
+            text = str(err)
+            if "configure:" in text or "validation error" in text.lower():
+                log.error("account %s refused the configuration: %s", settings.account, text)
+                return
+            log.warning("account %s not configured yet (%s); retrying", settings.account, text)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return
+        except TimeoutError:
+            delay = min(delay * 2, 10.0)
+
+
+# ------------------------------------------------------------------ reset
+
+
+def broker_seed(broker: PaperBroker, reason: str) -> AccountSeed:
+    """The broker's books as a new run's starting point: cash, and each holding with the
+    average price and fees of the fills that built it (buys since the last full sell)."""
+    balances = broker.balances()
+    holdings: list[AdoptedHolding] = []
+    fills = [f for f in broker.fills() if f.status.value == "FILLED"]
+    for symbol, qty in sorted(balances.holdings.items()):
+        if qty <= 0:
+            continue
+        lots: list = []
+        held = 0.0
+        for f in (f for f in fills if f.symbol == symbol):
+            if f.side is Side.BUY:
+                lots.append(f)
+                held += f.qty
+            else:
+                held -= f.qty
+                if held <= qty * 1e-9:
+                    lots, held = [], 0.0
+        bought = sum(f.qty for f in lots) or qty
+        avg = sum(f.qty * f.price for f in lots) / bought if lots else 0.0
+        fees = sum(f.fee for f in lots) * min(1.0, qty / bought)
+        if avg <= 0:
+            raise SetupError(
+                f"the broker holds {qty:g} {symbol} without a fill that explains it: "
+                "reconcile it by hand before `ocw account reset`"
+            )
+        holdings.append(
+            AdoptedHolding(
+                symbol=symbol,
+                qty=qty,
+                avg_entry=avg,
+                cost=qty * avg + fees,
+                fees=fees,
+                entry_time_ms=lots[0].market_time_ms if lots else 0,
+            )
+        )
+    return AccountSeed(cash=balances.cash, holdings=holdings, reason=reason)
+
+
+async def running_positions(client: Client, account: str, broker: PaperBroker) -> list[str]:
+    """Workflow ids of the account's running PositionWorkflows: every position the broker has
+    orders for (and its replacement watchers), plus what visibility lists when it can."""
+    prefix = f"{POSITION_PREFIX}{account}-"
+    candidates: list[str] = []
+    for pid in dict.fromkeys(f.position_id for f in broker.fills()):
+        base = f"{POSITION_PREFIX}{pid}"
+        candidates += [base, *(f"{base}-w{n}" for n in range(2, WATCHERS_LOOKED_UP + 2))]
+    query = "WorkflowType = 'PositionWorkflow' AND ExecutionStatus = 'Running'"
+    with contextlib.suppress(RPCError):  # a server without visibility (the test server)
+        candidates += [wf.id async for wf in client.list_workflows(query)]
+    running: list[str] = []
+    for wid in dict.fromkeys(c for c in candidates if c.startswith(prefix)):
+        if (await describe_account(client, wid)).running:
+            running.append(wid)
+    return running
+
+
+async def reset_account(
+    client: Client, settings: Settings, broker: PaperBroker, reason: str
+) -> tuple[AccountSeed, list[str]]:
+    """Terminate the account's run and its positions' watchers, then start a new run from the
+    broker's books. Returns the seed and the watchers that were stopped."""
+    wid = settings.decision_workflow_id
+    seed = broker_seed(broker, reason)
+    state = await describe_account(client, wid)
+    stopped: list[str] = []
+    if state.running:
+        await client.get_workflow_handle(wid).terminate(reason=f"ocw account reset: {reason}")
+    for pos_id in await running_positions(client, settings.account, broker):
+        await client.get_workflow_handle(pos_id).terminate(reason=f"ocw account reset: {reason}")
+        stopped.append(pos_id)
+    config: EngineConfig = engine_config(settings)
+    await client.start_workflow(
+        DecisionWorkflow.run,
+        DecisionInput(config=config, seed=seed),
+        id=wid,
+        task_queue=settings.trading_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    )
+    return seed, stopped

@@ -1,0 +1,209 @@
+"""The DecisionWorkflow's books: marks, drawdown, closed trades, the views it sends out.
+
+Plain deterministic functions over ``DecisionState`` (no activity, no signal, no clock of their
+own), so the workflow class keeps to orchestration and these stay easy to read and test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trading import learner, llm_budget
+from trading.models import ClosedTrade, Wake
+from trading.risk import cooloff_over, drawdown_update
+from trading.snapshot import (
+    EngineStatus,
+    MacroReading,
+    MarketContext,
+    PositionMark,
+    RegimeReading,
+    SnapshotContext,
+)
+from trading.state import (
+    RECENT_TRADES_KEPT,
+    AccountView,
+    DecisionState,
+    WorkItem,
+)
+
+
+def exposure_value(s: DecisionState) -> float:
+    return sum(p.qty * s.last_prices.get(sym, p.last_price) for sym, p in s.positions.items())
+
+
+@dataclass(frozen=True)
+class MarkNote:
+    """What a mark changed that the log should say."""
+
+    halt_changed: str | None = None  # "on: <reason>" / "off"
+    cooloff_lifted_h: float | None = None
+
+
+def mark_to_market(s: DecisionState) -> MarkNote:
+    """Positions at the last prices, equity, peak, drawdown and the halt (SPEC §8)."""
+    for sym, pos in s.positions.items():
+        pos.last_price = s.last_prices.get(sym, pos.last_price)
+        pos.peak_price = max(pos.peak_price or pos.last_price, pos.last_price)
+        pos.trough_price = min(pos.trough_price or pos.last_price, pos.last_price)
+    p = s.portfolio
+    p.equity = p.cash + exposure_value(s)
+    dd = drawdown_update(
+        peak_equity=p.peak_equity,
+        equity=p.equity,
+        halt_pct=s.config.drawdown_halt_pct,
+        halted=p.halted,
+    )
+    p.peak_equity, p.drawdown = dd.peak, dd.drawdown
+    halt_changed = None
+    if dd.halted != p.halted:
+        p.halted = dd.halted
+        p.halt_reason = dd.reason or ""
+        halt_changed = f"on: {dd.reason}" if dd.halted else "off"
+    market_ms = s.last_market_time_ms
+    if not p.halted:
+        p.halted_since_ms = None
+    elif p.halted_since_ms is None:
+        p.halted_since_ms = market_ms
+    elif cooloff_over(p.halted_since_ms, market_ms, s.config.drawdown_cooloff_hours):
+        # opt-in cool-off: the drawdown is measured afresh from here, as after ``resume``
+        p.halted, p.halted_since_ms = False, None
+        p.peak_equity, p.drawdown = p.equity, 0.0
+        p.halt_reason = ""
+        return MarkNote(halt_changed, s.config.drawdown_cooloff_hours)
+    return MarkNote(halt_changed)
+
+
+def apply_closed(s: DecisionState, trade: ClosedTrade, now_ms: int) -> bool:
+    """Book a closed trade once (by trade id): cash, realized PnL, the learner's work item.
+    Returns False when the trade was already booked."""
+    if trade.trade_id in s.seen_trade_ids:
+        return False
+    s.seen_trade_ids.append(trade.trade_id)
+    del s.seen_trade_ids[: -RECENT_TRADES_KEPT * 4]
+    pos = s.positions.get(trade.symbol)
+    if pos is not None and pos.position_id == trade.trade_id:
+        del s.positions[trade.symbol]
+        proceeds = pos.cost + trade.pnl
+        s.portfolio.cash += proceeds
+        s.portfolio.fees_paid += max(0.0, trade.fees - pos.fees)
+    s.portfolio.realized_pnl += trade.pnl
+    prev = s.last_exit_ms.get(trade.symbol)
+    s.last_exit_ms[trade.symbol] = max(prev or 0, trade.exit_time_ms)
+    mark_to_market(s)
+    s.recent_trades.append(trade)
+    del s.recent_trades[:-RECENT_TRADES_KEPT]
+    s.counters.positions_closed += 1
+    regime = pos.entry_crypto_regime if pos is not None else s.regimes.crypto
+    s.queue.append(WorkItem(kind="learn", trade=trade, regime=regime, received_ms=now_ms))
+    return True
+
+
+def account_view(s: DecisionState) -> AccountView:
+    p = s.portfolio
+    return AccountView(
+        portfolio_value=p.equity,
+        cash=p.cash,
+        exposure=exposure_value(s) / p.equity if p.equity > 0 else 0.0,
+        drawdown=p.drawdown,
+        halted=p.entries_blocked,
+        positions=list(s.positions.values()),
+        recent_trades=s.recent_trades[-10:],
+    )
+
+
+def snapshot_context(
+    s: DecisionState, extra: MarketContext | None, budget_time_ms: int
+) -> SnapshotContext:
+    """What the LLM's snapshot shows beyond market and account (SPEC §2)."""
+    llm = s.config.llm
+    extra = extra or MarketContext()
+    return SnapshotContext(
+        derivatives=extra.derivatives or None,
+        liquidations=extra.liquidations,
+        sentiment=extra.sentiment,
+        missing=list(extra.missing),
+        engine=EngineStatus(
+            llm_breaker=s.breaker.phase,
+            llm_budget_left_usd=llm_budget.budget_left(
+                s.llm_spend, budget_time_ms, llm.daily_budget_usd
+            ),
+            note=(
+                f"the previous cycle was decided by the {s.decided_by}"
+                if s.decided_by.startswith("rule") and llm.enabled
+                else None
+            ),
+        ),
+        position_marks={
+            sym: PositionMark(peak_price=p.peak_price, trough_price=p.trough_price)
+            for sym, p in s.positions.items()
+            if p.peak_price > 0 and p.trough_price > 0
+        }
+        or None,
+        crypto_regime=RegimeReading(
+            label=s.regimes.crypto, probability=s.regimes.crypto_probability
+        )
+        if s.regimes.crypto != "unknown"
+        else None,
+        macro=MacroReading(
+            quadrant=s.regimes.macro,
+            exposure_scale=s.regimes.exposure_scale,
+            trail_multiplier=s.regimes.trail_multiplier,
+        )
+        if s.regimes.macro != "unknown"
+        else None,
+        reliabilities=learner.reliabilities(s.learner, s.regimes.crypto, s.config.learner),
+        decision_interval=s.config.decision_interval,
+        fee_rate=s.config.position.fee_rate,
+    )
+
+
+# work items that may be passed over while queued wakes are folded into one cycle: they do
+# not depend on the order of wakes (a learner update, the LLM mode broadcast)
+FOLD_PAST = ("learn", "llm_mode")
+
+
+def next_work_item(s: DecisionState) -> WorkItem:
+    """The next item to handle; queued wakes at the head are folded into one.
+
+    After a stall, queued wakes must not each be worked off on the current market (120 of 180
+    decisions were once taken on a replay's final market): every wake at the head of the
+    queue, up to the first item whose order matters (close_all, add_request, check_position),
+    becomes one cycle with all their reasons and the newest market time. Learner updates passed
+    over on the way are worked off first, so the cycle sees every closed trade.
+    """
+    q = s.queue
+    if q[0].kind != "wake":
+        return q.pop(0)
+    wakes: list[WorkItem] = []
+    passed: list[WorkItem] = []
+    j = 0
+    while j < len(q) and (q[j].kind == "wake" or q[j].kind in FOLD_PAST):
+        (wakes if q[j].kind == "wake" else passed).append(q[j])
+        j += 1
+    merged = wakes[0] if len(wakes) == 1 else fold_wakes(wakes)
+    s.queue = [*passed, merged, *q[j:]]
+    return s.queue.pop(0)
+
+
+def fold_wakes(items: list[WorkItem]) -> WorkItem:
+    """One wake with every reason and symbol of ``items`` (in order) at the newest market time."""
+    reasons: list[str] = []
+    symbols: list[str] = []
+    times = []
+    folded = 0
+    for item in items:
+        wake = item.wake or Wake()
+        reasons.extend(r for r in wake.all_reasons() if r not in reasons)
+        symbols.extend(x for x in wake.symbols if x not in symbols)
+        if wake.market_time_ms is not None:
+            times.append(wake.market_time_ms)
+        folded += 1 + item.folded
+    first = items[0]
+    wake = Wake(
+        reason=reasons[0],
+        reasons=reasons[1:],
+        symbols=symbols,
+        market_time_ms=max(times) if times else None,
+        wake_id=(first.wake.wake_id if first.wake else None),
+    )
+    return first.model_copy(update={"wake": wake, "folded": folded - 1})
