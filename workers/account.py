@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -104,10 +105,31 @@ def _closed(settings: Settings, state: AccountState) -> SetupError:
     )
 
 
+async def warm_update(handle: WorkflowHandle, update: Any, arg: Any) -> str:
+    """Execute an update on a workflow the worker holds in its cache.
+
+    The query first makes the worker load the workflow: an update delivered to a workflow
+    that is not cached, in the same workflow task as other new events, can be written to
+    history in an order that the SDK's replay disagrees with (a non-determinism error and a
+    stuck run, seen in the chaos test after a worker restart; cf. sdk-python #1591).
+    """
+    await handle.query(DecisionWorkflow.status)
+    return await handle.execute_update(update, arg, result_type=str)
+
+
 async def configure_account(client: Client, settings: Settings) -> str:
-    """Hand the trading side's settings to the running account (validated by the workflow)."""
+    """Hand the trading side's settings to the running account (validated by the workflow),
+    only when they differ from what it holds (the replay clock is the listener's)."""
     handle = client.get_workflow_handle(settings.decision_workflow_id)
-    return await handle.execute_update(DecisionWorkflow.configure, engine_config(settings))
+    config = engine_config(settings)
+    view = await handle.query(DecisionWorkflow.status)
+    if view.config is not None and _same_config(view.config, config):
+        return f"configuration of {settings.account} unchanged"
+    return await warm_update(handle, DecisionWorkflow.configure, config)
+
+
+def _same_config(current: EngineConfig, new: EngineConfig) -> bool:
+    return current.model_dump(exclude={"speed"}) == new.model_dump(exclude={"speed"})
 
 
 async def configure_when_ready(

@@ -160,6 +160,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             view = await handle.query(DecisionWorkflow.status)
         except Exception as err:  # noqa: BLE001 - reported as a user-level problem
             print(render_status_file(settings.home))  # the listener's side is still worth seeing
+            if "Workflow Task in failed state" in str(err):
+                raise SetupError(
+                    f"{settings.decision_workflow_id} runs but its workflow task keeps failing "
+                    "(see the worker log; a non-determinism error is recovered with "
+                    "`temporal workflow reset --type LastWorkflowTask`, docs/upgrades.md)"
+                ) from None
             raise SetupError(
                 f"no DecisionWorkflow {settings.decision_workflow_id} to query ({err}); "
                 "start it with `ocw worker` (or `ocw account init`)"
@@ -205,6 +211,7 @@ def _signal(name: str) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         from temporalio.client import WorkflowUpdateFailedError
 
+        from workers.account import warm_update
         from workers.temporal_env import connect
 
         settings = load_settings()
@@ -218,7 +225,7 @@ def _signal(name: str) -> Callable[[argparse.Namespace], int]:
                     await handle.signal(name, payload)
                     print(f"sent {name} to {settings.decision_workflow_id}")
                 else:
-                    answer = await handle.execute_update(name, payload, result_type=str)
+                    answer = await warm_update(handle, name, payload)
                     print(f"{settings.decision_workflow_id}: {answer}")
             except WorkflowUpdateFailedError as err:
                 raise SetupError(f"{name} refused: {err.cause or err}") from None

@@ -37,6 +37,7 @@ from signals.wake_dispatcher import WakeDispatcher
 from trading.config import Settings, interval_seconds
 from trading.market_data import resample
 from trading.models import Bar
+from workers.account import warm_update
 from workers.temporal_env import connect
 from workflows.decision import DecisionWorkflow, SpeedRequest
 
@@ -436,8 +437,12 @@ class ListenerService:
         delay = 0.5
         while not stop.is_set():
             try:
-                answer = await handle.execute_update(
-                    DecisionWorkflow.set_speed, SpeedRequest(speed=self.settings.speed)
+                view = await handle.query(DecisionWorkflow.status)
+                if view.config is not None and view.config.speed == self.settings.speed:
+                    log.info("replay clock: the account already runs at %g", view.config.speed)
+                    return
+                answer = await warm_update(
+                    handle, DecisionWorkflow.set_speed, SpeedRequest(speed=self.settings.speed)
                 )
                 log.info("replay clock: %s", answer)
                 return

@@ -239,10 +239,11 @@ class DecisionWorkflow:
 
     @workflow.update(name="configure")
     def configure(self, config: EngineConfig) -> str:
-        """Replace the account's configuration (the trading side's settings)."""
+        """Replace the account's configuration (the trading side's settings). The replay
+        clock stays: it is the listener's (``set_speed``)."""
         self._count_update()
-        self._s.config = config
-        return f"configured {config.account}: {len(config.symbols)} symbols, speed {config.speed:g}"
+        self._s.config = config.model_copy(update={"speed": self._s.config.speed})
+        return f"configured {config.account}: {len(config.symbols)} symbols"
 
     @configure.validator
     def _validate_configure(self, config: EngineConfig) -> None:

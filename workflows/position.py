@@ -79,6 +79,8 @@ class PositionWorkflow:
         self._s: PositionState | None = inp.state
         self._inp: PositionInput | None = inp
         self._agent: asyncio.Task[None] | None = None
+        self._alarms: set[int] = set()  # deadlines (workflow ms) with a timer running
+        self._ringing: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ messages
 
@@ -155,13 +157,29 @@ class PositionWorkflow:
             # while an agent check runs, its next one is not due before the next safety tick
             checking = self._agent is not None
             due = s.next_safety_ms if checking else min(s.next_safety_ms, s.next_agent_ms)
-            with contextlib.suppress(TimeoutError):  # a timer tick, not an error
-                await workflow.wait_condition(
-                    lambda: bool(s.exit_requested or s.pending_adds),
-                    timeout=timedelta(milliseconds=max(1, due - now)),
-                )
+            self._arm(due)
+            await workflow.wait_condition(
+                lambda due=due: bool(s.exit_requested or s.pending_adds) or self._now_ms() >= due
+            )
         await self._stop_agent()
         return s.trade
+
+    def _arm(self, due_ms: int) -> None:
+        """A timer that wakes the loop at ``due_ms``, never cancelled: an exit or an add that
+        wakes the loop earlier leaves it to fire (harmlessly). Cancelling a timer that fires
+        in the same instant breaks Temporal's time-skipping test server ("invalid history
+        builder state"), and an uncancelled timer costs nothing more."""
+        if due_ms in self._alarms:
+            return
+        self._alarms.add(due_ms)
+
+        async def ring() -> None:
+            await workflow.sleep(timedelta(milliseconds=max(1, due_ms - self._now_ms())))
+            self._alarms.discard(due_ms)
+
+        task = asyncio.create_task(ring())
+        self._ringing.add(task)  # a reference until it is done
+        task.add_done_callback(self._ringing.discard)
 
     def _should_continue_as_new(self, ticks: int) -> bool:
         s = self._state
