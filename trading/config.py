@@ -218,6 +218,11 @@ class Settings(BaseSettings):
     learner_warmup_trades: int = Field(default=5, ge=0)
     learner_max_seen_ids: int = Field(default=2000, ge=1)
 
+    # the trading worker's sticky queue: after a worker dies, its cached workflows' tasks
+    # move to the normal queue after this long (the SDK's default is 10 s; every position's
+    # safety check waits that long after a crash)
+    sticky_schedule_to_start_s: float = Field(default=4.0, gt=0, le=60)
+
     # upgrades (docs/upgrades.md): opt-in Worker Versioning of the trading worker
     worker_deployment_name: str | None = Field(
         default=None,

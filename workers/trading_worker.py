@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -64,6 +65,9 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
             *learner.all(),
         ],
         max_concurrent_activities=20,
+        sticky_queue_schedule_to_start_timeout=timedelta(
+            seconds=settings.sticky_schedule_to_start_s
+        ),
         **worker_versioning_options(settings),
     )
     log.info(

@@ -157,32 +157,28 @@ def snapshot_context(
     )
 
 
-# work items that may be passed over while queued wakes are folded into one cycle: they do
-# not depend on the order of wakes (a learner update, the LLM mode broadcast)
-FOLD_PAST = ("learn", "llm_mode")
-
-
 def next_work_item(s: DecisionState) -> WorkItem:
-    """The next item to handle; queued wakes at the head are folded into one.
+    """The next item to handle; the wakes queued one after the other at its head are folded.
 
     After a stall, queued wakes must not each be worked off on the current market (120 of 180
-    decisions were once taken on a replay's final market): every wake at the head of the
-    queue, up to the first item whose order matters (close_all, add_request, check_position),
-    becomes one cycle with all their reasons and the newest market time. Learner updates passed
-    over on the way are worked off first, so the cycle sees every closed trade.
+    decisions were once taken on a replay's final market): the run of wakes at the head of the
+    queue becomes one cycle with all their reasons and the newest market time.
+
+    Strictly first in, first out otherwise: what is taken never depends on items further back.
+    A workflow task that a freshly started worker takes over can deliver its late signals in a
+    separate activation, while a replay of the same history delivers them at once (seen in the
+    chaos bench); an item that only the replay saw then always sits behind what the original
+    run took, so both take the same.
     """
     q = s.queue
     if q[0].kind != "wake":
         return q.pop(0)
-    wakes: list[WorkItem] = []
-    passed: list[WorkItem] = []
-    j = 0
-    while j < len(q) and (q[j].kind == "wake" or q[j].kind in FOLD_PAST):
-        (wakes if q[j].kind == "wake" else passed).append(q[j])
+    j = 1
+    while j < len(q) and q[j].kind == "wake":
         j += 1
-    merged = wakes[0] if len(wakes) == 1 else fold_wakes(wakes)
-    s.queue = [*passed, merged, *q[j:]]
-    return s.queue.pop(0)
+    wakes = q[:j]
+    s.queue = q[j:]
+    return wakes[0] if len(wakes) == 1 else fold_wakes(wakes)
 
 
 def fold_wakes(items: list[WorkItem]) -> WorkItem:
