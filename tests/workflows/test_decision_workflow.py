@@ -192,7 +192,7 @@ async def test_duplicate_wake_ids_are_handled_once(ts_env, tmp_path):
     rig = Rig(ts_env, tmp_path, FakeMarket(), ScriptedPolicy())
     async with rig.worker():
         handle = await rig.start()
-        for _ in range(3):  # a retried signal-with-start delivers the same wake again
+        for _ in range(3):  # a retried delivery brings the same wake again
             await handle.signal(DecisionWorkflow.wake, Wake(reason="candle_close", wake_id="w1"))
         await handle.signal(DecisionWorkflow.wake, Wake(reason="candle_close", wake_id="w2"))
         state = await _until(
