@@ -232,6 +232,40 @@ async def test_a_signal_to_a_completed_position_is_settled_from_its_result(ts_en
         await copy.terminate()
 
 
+async def test_an_llm_mode_broadcast_to_a_closed_position_keeps_the_account(ts_env, tmp_path):
+    """The outside trial's first reset: a breaker or budget change tells every open position
+    ``llm_mode``; one had just closed, the signal failed and the account FAILED."""
+    rig = Rig(
+        ts_env,
+        tmp_path,
+        FakeMarket({BTC: PriceScript([(0, 100.0)])}),
+        ScriptedPolicy(lambda c, r: buy(BTC) if c == 1 else []),
+    )
+    async with rig.worker():
+        handle = await rig.start()
+        state = await wake(handle, ts_env, 1)
+        pos = state.positions[BTC]
+        ph = ts_env.client.get_workflow_handle(pos.workflow_id, result_type=ClosedTrade)
+        await ph.signal(PositionWorkflow.exit, "manual")
+        trade = await ph.result()
+        # a copy whose books still hold the position and whose positions were told "LLM on":
+        # its next cycle broadcasts llm_mode(off) to them
+        seeded = state.model_copy(update={"queue": [], "llm_positions_on": True})
+        copy = await ts_env.client.start_workflow(
+            DecisionWorkflow.run,
+            DecisionInput(config=state.config, state=seeded),
+            id=f"llm-copy-{rig.queue}",
+            task_queue=rig.queue,
+        )
+        rig.track(copy.id)
+        await copy.signal(DecisionWorkflow.wake, Wake(reason="w2"))
+        copied = await _until(copy, lambda s: not s.positions and not s.queue, ts_env)
+        assert await running(copy)
+        assert any(i.where.startswith("signal llm_mode") for i in copied.incidents)
+        assert copied.recent_trades[-1] == trade
+        assert copied.portfolio.cash == pytest.approx(rig.broker.balances().cash, rel=1e-9)
+
+
 async def test_a_terminated_watcher_is_replaced_and_the_exit_still_happens(ts_env, tmp_path):
     rig = Rig(
         ts_env,
