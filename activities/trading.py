@@ -16,6 +16,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.broker import Broker, as_broker
 from activities.heartbeat import heartbeats
 from activities.journal import Journal
 from activities.paper_broker import PaperBroker
@@ -39,8 +40,10 @@ log = logging.getLogger(__name__)
 
 
 class TradingActivities:
-    def __init__(self, broker: PaperBroker, journal: Journal, client: Client | None = None) -> None:
-        self.broker = broker
+    def __init__(
+        self, broker: Broker | PaperBroker, journal: Journal, client: Client | None = None
+    ) -> None:
+        self.broker: Broker = as_broker(broker)
         self.journal = journal
         self.client = client
 
@@ -96,8 +99,8 @@ class TradingActivities:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
             status = "NOT_FOUND"
-        orders = await asyncio.to_thread(self.broker.fills, req.position_id)
-        balances = await asyncio.to_thread(self.broker.balances)
+        orders = await self.broker.orders_of(req.position_id)
+        balances = await self.broker.balances()
         symbol = orders[0].symbol if orders else None
         return PositionStatusView(
             status=status,
@@ -133,7 +136,7 @@ class TradingActivities:
 
         The journal's copy of the fill comes after and never fails the order: the broker holds
         the fill; a journal outage is logged (``ocw reconcile`` and the chaos audit compare)."""
-        fill = await asyncio.to_thread(self.broker.place_order, req)
+        fill = await self.broker.place_order(req)
         try:
             await asyncio.to_thread(self.journal.record_fill, req.account, fill)
         except Exception as err:  # noqa: BLE001 - bookkeeping must not fail a filled order

@@ -10,6 +10,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.broker import PaperVenue
 from activities.journal import Journal
 from activities.learner_store import LearnerActivities
 from activities.llm_agent import LLMActivities, LLMConfig
@@ -86,7 +87,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
                     rollout_hint(settings, settings.temporal_address),
                 )
             owner = asyncio.create_task(
-                own_account(client, settings, stop, activities.broker), name="account"
+                own_account(client, settings, stop, paper_of(activities)), name="account"
             )
             try:
                 await stop.wait()
@@ -96,6 +97,12 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
                     await owner
     finally:
         await llm.aclose()
+
+
+def paper_of(activities: TradingActivities) -> PaperBroker | None:
+    """The paper broker behind the activities (the account is seeded from its books)."""
+    venue = activities.broker
+    return venue.paper if isinstance(venue, PaperVenue) else None
 
 
 async def own_account(
