@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from trading.limits import (
@@ -72,7 +72,12 @@ class Settings(BaseSettings):
         env_prefix="OCW_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    mode: Literal["live", "paper", "replay"] = "paper"
+    # paper (default): the paper broker; replay: paper on a replayed market; testnet: Binance's
+    # spot testnet / futures demo; live: real orders, refused unless LIVE_TRADING=true
+    mode: Literal["live", "testnet", "paper", "replay"] = "paper"
+    market: Literal["spot", "futures"] = Field(
+        default="spot", description="where orders go (OCW_MARKET): Binance spot or USDⓈ-M futures"
+    )
     home: Path = Field(default=Path(".ocw"), description="state directory (OCW_HOME)")
 
     # Temporal
@@ -109,7 +114,17 @@ class Settings(BaseSettings):
     # execution
     fee_rate: FeeRate = 0.001
     slippage_bps: SlippageBps = 5.0
-    live_trading: bool = Field(default=False, description="LIVE_TRADING=true to send real orders")
+    live_trading: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("LIVE_TRADING", "OCW_LIVE_TRADING", "live_trading"),
+        description="LIVE_TRADING=true (or OCW_LIVE_TRADING) to send real orders in live mode",
+    )
+    binance_spot_url: str | None = Field(
+        default=None, description="base URL of the spot API for orders (a proxy or a simulator)"
+    )
+    binance_futures_url: str | None = Field(
+        default=None, description="base URL of the USDⓈ-M futures API for orders"
+    )
 
     # positions (SPEC §4)
     safety_interval_s: SafetyIntervalS = 30.0
@@ -236,8 +251,16 @@ class Settings(BaseSettings):
     )
 
     # secrets: read from the environment by activities only
-    binance_api_key: SecretStr | None = None
-    binance_api_secret: SecretStr | None = None
+    binance_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("BINANCE_API_KEY", "OCW_BINANCE_API_KEY", "binance_api_key"),
+    )
+    binance_api_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "BINANCE_SECRET_KEY", "OCW_BINANCE_API_SECRET", "binance_api_secret"
+        ),
+    )
 
     @field_validator("symbols", "intervals", mode="before")
     @classmethod

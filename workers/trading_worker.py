@@ -35,9 +35,15 @@ log = logging.getLogger(__name__)
 
 
 def build_activities(settings: Settings, client: Client) -> TradingActivities:
-    if settings.mode == "live":
+    if settings.mode == "live" and not settings.live_trading:
         raise SetupError(
-            "live mode needs the exchange broker, which is not built yet: use OCW_MODE=paper"
+            "OCW_MODE=live sends real orders: set LIVE_TRADING=true as well, or use "
+            "OCW_MODE=testnet or paper"
+        )
+    if settings.mode in ("live", "testnet"):
+        raise SetupError(
+            f"OCW_MODE={settings.mode} needs the Binance broker, which is not built yet "
+            "(issue 11): use OCW_MODE=paper"
         )
     paths = settings.paths()
     broker = PaperBroker(
