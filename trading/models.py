@@ -215,8 +215,11 @@ class Side(StrEnum):
 
 
 class OrderStatus(StrEnum):
+    """A final outcome as the workflows see it (the broker resolves anything in between)."""
+
     FILLED = "FILLED"
-    REJECTED = "REJECTED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"  # part filled, the rest cancelled or expired: final
+    REJECTED = "REJECTED"  # nothing filled; ``reason`` says why
 
 
 class OrderRequest(Model):
@@ -247,10 +250,17 @@ class Fill(Model):
     fee: float = Field(ge=0)  # in quote currency
     market_time_ms: int
     reason: str = ""
+    venue_order_id: str | None = None  # the exchange's own id (None for the paper broker)
+    requested_qty: float | None = Field(default=None, ge=0)  # what was asked, when it differs
 
     @property
     def notional(self) -> float:
         return self.qty * self.price
+
+    @property
+    def filled(self) -> bool:
+        """Something was bought or sold: the books follow ``qty``, whatever was asked."""
+        return self.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED) and self.qty > 0
 
 
 class Balances(Model):

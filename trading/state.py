@@ -383,6 +383,9 @@ class PositionState(Model):
     last_llm_eval_ms: int | None = None
     llm_checks: int = 0
     fills: list[Fill] = Field(default_factory=list)
+    exit_qty: float = 0.0  # sold so far by the exit (several orders when one fills in part)
+    exit_value: float = 0.0  # their qty x price
+    exit_fees: float = 0.0
     exit_reason: str | None = None
     trade: ClosedTrade | None = None
 

@@ -38,7 +38,6 @@ with workflow.unsafe.imports_passed_through():
         MarketView,
         Model,
         OrderRequest,
-        OrderStatus,
         Side,
         Wake,
     )
@@ -227,7 +226,7 @@ class DecisionWorkflow:
         pos.pending_add_notional = 0.0
         fill = update.fill
         s.counters.orders += 1
-        if fill.status == OrderStatus.FILLED:
+        if fill.filled:
             s.portfolio.cash -= fill.qty * fill.price + fill.fee
             s.portfolio.fees_paid += fill.fee
             pos.fees += fill.fee
@@ -655,7 +654,7 @@ class DecisionWorkflow:
         fill = await self._place(order)
         if isinstance(fill, str):
             return f"{symbol} BUY: failed, {fill}"
-        if fill.status != OrderStatus.FILLED:
+        if not fill.filled:
             return f"{symbol} BUY: rejected by broker, {fill.reason}"
         cost = fill.qty * fill.price + fill.fee
         s.portfolio.cash -= cost
@@ -790,7 +789,7 @@ class DecisionWorkflow:
             s.counters.orders_rejected += 1
             return api.failure_text(err)
         s.counters.orders += 1
-        if fill.status != OrderStatus.FILLED:
+        if not fill.filled:
             s.counters.orders_rejected += 1
         return fill
 

@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_api as api
 
 BTC = "BTC/USDT"
+QTY_RTOL = 1e-9  # a fill within this of the asked quantity is the whole of it
 # a price the stream has not moved for this many safety intervals is stale (wall seconds, at
 # least STALE_MIN_S): the check still runs on it (an exit on it is conservative) but says so
 STALE_INTERVALS = 3.0
@@ -393,7 +394,7 @@ class PositionWorkflow:
             s.rejected_orders += 1
             s.last_order_error = api.failure_text(err, ERROR_TEXT_MAX)
             return s.last_order_error
-        if fill.status != OrderStatus.FILLED:
+        if not fill.filled:
             s.rejected_orders += 1
             s.last_order_error = fill.reason[:ERROR_TEXT_MAX]
             return f"rejected: {s.last_order_error}"
@@ -424,15 +425,24 @@ class PositionWorkflow:
             await self._exit_failed(reason, result)
             return
         fill = result
-        proceeds = fill.qty * fill.price - fill.fee
-        fees = s.entry_fees + fill.fee
+        s.exit_qty += fill.qty
+        s.exit_value += fill.qty * fill.price
+        s.exit_fees += fill.fee
+        if fill.qty < s.qty * (1 - QTY_RTOL):
+            # part sold (an IOC order's rest expired): the rest is sold next, with a new order
+            s.qty -= fill.qty
+            s.status = PositionStatus.OPEN
+            self._incident(f"exit ({reason})", f"{fill.qty:.8g} of {s.qty + fill.qty:.8g} sold")
+            return
+        proceeds = s.exit_value - s.exit_fees
+        fees = s.entry_fees + s.exit_fees
         pnl = proceeds - s.cost
         trade = ClosedTrade(
             trade_id=s.position_id,
             symbol=s.symbol,
-            qty=fill.qty,
+            qty=s.exit_qty,
             entry_price=s.avg_entry,
-            exit_price=fill.price,
+            exit_price=s.exit_value / s.exit_qty,
             entry_time_ms=s.entry_time_ms,
             exit_time_ms=fill.market_time_ms,
             fees=fees,

@@ -34,6 +34,7 @@ class FaultyTrading(TradingActivities):
         self.fail_buys: set[str] = set()
         self.reject_sells = 0
         self.fail_sells = 0  # SELLs that end in a final error before one fills
+        self.partial_sells = 0  # SELLs that fill only half (an IOC order's rest expired)
         self.rejected: list[str] = []
         self.journal_down = False
         self.journal_attempts = 0
@@ -52,6 +53,13 @@ class FaultyTrading(TradingActivities):
                 "exchange: reduce-only order rejected (test)",
                 type="InvalidOrder",
                 non_retryable=True,
+            )
+        if req.side == Side.SELL and self.partial_sells > 0:
+            self.partial_sells -= 1
+            half = req.model_copy(update={"qty": req.qty / 2})
+            fill = await super().place_order(half)
+            return fill.model_copy(
+                update={"status": OrderStatus.PARTIALLY_FILLED, "requested_qty": req.qty}
             )
         if req.side == Side.SELL and self.reject_sells > 0:
             self.reject_sells -= 1

@@ -171,6 +171,29 @@ async def test_a_rejected_exit_is_reported_and_retried_and_fills_stay_small(ts_e
     assert state.portfolio.cash == pytest.approx(rig.broker.balances().cash, rel=1e-9)
 
 
+async def test_a_partly_filled_exit_sells_the_rest_and_books_one_trade(ts_env, tmp_path):
+    rig = Rig(
+        ts_env,
+        tmp_path,
+        FakeMarket({BTC: PriceScript([(0, 100.0)])}),
+        ScriptedPolicy(lambda c, r: buy(BTC) if c == 1 else sell(BTC) if c == 2 else []),
+        trading_cls=FaultyTrading,
+    )
+    rig.trading.partial_sells = 1
+    async with rig.worker():
+        handle = await rig.start()
+        state = await wake(handle, ts_env, 1)
+        qty = state.positions[BTC].qty
+        await wake(handle, ts_env, 2)
+        state = await _until(handle, lambda s: not s.positions, ts_env)
+    trade = state.recent_trades[-1]
+    assert trade.qty == pytest.approx(qty) and trade.exit_reason == "decision_sell"
+    sells = [f for f in rig.broker.fills(trade.trade_id) if f.side == Side.SELL]
+    assert len(sells) == 2 and sum(f.qty for f in sells) == pytest.approx(qty)
+    assert rig.broker.balances().holdings == {}
+    assert state.portfolio.cash == pytest.approx(rig.broker.balances().cash, rel=1e-9)
+
+
 # ---------------------------------------------------------------- signals to positions
 
 
