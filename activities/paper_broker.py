@@ -23,8 +23,8 @@ from trading.orders import CLIENT_ORDER_ID_MAX
 
 log = logging.getLogger(__name__)
 
-# Binance newClientOrderId: at most 36 characters from this set.
-_VALID_ID = re.compile(r"^[A-Za-z0-9._:/-]{1,36}$")
+# Binance newClientOrderId: at most 36 characters from this set (spot's; futures' is wider).
+_VALID_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
 
 # Relative tolerance under which a SELL takes exactly what is held and a BUY spends exactly
 # the cash available: float sizing (qty = cash / price / (1 + fee)) must not leave dust or
@@ -60,8 +60,7 @@ def validate_client_order_id(coid: str) -> None:
     """Raise ValueError unless ``coid`` is a Binance-valid client order id."""
     if not isinstance(coid, str) or not _VALID_ID.fullmatch(coid):
         raise ValueError(
-            f"invalid client_order_id {coid!r}: need 1-{CLIENT_ORDER_ID_MAX} chars of "
-            "[A-Za-z0-9._:/-]"
+            f"invalid client_order_id {coid!r}: need 1-{CLIENT_ORDER_ID_MAX} chars of [A-Za-z0-9_-]"
         )
 
 

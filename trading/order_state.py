@@ -99,7 +99,7 @@ TradeId = NewType("TradeId", str)
 
 # Validated forms: a client id is Binance-valid (trading/orders.py), the others non-empty.
 ClientOrderIdStr = Annotated[
-    ClientOrderId, StringConstraints(min_length=1, max_length=36, pattern=r"^[A-Za-z0-9._:/-]+$")
+    ClientOrderId, StringConstraints(min_length=1, max_length=36, pattern=r"^[A-Za-z0-9_-]+$")
 ]
 VenueOrderIdStr = Annotated[VenueOrderId, StringConstraints(min_length=1, max_length=64)]
 TradeIdStr = Annotated[TradeId, StringConstraints(min_length=1, max_length=64)]

@@ -75,7 +75,7 @@ class EngineConfig(Model):
     ``min_timer_s`` in a replay. Every limit is bounded (``trading/limits.py``).
     """
 
-    account: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")
+    account: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")
     mode: str = "paper"  # paper | replay | testnet | live: a replay clock is refused live
     symbols: list[str] = Field(min_length=1, max_length=200)
     decision_interval: str = "4h"
