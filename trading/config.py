@@ -125,6 +125,18 @@ class Settings(BaseSettings):
     binance_futures_url: str | None = Field(
         default=None, description="base URL of the USDⓈ-M futures API for orders"
     )
+    order_type: Literal["limit_ioc", "market"] = Field(
+        default="limit_ioc", description="exchange orders: marketable limit IOC, or market"
+    )
+    limit_cap_pct: float = Field(
+        default=0.001, ge=0, le=0.05, description="an IOC order's limit: last price ± this"
+    )
+    recv_window_ms: int = Field(
+        default=10_000, ge=1_000, le=60_000, description="Binance recvWindow of signed requests"
+    )
+    reconcile_every_s: float = Field(
+        default=300.0, ge=10, le=86_400, description="exchange reconciliation interval"
+    )
 
     # positions (SPEC §4)
     safety_interval_s: SafetyIntervalS = 30.0

@@ -252,6 +252,9 @@ class Fill(Model):
     reason: str = ""
     venue_order_id: str | None = None  # the exchange's own id (None for the paper broker)
     requested_qty: float | None = Field(default=None, ge=0)  # what was asked, when it differs
+    # of a SELL: the part of the asked quantity too small to trade on its own (under the lot
+    # step or the minimum notional); it stays on the account and an exit does not chase it
+    dust: float = Field(default=0.0, ge=0)
 
     @property
     def notional(self) -> float:

@@ -21,6 +21,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.broker import Broker
 from activities.paper_broker import PaperBroker
 from trading.config import Settings
 from trading.models import Side
@@ -58,12 +59,17 @@ async def describe_account(client: Client, workflow_id: str) -> AccountState:
 
 
 async def ensure_account(
-    client: Client, settings: Settings, broker: PaperBroker | None = None
+    client: Client,
+    settings: Settings,
+    broker: PaperBroker | None = None,
+    exchange: Broker | None = None,
 ) -> AccountState:
     """Start the account's DecisionWorkflow unless it runs; never replace a closed one.
 
     A new account whose broker already has orders (a Temporal DB started afresh beside an old
-    paper broker) starts from the broker's books, as a reset does, not from initial cash."""
+    paper broker) starts from the broker's books, as a reset does, not from initial cash. On
+    an exchange the account trades ``min(initial_cash, the quote balance)`` and adopts nothing:
+    what the exchange account held before is the user's, not the engine's."""
     wid = settings.decision_workflow_id
     before = await describe_account(client, wid)
     if before.running:
@@ -71,7 +77,12 @@ async def ensure_account(
     if before.status != "NONE":
         raise _closed(settings, before)
     inp = decision_input(settings)
-    if broker is not None and broker.fills():
+    if exchange is not None:
+        inp = inp.model_copy(update={"seed": await exchange_seed(exchange, settings)})
+        log.info(
+            "account %s: trading %.2f of the exchange balance", settings.account, inp.seed.cash
+        )
+    elif broker is not None and broker.fills():
         inp = inp.model_copy(
             update={"seed": broker_seed(broker, "new account on a broker with history")}
         )
@@ -156,6 +167,18 @@ async def configure_when_ready(
 
 
 # ------------------------------------------------------------------ reset
+
+
+async def exchange_seed(exchange: Broker, settings: Settings) -> AccountSeed:
+    """A new account on an exchange: its capital is ``initial_cash`` or what the exchange
+    holds of the quote asset, whichever is less."""
+    balances = await exchange.balances()
+    cash = min(settings.initial_cash, balances.cash)
+    return AccountSeed(
+        cash=cash,
+        reason=f"exchange account: {cash:.2f} of {balances.cash:.2f} quote balance "
+        f"(OCW_INITIAL_CASH {settings.initial_cash:.2f}); earlier holdings are not adopted",
+    )
 
 
 def broker_seed(broker: PaperBroker, reason: str) -> AccountSeed:

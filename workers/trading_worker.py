@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.broker import PaperVenue
+from activities.exchange_broker import ExchangeBroker
 from activities.journal import Journal
 from activities.learner_store import LearnerActivities
 from activities.llm_agent import LLMActivities, LLMConfig
@@ -20,6 +21,7 @@ from activities.regimes import RegimeActivities
 from activities.trading import TradingActivities
 from trading.config import Settings
 from workers.account import configure_when_ready, ensure_account
+from workers.brokers import build_broker
 from workers.temporal_env import SetupError, connect
 from workers.versioning import (
     current_build,
@@ -35,29 +37,24 @@ log = logging.getLogger(__name__)
 
 
 def build_activities(settings: Settings, client: Client) -> TradingActivities:
-    if settings.mode == "live" and not settings.live_trading:
-        raise SetupError(
-            "OCW_MODE=live sends real orders: set LIVE_TRADING=true as well, or use "
-            "OCW_MODE=testnet or paper"
-        )
-    if settings.mode in ("live", "testnet"):
-        raise SetupError(
-            f"OCW_MODE={settings.mode} needs the Binance broker, which is not built yet "
-            "(issue 11): use OCW_MODE=paper"
-        )
     paths = settings.paths()
-    broker = PaperBroker(
-        paths["broker_db"],
-        initial_cash=settings.initial_cash,
-        fee_rate=settings.fee_rate,
-        slippage_bps=settings.slippage_bps,
-    )
-    return TradingActivities(broker, Journal(paths["journal_db"]), client)
+    return TradingActivities(build_broker(settings), Journal(paths["journal_db"]), client)
 
 
 async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings, attempts=30)
     activities = build_activities(settings, client)
+    exchange = exchange_of(activities)
+    if exchange is not None:
+        try:
+            await exchange.start()
+        except Exception as err:
+            await exchange.close()
+            raise SetupError(
+                f"{exchange.kind} at {exchange.exchange.urls['api'].get('public') or '?'}: "
+                f"cannot load markets or set up the account: {type(err).__name__}: {err}"
+            ) from None
+        log.info("trading through %s (%s orders)", exchange.kind, settings.order_type)
     llm = LLMActivities(LLMConfig.from_settings(settings), LLMStore(settings.paths()["llm_db"]))
     regimes = RegimeActivities.from_settings(settings)
     learner = LearnerActivities.from_settings(settings)
@@ -93,7 +90,8 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
                     rollout_hint(settings, settings.temporal_address),
                 )
             owner = asyncio.create_task(
-                own_account(client, settings, stop, paper_of(activities)), name="account"
+                own_account(client, settings, stop, paper_of(activities), exchange_of(activities)),
+                name="account",
             )
             try:
                 await stop.wait()
@@ -103,6 +101,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
                     await owner
     finally:
         await llm.aclose()
+        await activities.broker.close()
 
 
 def paper_of(activities: TradingActivities) -> PaperBroker | None:
@@ -111,14 +110,23 @@ def paper_of(activities: TradingActivities) -> PaperBroker | None:
     return venue.paper if isinstance(venue, PaperVenue) else None
 
 
+def exchange_of(activities: TradingActivities) -> ExchangeBroker | None:
+    venue = activities.broker
+    return venue if isinstance(venue, ExchangeBroker) else None
+
+
 async def own_account(
-    client: Client, settings: Settings, stop: asyncio.Event, broker: PaperBroker | None = None
+    client: Client,
+    settings: Settings,
+    stop: asyncio.Event,
+    broker: PaperBroker | None = None,
+    exchange: ExchangeBroker | None = None,
 ) -> None:
     """The trading side owns the account: start its DecisionWorkflow when it has never run,
     then hand it this worker's configuration (a validated update). A closed account is never
     replaced here; the worker still serves its positions and says what to do."""
     try:
-        state = await ensure_account(client, settings, broker)
+        state = await ensure_account(client, settings, broker, exchange)
     except SetupError as err:
         log.error("%s", err)
         return

@@ -428,7 +428,7 @@ class PositionWorkflow:
         s.exit_qty += fill.qty
         s.exit_value += fill.qty * fill.price
         s.exit_fees += fill.fee
-        if fill.qty < s.qty * (1 - QTY_RTOL):
+        if fill.qty + fill.dust < s.qty * (1 - QTY_RTOL):
             # part sold (an IOC order's rest expired): the rest is sold next, with a new order
             s.qty -= fill.qty
             s.status = PositionStatus.OPEN

@@ -46,7 +46,7 @@ Choices where Binance is richer than a test needs (each stated where it is made)
 - no order-count limits (``x-mbx-order-count-*``), no archive of old orders, one IP.
 """
 
-from signals.exchange_sim.ccxt_config import ccxt_overrides
+from activities.ccxt_binance import ccxt_overrides
 from signals.exchange_sim.core import SimConfig
 from signals.exchange_sim.errors import BinanceError
 from signals.exchange_sim.faults import Fault, FaultKind

@@ -1,4 +1,9 @@
-"""How to point the real ccxt Binance client at the simulator.
+"""The ccxt Binance clients of the exchange broker, and how to point them anywhere.
+
+``binance_client`` builds the async client for a mode: Binance itself (live), its spot testnet
+or USDⓈ-M demo (ccxt's sandbox / demo-trading switches), or any Binance-compatible base URL
+(``OCW_BINANCE_SPOT_URL`` / ``OCW_BINANCE_FUTURES_URL``: a proxy, or the local simulator of
+``signals/exchange_sim``). ``error_code`` reads Binance's ``code`` out of a ccxt exception.
 
 ccxt builds every request URL from ``exchange.urls['api'][<section>]``; the section is the
 first part of the implicit method's name (``publicGetExchangeInfo`` -> ``public``,
@@ -10,13 +15,71 @@ ExchangeNotAvailable).
 
 from __future__ import annotations
 
+import logging
+import re
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import ccxt
+import ccxt.async_support as ccxt_async
 
 MarketKind = Literal["spot", "futures"]
+
+# ccxt logs every request's headers at DEBUG, the API key among them: never below INFO here,
+# whatever level the process runs at
+logging.getLogger("ccxt").setLevel(logging.INFO)
+
+
+def binance_client(
+    market: MarketKind,
+    *,
+    api_key: str,
+    secret: str,
+    base_url: str | None = None,
+    testnet: bool = False,
+    timeout_ms: int = 10_000,
+    recv_window_ms: int = 10_000,
+) -> Any:
+    """An async ccxt client for orders on ``market``. The keys live in the client only (ccxt
+    keeps them off its exception texts); the caller closes it.
+
+    ``base_url`` wins over ``testnet``: it points every API section at one server. Otherwise
+    ``testnet`` picks Binance's spot testnet (``set_sandbox_mode``) or the USDⓈ-M demo
+    (``enable_demo_trading``; Binance retired the futures sandbox for it)."""
+    cls = ccxt_async.binance if market == "spot" else ccxt_async.binanceusdm
+    config: dict[str, Any] = {
+        "apiKey": api_key,
+        "secret": secret,
+        "enableRateLimit": False,  # the broker paces itself with the shared RestBudget
+        "timeout": timeout_ms,
+        "options": {"recvWindow": recv_window_ms, "adjustForTimeDifference": False},
+    }
+    if base_url:
+        overrides = ccxt_overrides(base_url, market)
+        config["options"] = {**overrides["options"], **config["options"]}
+        config["urls"] = overrides["urls"]
+        config["exceptions"] = overrides["exceptions"]
+        if base_url.startswith("http://"):
+            config["timeout_on_exit"] = 0  # ccxt waits 250 ms on close for TLS only
+    else:
+        config["options"]["defaultType"] = "spot" if market == "spot" else "swap"
+    client = cls(config)
+    if testnet and not base_url:
+        if market == "spot":
+            client.set_sandbox_mode(True)
+        else:
+            client.enable_demo_trading(True)
+    return client
+
+
+_CODE = re.compile(r'"code"\s*:\s*(-?\d+)')
+
+
+def error_code(err: BaseException) -> int | None:
+    """Binance's error code in a ccxt exception text (ccxt puts the raw body there)."""
+    found = _CODE.search(str(err))
+    return int(found.group(1)) if found else None
 
 
 def ccxt_overrides(base_url: str, market: MarketKind = "spot") -> dict[str, Any]:
