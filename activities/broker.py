@@ -12,7 +12,7 @@ import asyncio
 from typing import Protocol, runtime_checkable
 
 from activities.paper_broker import PaperBroker
-from trading.models import Balances, Fill, OrderRequest
+from trading.models import Balances, Fill, OrderRequest, StopRef, StopRequest, StopState
 
 
 @runtime_checkable
@@ -20,6 +20,7 @@ class Broker(Protocol):
     """What the trading activities need of a venue."""
 
     kind: str  # "paper", "binance-spot", "binance-futures"
+    supports_stops: bool  # holds protective stops of its own (the exchange does)
 
     async def place_order(self, req: OrderRequest) -> Fill:
         """Place ``req`` once; a repeat of its client order id answers the first outcome."""
@@ -35,6 +36,16 @@ class Broker(Protocol):
 
     async def balances(self) -> Balances: ...
 
+    async def place_stop(self, req: StopRequest) -> StopState:
+        """Place a protective stop once per client id (a retry answers the first one)."""
+        ...
+
+    async def stop_status(self, ref: StopRef) -> StopState: ...
+
+    async def cancel_stop(self, ref: StopRef) -> StopState:
+        """Cancel a stop; the answer says what it sold first (FILLED: it triggered)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -43,6 +54,7 @@ class PaperVenue:
     worker's event loop keeps serving workflow tasks)."""
 
     kind = "paper"
+    supports_stops = False  # no market of its own: the positions' safety layer is the stop
 
     def __init__(self, paper: PaperBroker) -> None:
         self.paper = paper
@@ -59,8 +71,20 @@ class PaperVenue:
     async def balances(self) -> Balances:
         return await asyncio.to_thread(self.paper.balances)
 
+    async def place_stop(self, req: StopRequest) -> StopState:
+        raise ValueError(_NO_STOPS)
+
+    async def stop_status(self, ref: StopRef) -> StopState:
+        raise ValueError(_NO_STOPS)
+
+    async def cancel_stop(self, ref: StopRef) -> StopState:
+        raise ValueError(_NO_STOPS)
+
     async def close(self) -> None:
         await asyncio.to_thread(self.paper.close)
+
+
+_NO_STOPS = "the paper broker holds no exchange-side stops (the safety layer stops positions)"
 
 
 def as_broker(broker: Broker | PaperBroker) -> Broker:

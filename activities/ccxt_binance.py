@@ -82,6 +82,38 @@ def error_code(err: BaseException) -> int | None:
     return int(found.group(1)) if found else None
 
 
+# refusals that prove the order was not placed (the request was answered, not lost)
+_FINAL = (
+    ccxt.InvalidOrder,
+    ccxt.InsufficientFunds,
+    ccxt.BadRequest,
+    ccxt.BadSymbol,
+    ccxt.AuthenticationError,
+    ccxt.PermissionDenied,
+    ccxt.AccountSuspended,
+    ccxt.NotSupported,
+    ccxt.ArgumentsRequired,
+)
+_DUPLICATE_CODES = {-4116}  # futures: "ClientOrderId is duplicated."
+_DUPLICATE_TEXT = "Duplicate order"  # spot -2010 "Duplicate order sent."
+_QUERY = re.compile(r"\?[^\s]*")
+
+
+def is_final_refusal(err: BaseException) -> bool:
+    """The exchange refused the order outright (nothing placed). A duplicate client id is no
+    refusal: an order with that id exists, so it is looked up."""
+    if not isinstance(err, _FINAL):
+        return False
+    return not (error_code(err) in _DUPLICATE_CODES or _DUPLICATE_TEXT in str(err))
+
+
+def short_error(err: BaseException) -> str:
+    """An exception's text for logs and fills: one line, bounded (ccxt texts carry the
+    exchange's body, never the keys)."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return _QUERY.sub("?…", text)[:300]  # a signed URL's query (timestamp, signature) is noise
+
+
 def ccxt_overrides(base_url: str, market: MarketKind = "spot") -> dict[str, Any]:
     """The ``urls`` / ``options`` / ``exceptions`` to merge into a ccxt Binance config.
 

@@ -36,11 +36,21 @@ from typing import Any, Literal
 import ccxt
 from temporalio import activity
 
-from activities.ccxt_binance import error_code
+from activities.ccxt_binance import error_code, is_final_refusal, short_error
 from activities.exchange_events import looked_up, trade_fills
+from activities.exchange_stops import ExchangeStops
 from signals.rest_budget import RestBudget, RestUnavailable
 from trading.market_rules import MarketRules, check_order, marketable_limit_price
-from trading.models import Balances, Fill, OrderRequest, OrderStatus, Side
+from trading.models import (
+    Balances,
+    Fill,
+    OrderRequest,
+    OrderStatus,
+    Side,
+    StopRef,
+    StopRequest,
+    StopState,
+)
 from trading.order_state import (
     InvalidOrderEvent,
     Order,
@@ -63,24 +73,9 @@ _WEIGHTS = {
     "spot": {"create": 1, "fetch": 4, "cancel": 1, "trades": 20, "orders": 20, "balance": 20},
     "futures": {"create": 1, "fetch": 1, "cancel": 1, "trades": 5, "orders": 5, "balance": 5},
 }
-# refusals that prove the order was not placed (the request was answered, not lost)
-_FINAL = (
-    ccxt.InvalidOrder,
-    ccxt.InsufficientFunds,
-    ccxt.BadRequest,
-    ccxt.BadSymbol,
-    ccxt.AuthenticationError,
-    ccxt.PermissionDenied,
-    ccxt.AccountSuspended,
-    ccxt.NotSupported,
-    ccxt.ArgumentsRequired,
-)
-_DUPLICATE_CODES = {-4116}  # futures: "ClientOrderId is duplicated."
-_DUPLICATE_TEXT = "Duplicate order"  # spot -2010 "Duplicate order sent."
 _ALREADY_SET = {-4046, -4059}  # "No need to change margin type" / "... position side"
 QTY_RTOL = 1e-9
 MAX_SENDS = 3  # sends of one client id in one attempt, each after a conclusive not-found
-_QUERY = re.compile(r"\?[^\s]*")
 _BAN = re.compile(r"^\S+ 418\b")  # ccxt: "binance 418 I'm a teapot {...}"
 
 
@@ -130,6 +125,7 @@ class ExchangeBroker:
         self._clock = clock
         self._rules: dict[str, MarketRules] = {}
         self._started = asyncio.Lock()
+        self.stops = ExchangeStops(self)
 
     # ------------------------------------------------------------ set-up
 
@@ -161,7 +157,7 @@ class ExchangeBroker:
                 await self._call("create", call, arg, venue)
             except ccxt.ExchangeError as err:
                 if error_code(err) not in _ALREADY_SET:
-                    raise ExchangeRefused(f"{venue}: {_short(err)}") from None
+                    raise ExchangeRefused(f"{venue}: {short_error(err)}") from None
 
     def venue_symbol(self, symbol: str) -> str:
         if self.config.market == "spot" or ":" in symbol:
@@ -252,8 +248,8 @@ class ExchangeBroker:
         except RestUnavailable as err:  # refused in this process: nothing left it
             raise OrderInDoubt(f"order {req.client_order_id} not sent yet: {err}") from None
         except Exception as err:  # noqa: BLE001 - every answer is classified below
-            if _is_final(err):
-                reason = _short(err)
+            if is_final_refusal(err):
+                reason = short_error(err)
                 log.warning("order %s rejected: %s", req.client_order_id, reason)
                 return order.apply(
                     OrderRejected(
@@ -263,8 +259,8 @@ class ExchangeBroker:
                         reason=reason,
                     )
                 )
-            log.warning("order %s outcome unknown: %s", req.client_order_id, _short(err))
-            return order.apply(self._unknown(order, _short(err)))
+            log.warning("order %s outcome unknown: %s", req.client_order_id, short_error(err))
+            return order.apply(self._unknown(order, short_error(err)))
         return self._take(order, raw)
 
     def _submitted(self, order: Order) -> OrderSubmitted:
@@ -329,7 +325,7 @@ class ExchangeBroker:
                     ) from None
                 log.info("lookup of %s waits: %s", order.client_order_id, err)
             except (ccxt.NetworkError, ccxt.ExchangeError) as err:
-                log.info("lookup of %s failed: %s", order.client_order_id, _short(err))
+                log.info("lookup of %s failed: %s", order.client_order_id, short_error(err))
             else:
                 order = self._take(order, raw)
             if order.needs_lookup:
@@ -367,7 +363,7 @@ class ExchangeBroker:
         except ccxt.OrderNotFound:  # it ended meanwhile
             order = order.apply(self._unknown(order, "cancel found it ended"))
         except Exception as err:  # noqa: BLE001 - any doubt is settled by lookup
-            order = order.apply(self._unknown(order, f"cancel: {_short(err)}"))
+            order = order.apply(self._unknown(order, f"cancel: {short_error(err)}"))
         else:
             order = self._take(order, raw)
         return await self._resolve(order, deadline)
@@ -393,7 +389,7 @@ class ExchangeBroker:
                 if not order.needs_trades:
                     return order
             except (RestUnavailable, ccxt.NetworkError, ccxt.ExchangeError) as err:
-                log.info("trades of %s: %s", order.client_order_id, _short(err))
+                log.info("trades of %s: %s", order.client_order_id, short_error(err))
             await asyncio.sleep(self.config.poll_s)
         log.warning(
             "order %s: %.8g filled without its trades; fee estimated at %.4f %%",
@@ -547,7 +543,7 @@ class ExchangeBroker:
         try:
             balance = await self._call("balance", self.exchange.fetch_balance)
         except ccxt.ExchangeError as err:
-            raise ExchangeRefused(f"balances: {_short(err)}") from None
+            raise ExchangeRefused(f"balances: {short_error(err)}") from None
         cash = float((balance.get(quote) or {}).get("total") or 0.0)
         holdings: dict[str, float] = {}
         if self.config.market == "spot":
@@ -568,6 +564,19 @@ class ExchangeBroker:
 
     async def close(self) -> None:
         await self.exchange.close()
+
+    # ------------------------------------------------------------ protective stops
+
+    supports_stops = True
+
+    async def place_stop(self, req: StopRequest) -> StopState:
+        return await self.stops.place(req, retried=_attempt() > 1)
+
+    async def stop_status(self, ref: StopRef) -> StopState:
+        return await self.stops.status(ref)
+
+    async def cancel_stop(self, ref: StopRef) -> StopState:
+        return await self.stops.cancel(ref)
 
     # ------------------------------------------------------------ plumbing
 
@@ -592,21 +601,6 @@ class ExchangeBroker:
 
 def _attempt() -> int:
     return activity.info().attempt if activity.in_activity() else 1
-
-
-def _is_final(err: BaseException) -> bool:
-    """The exchange refused the order outright (nothing placed). A duplicate client id is no
-    refusal: an order with that id exists, so it is looked up."""
-    if not isinstance(err, _FINAL):
-        return False
-    return not (error_code(err) in _DUPLICATE_CODES or _DUPLICATE_TEXT in str(err))
-
-
-def _short(err: BaseException) -> str:
-    """An exception's text for logs and fills: one line, bounded (ccxt texts carry the
-    exchange's body, never the keys)."""
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return _QUERY.sub("?…", text)[:300]  # a signed URL's query (timestamp, signature) is noise
 
 
 __all__ = ["ExchangeBroker", "ExchangeConfig", "ExchangeRefused", "OrderInDoubt"]

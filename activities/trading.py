@@ -20,7 +20,16 @@ from activities.broker import Broker, as_broker
 from activities.heartbeat import heartbeats
 from activities.journal import Journal
 from activities.paper_broker import PaperBroker
-from trading.models import AgentDecision, ClosedTrade, DecisionRecord, Fill, OrderRequest
+from trading.models import (
+    AgentDecision,
+    ClosedTrade,
+    DecisionRecord,
+    Fill,
+    OrderRequest,
+    StopRef,
+    StopRequest,
+    StopState,
+)
 from trading.rule_policy import decide as rule_decide
 from trading.safety import net_pnl_pct
 from trading.scorer import ScorerInputs, score_position
@@ -57,6 +66,9 @@ class TradingActivities:
             self.journal_incident,
             self.start_position,
             self.position_status,
+            self.place_stop,
+            self.stop_status,
+            self.cancel_stop,
         ]
 
     @activity.defn(name=api.START_POSITION)
@@ -152,6 +164,40 @@ class TradingActivities:
             fill.reason,
         )
         return fill
+
+    @activity.defn(name=api.PLACE_STOP)
+    @heartbeats
+    async def place_stop(self, req: StopRequest) -> StopState:
+        """A protective stop at the exchange, once per client id (a retry finds it)."""
+        state = await self.broker.place_stop(req)
+        log.info(
+            "stop %s %s %.8g @ %.8g: %s %s",
+            req.client_order_id,
+            req.symbol,
+            req.qty,
+            req.stop_price,
+            state.status,
+            state.reason,
+        )
+        return state
+
+    @activity.defn(name=api.STOP_STATUS)
+    @heartbeats
+    async def stop_status(self, ref: StopRef) -> StopState:
+        return await self.broker.stop_status(ref)
+
+    @activity.defn(name=api.CANCEL_STOP)
+    @heartbeats
+    async def cancel_stop(self, ref: StopRef) -> StopState:
+        """Cancel a stop; what it sold first comes back (journaled like any fill)."""
+        state = await self.broker.cancel_stop(ref)
+        if state.fill is not None and state.fill.filled:
+            try:
+                await asyncio.to_thread(self.journal.record_fill, ref.account, state.fill)
+            except Exception as err:  # noqa: BLE001 - bookkeeping must not fail the cancel
+                log.error("stop fill %s not journaled: %s", state.client_order_id, err)
+        log.info("stop %s cancelled: %s (sold %.8g)", ref.client_order_id, state.status, state.sold)
+        return state
 
     @activity.defn(name=api.EVALUATE_POSITION)
     async def evaluate_position(self, req: EvaluateRequest) -> PositionVerdict:

@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     recv_window_ms: int = Field(
         default=10_000, ge=1_000, le=60_000, description="Binance recvWindow of signed requests"
     )
+    exchange_stops: bool = Field(
+        default=True, description="testnet / live: a protective stop at the exchange per position"
+    )
     reconcile_every_s: float = Field(
         default=300.0, ge=10, le=86_400, description="exchange reconciliation interval"
     )

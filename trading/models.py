@@ -266,6 +266,65 @@ class Fill(Model):
         return self.status in (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED) and self.qty > 0
 
 
+class StopStatus(StrEnum):
+    """A protective stop at the exchange, as the workflows see it."""
+
+    WORKING = "WORKING"  # resting at the exchange (or triggered and still filling)
+    FILLED = "FILLED"  # triggered and sold all it covered
+    CANCELED = "CANCELED"  # cancelled, or ended unfilled; ``fill`` holds any part sold first
+    EXPIRED = "EXPIRED"
+    REJECTED = "REJECTED"  # refused or not sent (``reason``): nothing rests at the exchange
+    NOT_FOUND = "NOT_FOUND"  # the exchange has no order with this client id
+
+
+class StopRequest(Model):
+    """A protective SELL stop under a long: spot STOP_LOSS_LIMIT, futures STOP_MARKET
+    reduce-only. ``client_order_id`` is deterministic (position id + sequence), as for orders."""
+
+    client_order_id: str
+    position_id: str
+    seq: int = Field(ge=1)
+    symbol: str
+    qty: float = Field(gt=0)
+    stop_price: float = Field(gt=0)
+    market_time_ms: int
+    account: str = ""
+
+
+class StopRef(Model):
+    """Which stop to look up or cancel."""
+
+    client_order_id: str
+    position_id: str
+    symbol: str
+    qty: float = Field(gt=0)
+    stop_price: float = Field(gt=0)
+    market_time_ms: int
+    account: str = ""
+
+
+class StopState(Model):
+    """What the exchange holds of a stop. ``fill`` is what it sold (all of it when FILLED,
+    a part when a stop-limit filled in part before it was cancelled or expired)."""
+
+    client_order_id: str
+    symbol: str
+    status: StopStatus
+    stop_price: float
+    qty: float
+    fill: Fill | None = None
+    venue_order_id: str | None = None
+    reason: str = ""
+
+    @property
+    def working(self) -> bool:
+        return self.status == StopStatus.WORKING
+
+    @property
+    def sold(self) -> float:
+        return self.fill.qty if self.fill is not None and self.fill.filled else 0.0
+
+
 class Balances(Model):
     cash: float
     holdings: dict[str, float] = Field(default_factory=dict)  # symbol -> base qty

@@ -31,6 +31,7 @@ from trading.models import (
     Model,
     PositionParams,
     PositionStatus,
+    StopState,
     SymbolFeatures,
     Wake,
     WakeCondition,
@@ -102,6 +103,8 @@ class EngineConfig(Model):
     max_ticks_per_run: int | None = Field(default=None, ge=1)
     # Temporal takes at most 10,000 signals per run: continue-as-new after this many
     max_signals_per_run: SignalsPerRun = MAX_SIGNALS_PER_RUN_DEFAULT
+    # every position keeps a protective stop at the exchange (testnet / live brokers)
+    exchange_stops: bool = False
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> EngineConfig:
@@ -388,6 +391,9 @@ class PositionState(Model):
     exit_fees: float = 0.0
     exit_reason: str | None = None
     trade: ClosedTrade | None = None
+    stop: StopState | None = None  # the exchange-side stop while one works
+    stop_orders: int = 0  # stops placed (a move is a cancel and a new one)
+    stop_errors: int = 0  # stop placements, reads or cancels that failed
 
 
 class AddOrder(Model):
@@ -406,6 +412,7 @@ class PositionInput(Model):
     llm_enabled: bool = False  # may the agent layer ask the LLM (the DecisionWorkflow decides)
     llm_eval_interval_s: float = 14400.0  # at most this often, unless the scorer leans EXIT/ADD
     llm_call_timeout_s: float = Field(default=60.0, gt=0, le=600)  # the HTTP call's deadline
+    exchange_stops: bool = False  # keep a protective stop at the exchange (a real broker)
 
 
 class StartPosition(Model):

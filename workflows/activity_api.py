@@ -31,6 +31,9 @@ JOURNAL_TRADE = "journal_trade"
 JOURNAL_INCIDENT = "journal_incident"  # a contained failure, for the journal
 START_POSITION = "start_position"
 POSITION_STATUS = "position_status"  # Temporal's and the broker's word on a silent position
+PLACE_STOP = "place_stop"  # StopRequest -> StopState: the exchange-side protective stop
+STOP_STATUS = "stop_status"  # StopRef -> StopState
+CANCEL_STOP = "cancel_stop"  # StopRef -> StopState (what it sold before it went)
 
 # served by the trading worker: regimes and the learner (issue 5)
 MACRO_REGIME = "macro_regime"
@@ -101,6 +104,11 @@ ORDER_RETRY = RetryPolicy(
 )
 ORDER_TIMEOUT = timedelta(seconds=30)
 ORDER_CALL = CallOptions(ORDER_TIMEOUT, ORDER_RETRY, heartbeat=HEARTBEAT)
+# a stop's placement or cancel resolves like an order; its read on a safety tick is bounded
+STOP_CALL = ORDER_CALL
+STOP_READ_CALL = CallOptions(
+    ORDER_TIMEOUT, MARKET_RETRY, heartbeat=HEARTBEAT, schedule_to_close=timedelta(seconds=60)
+)
 
 DECIDE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),

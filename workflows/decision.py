@@ -718,6 +718,7 @@ class DecisionWorkflow:
             llm_enabled=self._llm_available(),
             llm_eval_interval_s=cfg.scaled_s(cfg.llm.position_eval_interval_s),
             llm_call_timeout_s=cfg.llm.call_timeout_s,
+            exchange_stops=cfg.exchange_stops,
         )
 
     async def _start_watcher(

@@ -7,6 +7,12 @@ layer never waits for it: a slow LLM call or a lost ``evaluate_position`` attemp
 stop. Exit requests from either layer or from the DecisionWorkflow all land in one field, and
 the main loop acts on the first: one exit order, whoever asks first.
 
+With a real broker (``exchange_stops``) the exchange holds a protective stop too, at the safety
+layer's own level (``trading/protective_stop.py``): placed after the entry, moved up with the
+trail and resized after an add (a cancel, then a new stop with a new order sequence), read on
+every safety tick so a stop that filled while the engine was away is booked as the exit, and
+cancelled before any exit order (a cancel that finds it filled books that instead of selling).
+
 No single failure ends the workflow: a failed order, activity or signal is recorded as an
 incident (``status`` query), a rejected exit is reported to the DecisionWorkflow and tried
 again, and the loop goes on.
@@ -31,8 +37,12 @@ with workflow.unsafe.imports_passed_through():
         OrderStatus,
         PositionStatus,
         Side,
+        StopRef,
+        StopRequest,
+        StopState,
     )
     from trading.orders import client_order_id
+    from trading.protective_stop import should_move, stop_level
     from trading.safety import check_safety
     from trading.snapshot import PositionMark, RegimeReading, SnapshotContext
     from trading.state import (
@@ -134,6 +144,7 @@ class PositionWorkflow:
             s.next_safety_ms = now + self._safety_ms()
         if s.next_agent_ms is None:
             s.next_agent_ms = now + _ms(inp.params.agent_interval_s)
+        await self._protect()
         ticks = 0
         while s.status != PositionStatus.CLOSED:
             if s.exit_requested:
@@ -227,6 +238,9 @@ class PositionWorkflow:
     async def _safety_tick(self) -> None:
         s = self._state
         s.safety_checks += 1
+        await self._check_stop()
+        if s.status == PositionStatus.CLOSED:
+            return
         price = await self._fetch_price(api.SAFETY_PRICE_CALL)
         if price is None:
             s.missed_checks += 1
@@ -247,7 +261,10 @@ class PositionWorkflow:
         s.price_stale = stale
         hours = max(0.0, (s.last_price_ms - s.entry_time_ms) / 3_600_000)
         result = check_safety(s.avg_entry, s.peak_price, price, self._input.params, hours)
-        if not result.exit or s.exit_requested:
+        if not result.exit:
+            await self._protect()
+            return
+        if s.exit_requested:
             return
         if s.exit_retry_after_ms is not None and self._now_ms() < s.exit_retry_after_ms:
             return  # the last exit was rejected: ask again after the backoff
@@ -419,12 +436,25 @@ class PositionWorkflow:
     async def _exit(self, reason: str) -> None:
         s = self._state
         s.status = PositionStatus.CLOSING
+        if s.stop is not None and s.stop.working:
+            gone = await self._cancel_stop()
+            if s.status == PositionStatus.CLOSED:
+                return  # the exchange's stop sold it first
+            if not gone:
+                await self._exit_failed(reason, "the exchange stop could not be cancelled")
+                return
+            s.status = PositionStatus.CLOSING
         price = await self._exit_price()
         result = await self._place(Side.SELL, s.qty, price, reason)
         if isinstance(result, str):
             await self._exit_failed(reason, result)
             return
-        fill = result
+        await self._book_exit(result, reason)
+
+    async def _book_exit(self, fill: Fill, reason: str) -> None:
+        """Book a sell of the position (an exit order, or the exchange's stop): the whole of
+        it closes the trade; a part leaves it open with the rest."""
+        s = self._state
         s.exit_qty += fill.qty
         s.exit_value += fill.qty * fill.price
         s.exit_fees += fill.fee
@@ -467,6 +497,127 @@ class PositionWorkflow:
         except ActivityError as err:
             self._incident("journal trade", err)
 
+    # ------------------------------------------------------------ the exchange's stop
+
+    def _stop_ref(self, stop: StopState) -> StopRef:
+        s = self._state
+        return StopRef(
+            client_order_id=stop.client_order_id,
+            position_id=s.position_id,
+            symbol=s.symbol,
+            qty=stop.qty,
+            stop_price=stop.stop_price,
+            market_time_ms=s.last_price_ms,
+            account=s.account,
+        )
+
+    async def _protect(self) -> None:
+        """Keep the exchange's stop at the safety layer's level: place it, move it up with
+        the trail, resize it after an add. A level at or above the price is left to the
+        safety layer (the exchange would refuse a stop that triggers at once)."""
+        s = self._state
+        if not self._input.exchange_stops or s.status != PositionStatus.OPEN:
+            return
+        if s.exit_requested or s.qty <= 0:
+            return
+        level = stop_level(s.avg_entry, s.peak_price, s.last_price, self._input.params)
+        current = s.stop if s.stop is not None and s.stop.working else None
+        moved = should_move(
+            current.stop_price if current else None, current.qty if current else 0.0, level, s.qty
+        )
+        if level is None or not moved or level >= s.last_price:
+            return
+        if current is not None:
+            gone = await self._cancel_stop()
+            if not gone or s.status != PositionStatus.OPEN:
+                return
+        seq = s.next_seq
+        s.next_seq += 1
+        request = StopRequest(
+            client_order_id=client_order_id(s.position_id, seq),
+            position_id=s.position_id,
+            seq=seq,
+            symbol=s.symbol,
+            qty=s.qty,
+            stop_price=level,
+            market_time_ms=s.last_price_ms,
+            account=s.account,
+        )
+        try:
+            state = await workflow.execute_activity(
+                api.PLACE_STOP,
+                request,
+                task_queue=self._input.trading_task_queue,
+                result_type=StopState,
+                **api.STOP_CALL.kwargs(),
+            )
+        except ActivityError as err:
+            s.stop_errors += 1
+            self._incident("exchange stop", err)
+            return
+        s.stop_orders += 1
+        if not state.working:
+            s.stop_errors += 1
+            s.stop = None
+            self._incident("exchange stop", f"{state.status}: {state.reason}")
+            return
+        s.stop = state
+
+    async def _check_stop(self) -> None:
+        """Read the exchange's stop: one that ended while the engine looked away is booked
+        (its fill is the exit) or, when it sold nothing, replaced on this tick."""
+        s = self._state
+        if s.stop is None or not s.stop.working:
+            return
+        try:
+            state = await workflow.execute_activity(
+                api.STOP_STATUS,
+                self._stop_ref(s.stop),
+                task_queue=self._input.trading_task_queue,
+                result_type=StopState,
+                **api.STOP_READ_CALL.kwargs(),
+            )
+        except ActivityError as err:
+            s.stop_errors += 1
+            self._incident("exchange stop read", err)
+            return
+        if state.working:
+            s.stop = state
+            return
+        await self._stop_ended(state)
+
+    async def _cancel_stop(self) -> bool:
+        """Cancel the exchange's stop; False when it may still work (the cancel failed).
+        What it sold before it went is booked."""
+        s = self._state
+        assert s.stop is not None
+        try:
+            state = await workflow.execute_activity(
+                api.CANCEL_STOP,
+                self._stop_ref(s.stop),
+                task_queue=self._input.trading_task_queue,
+                result_type=StopState,
+                **api.STOP_CALL.kwargs(),
+            )
+        except ActivityError as err:
+            s.stop_errors += 1
+            self._incident("exchange stop cancel", err)
+            return False
+        if state.working:
+            return False
+        await self._stop_ended(state, cancelled=True)
+        return True
+
+    async def _stop_ended(self, state: StopState, cancelled: bool = False) -> None:
+        s = self._state
+        s.stop = None
+        if state.fill is not None and state.fill.filled:
+            s.fills.append(state.fill)
+            await self._book_exit(state.fill, "exchange_stop")
+            return
+        if not cancelled:
+            self._incident("exchange stop", f"ended {state.status} unfilled: {state.reason}")
+
     async def _exit_failed(self, reason: str, error: str) -> None:
         """Nothing was sold: stay open, tell the owner (its view must not say "closing" for
         ever), and let the safety layer ask again after a growing pause."""
@@ -492,6 +643,7 @@ class PositionWorkflow:
             s.qty = new_qty
             s.cost += fill.qty * fill.price + fill.fee
             s.entry_fees += fill.fee
+            await self._protect()
         else:
             self._incident("add", result)
             fill = Fill(

@@ -19,7 +19,15 @@ import pytest
 from activities.ccxt_binance import binance_client
 from activities.exchange_broker import ExchangeBroker, ExchangeConfig, OrderInDoubt
 from signals.exchange_sim import ExchangeSim, FaultKind
-from trading.models import OrderRequest, OrderStatus, Side
+from trading.models import (
+    OrderRequest,
+    OrderStatus,
+    Side,
+    StopRef,
+    StopRequest,
+    StopState,
+    StopStatus,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -325,3 +333,90 @@ async def test_unknown_symbol_is_a_clear_error(sim: ExchangeSim) -> None:
     finally:
         await broker.close()
     assert issubclass(ccxt_async.binance, object)
+
+
+# ---------------------------------------------------------------- protective stops
+
+
+def stop(coid: str, qty: float = 0.02, price: float = 46_000) -> StopRequest:
+    pid, seq = coid.rsplit("-", 1)
+    return StopRequest(
+        client_order_id=coid,
+        position_id=pid,
+        seq=int(seq),
+        symbol=BTC,
+        qty=qty,
+        stop_price=price,
+        market_time_ms=1_700_000_000_000,
+    )
+
+
+def ref_of(state: StopState) -> StopRef:
+    return StopRef(
+        client_order_id=state.client_order_id,
+        position_id=state.client_order_id.rsplit("-", 1)[0],
+        symbol=state.symbol,
+        qty=state.qty,
+        stop_price=state.stop_price,
+        market_time_ms=1_700_000_000_000,
+    )
+
+
+@pytest.mark.parametrize("market", ["spot", "futures"])
+async def test_a_stop_rests_triggers_and_reports_its_fill(sim: ExchangeSim, market: str) -> None:
+    broker = make_broker(sim, market)
+    try:
+        await broker.place_order(order(f"st{market}-1", qty=0.02))
+        placed = await broker.place_stop(stop(f"st{market}-2"))
+        assert placed.status == StopStatus.WORKING and placed.stop_price == 46_000
+        assert (await broker.stop_status(ref_of(placed))).working
+        sim.set_price(BTC, 46_500)
+        assert (await broker.stop_status(ref_of(placed))).working
+        sim.set_price(BTC, 45_800)
+        done = await broker.stop_status(ref_of(placed))
+        assert done.status == StopStatus.FILLED and done.fill is not None
+        assert done.fill.qty == pytest.approx(0.02) and done.fill.price == 45_800
+        assert done.fill.fee == pytest.approx(0.02 * 45_800 * 0.001)
+        assert one_fill(sim, f"st{market}-2") == Decimal("0.02")
+        again = await broker.cancel_stop(ref_of(placed))  # too late: it says what happened
+        assert again.status == StopStatus.FILLED and again.sold == pytest.approx(0.02)
+        assert (await broker.balances()).holdings == {}
+    finally:
+        await broker.close()
+
+
+@pytest.mark.parametrize("market", ["spot", "futures"])
+async def test_a_cancelled_stop_is_gone_and_says_so(sim: ExchangeSim, market: str) -> None:
+    broker = make_broker(sim, market)
+    try:
+        await broker.place_order(order(f"sc{market}-1", qty=0.02))
+        placed = await broker.place_stop(stop(f"sc{market}-2"))
+        cancelled = await broker.cancel_stop(ref_of(placed))
+        assert cancelled.status == StopStatus.CANCELED and cancelled.sold == 0
+        sim.set_price(BTC, 40_000)
+        assert f"sc{market}-2" not in sim.ledger
+        assert (await broker.balances()).holdings == {BTC: pytest.approx(0.02)}
+    finally:
+        await broker.close()
+
+
+async def test_a_stop_placed_despite_a_lost_answer_is_found_not_doubled(
+    sim: ExchangeSim, spot: ExchangeBroker
+) -> None:
+    await spot.place_order(order("sl-1", qty=0.02))
+    sim.fault(FaultKind.ERROR_AFTER, path="/api/v3/order", method="POST")
+    placed = await spot.place_stop(stop("sl-2"))
+    assert placed.working
+    retried = await spot.stops.place(stop("sl-2"), retried=True)
+    assert retried.working and retried.venue_order_id == placed.venue_order_id
+    assert len(await spot.exchange.fetch_open_orders(BTC)) == 1
+
+
+async def test_a_stop_that_would_trigger_at_once_is_refused(
+    sim: ExchangeSim, spot: ExchangeBroker
+) -> None:
+    await spot.place_order(order("si-1", qty=0.02))
+    refused = await spot.place_stop(stop("si-2", price=51_000))  # above the 50,000 last
+    assert refused.status == StopStatus.REJECTED and "OrderImmediatelyFillable" in refused.reason
+    tiny = await spot.place_stop(stop("si-3", qty=0.00001))
+    assert tiny.status == StopStatus.REJECTED and tiny.reason.startswith("not sent")
