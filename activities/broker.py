@@ -12,7 +12,15 @@ import asyncio
 from typing import Protocol, runtime_checkable
 
 from activities.paper_broker import PaperBroker
-from trading.models import Balances, Fill, OrderRequest, StopRef, StopRequest, StopState
+from trading.models import (
+    Balances,
+    Fill,
+    OrderRequest,
+    StopRef,
+    StopRequest,
+    StopState,
+    VenueOrder,
+)
 
 
 @runtime_checkable
@@ -35,6 +43,14 @@ class Broker(Protocol):
         ...
 
     async def balances(self) -> Balances: ...
+
+    async def open_orders(self) -> list[VenueOrder]:
+        """Every open order on the traded symbols, conditional stops included."""
+        ...
+
+    async def cancel_order(self, order: VenueOrder) -> None:
+        """Cancel one open order; one already gone is no error."""
+        ...
 
     async def place_stop(self, req: StopRequest) -> StopState:
         """Place a protective stop once per client id (a retry answers the first one)."""
@@ -70,6 +86,12 @@ class PaperVenue:
 
     async def balances(self) -> Balances:
         return await asyncio.to_thread(self.paper.balances)
+
+    async def open_orders(self) -> list[VenueOrder]:
+        return []  # paper orders fill or fail at once: none is ever open
+
+    async def cancel_order(self, order: VenueOrder) -> None:
+        raise ValueError(f"the paper broker has no open order {order.client_order_id}")
 
     async def place_stop(self, req: StopRequest) -> StopState:
         raise ValueError(_NO_STOPS)

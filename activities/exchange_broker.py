@@ -50,6 +50,7 @@ from trading.models import (
     StopRef,
     StopRequest,
     StopState,
+    VenueOrder,
 )
 from trading.order_state import (
     InvalidOrderEvent,
@@ -564,6 +565,47 @@ class ExchangeBroker:
 
     async def close(self) -> None:
         await self.exchange.close()
+
+    async def open_orders(self) -> list[VenueOrder]:
+        """Open orders on every traded symbol; on futures the conditional (algo) ones too."""
+        await self.start()
+        found: list[VenueOrder] = []
+        for sym in self.config.symbols:
+            venue = self.venue_symbol(sym)
+            books: list[tuple[str, dict[str, Any]]] = [("order", {})]
+            if self.config.market == "futures":
+                books.append(("stop", {"trigger": True}))
+            for kind, params in books:
+                raws = await self._call(
+                    "orders", self.exchange.fetch_open_orders, venue, None, None, params
+                )
+                for raw in raws:
+                    stop = raw.get("triggerPrice") or raw.get("stopPrice")
+                    found.append(
+                        VenueOrder(
+                            client_order_id=str(raw.get("clientOrderId") or ""),
+                            symbol=sym,
+                            side=Side.BUY if str(raw.get("side")).lower() == "buy" else Side.SELL,
+                            qty=float(raw.get("amount") or 0.0),
+                            kind="stop" if kind == "stop" or stop else "order",
+                            stop_price=float(stop) if stop else None,
+                            venue_order_id=str(raw.get("id")) if raw.get("id") else None,
+                        )
+                    )
+        return found
+
+    async def cancel_order(self, order: VenueOrder) -> None:
+        await self.start()
+        params: dict[str, Any] = {}
+        if self.config.market == "futures" and order.kind == "stop":
+            params["trigger"] = True
+        try:
+            await self._call(
+                "cancel", self.exchange.cancel_order, order.venue_order_id,
+                self.venue_symbol(order.symbol), params,
+            )  # fmt: skip
+        except ccxt.OrderNotFound:
+            return
 
     # ------------------------------------------------------------ protective stops
 

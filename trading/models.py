@@ -10,6 +10,7 @@ serialise without time-zone surprises.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -323,6 +324,18 @@ class StopState(Model):
     @property
     def sold(self) -> float:
         return self.fill.qty if self.fill is not None and self.fill.filled else 0.0
+
+
+class VenueOrder(Model):
+    """An open order at the venue (reconciliation): regular, or a conditional stop."""
+
+    client_order_id: str
+    symbol: str  # the engine's symbol ("BTC/USDT")
+    side: Side
+    qty: float
+    kind: Literal["order", "stop"] = "order"
+    stop_price: float | None = None
+    venue_order_id: str | None = None
 
 
 class Balances(Model):

@@ -36,6 +36,7 @@ from trading.models import (
     Wake,
     WakeCondition,
 )
+from trading.reconcile import ReconcileSummary
 from trading.snapshot import SnapshotContext
 
 RECENT_TRADES_KEPT = 50
@@ -260,6 +261,7 @@ class Counters(Model):
 
 class DecisionState(Model):
     config: EngineConfig
+    last_reconcile: ReconcileSummary | None = None  # the exchange against these books
     epoch: str = ""  # random per account history, keeps position ids unique across resets
     portfolio: Portfolio
     positions: dict[str, OpenPosition] = Field(default_factory=dict)  # by symbol
@@ -340,6 +342,7 @@ class StatusView(Model):
     reliabilities: dict[str, float] = Field(default_factory=dict)
     incidents: list[Incident] = Field(default_factory=list)  # the last few contained failures
     config: EngineConfig | None = None
+    reconcile: ReconcileSummary | None = None
 
 
 # ---------------------------------------------------------------- position workflow

@@ -49,6 +49,14 @@ def render_status(view: StatusView) -> str:
     if c.incidents:
         lines.append(f"  incidents: {c.incidents} contained (last {len(view.incidents)}):")
         lines.extend("    " + render_incident(i) for i in view.incidents[-5:])
+    if view.reconcile is not None:
+        r = view.reconcile
+        state = "agree" if r.ok else f"MISMATCH: {'; '.join(r.mismatches) or 'actions pending'}"
+        lines.append(
+            f"  reconciled {fmt_time(r.time_ms)} ({r.source}): {state}; {r.actions} action(s) done"
+        )
+    elif view.config is not None and view.config.mode in ("testnet", "live"):
+        lines.append("  reconciled: not yet (the trading worker reconciles at start)")
     if view.llm is not None:
         lines.append("  " + render_llm(view))
     if view.regimes is not None:

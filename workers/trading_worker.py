@@ -10,7 +10,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.broker import PaperVenue
+from activities.broker import Broker, PaperVenue
 from activities.exchange_broker import ExchangeBroker
 from activities.journal import Journal
 from activities.learner_store import LearnerActivities
@@ -22,6 +22,7 @@ from activities.trading import TradingActivities
 from trading.config import Settings
 from workers.account import configure_when_ready, ensure_account
 from workers.brokers import build_broker
+from workers.reconcile import reconcile_forever
 from workers.temporal_env import SetupError, connect
 from workers.versioning import (
     current_build,
@@ -34,6 +35,8 @@ from workflows.decision import DecisionWorkflow
 from workflows.position import PositionWorkflow
 
 log = logging.getLogger(__name__)
+
+RECONCILE_FIRST_S = 5.0  # after start: the account is created and configured by then
 
 
 def build_activities(settings: Settings, client: Client) -> TradingActivities:
@@ -93,15 +96,33 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
                 own_account(client, settings, stop, paper_of(activities), exchange_of(activities)),
                 name="account",
             )
+            reconciler = asyncio.create_task(
+                _reconcile_later(client, settings, activities.broker, stop), name="reconcile"
+            )
             try:
                 await stop.wait()
             finally:
-                owner.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await owner
+                for task in (owner, reconciler):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
     finally:
         await llm.aclose()
         await activities.broker.close()
+
+
+async def _reconcile_later(
+    client: Client, settings: Settings, broker: Broker, stop: asyncio.Event
+) -> None:
+    """Reconcile once the account is up, then every ``OCW_RECONCILE_EVERY_S`` (testnet and
+    live; a paper broker fills at once and is checked by hand with ``ocw reconcile``)."""
+    if settings.mode not in ("testnet", "live"):
+        return
+    try:
+        await asyncio.wait_for(stop.wait(), RECONCILE_FIRST_S)
+        return
+    except TimeoutError:
+        await reconcile_forever(client, settings, broker, stop)
 
 
 def paper_of(activities: TradingActivities) -> PaperBroker | None:

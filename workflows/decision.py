@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         Wake,
     )
     from trading.orders import client_order_id
+    from trading.reconcile import ReconcileSummary
     from trading.regime_crypto import CryptoRegime, CryptoRegimeRequest
     from trading.risk import check_order
     from trading.snapshot import MarketContext, MarketContextRequest
@@ -199,6 +200,17 @@ class DecisionWorkflow:
         self._incident(f"exit of {pos.position_id} ({failed.reason})", failed.error)
 
     @workflow.signal
+    def reconciled(self, summary: ReconcileSummary) -> None:
+        """The last reconciliation with the exchange (``ocw status`` shows it); a mismatch
+        that is new is an incident."""
+        self._messages += 1
+        s = self._s
+        before = s.last_reconcile.mismatches if s.last_reconcile is not None else []
+        s.last_reconcile = summary
+        if summary.mismatches and summary.mismatches != before:
+            self._incident("reconciliation", "; ".join(summary.mismatches)[:ERROR_TEXT_MAX])
+
+    @workflow.signal
     def llm_report(self, report: LLMReport) -> None:
         """A position's LLM call: its cost counts against the budget, its failure on the breaker."""
         self._messages += 1
@@ -333,6 +345,7 @@ class DecisionWorkflow:
             reliabilities=learner.reliabilities(s.learner, s.regimes.crypto, s.config.learner),
             incidents=s.incidents[-10:],
             config=s.config,
+            reconcile=s.last_reconcile,
         )
 
     @workflow.query

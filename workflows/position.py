@@ -90,6 +90,7 @@ class PositionWorkflow:
         self._s: PositionState | None = inp.state
         self._inp: PositionInput | None = inp
         self._agent: asyncio.Task[None] | None = None
+        self._check_now = False  # a reconciliation asked for a safety check now
         self._alarms: set[int] = set()  # deadlines (workflow ms) with a timer running
         self._ringing: set[asyncio.Task[None]] = set()
 
@@ -101,6 +102,11 @@ class PositionWorkflow:
         s = self._state
         if s.status == PositionStatus.OPEN and not s.exit_requested:
             s.exit_requested = reason or "manual"
+
+    @workflow.signal
+    def check_now(self) -> None:
+        """Run the safety check now (reconciliation saw the exchange's stop end)."""
+        self._check_now = True
 
     @workflow.signal
     def add(self, order: AddOrder) -> None:
@@ -154,7 +160,8 @@ class PositionWorkflow:
                 await self._add(s.pending_adds.pop(0))
                 continue
             now = self._now_ms()
-            if now >= s.next_safety_ms:
+            if now >= s.next_safety_ms or self._check_now:
+                self._check_now = False
                 s.next_safety_ms = now + self._safety_ms()
                 await self._safety_tick()
                 ticks += 1
@@ -171,7 +178,10 @@ class PositionWorkflow:
             due = s.next_safety_ms if checking else min(s.next_safety_ms, s.next_agent_ms)
             self._arm(due)
             await workflow.wait_condition(
-                lambda due=due: bool(s.exit_requested or s.pending_adds) or self._now_ms() >= due
+                lambda due=due: (
+                    bool(s.exit_requested or s.pending_adds or self._check_now)
+                    or self._now_ms() >= due
+                )
             )
         await self._stop_agent()
         return s.trade

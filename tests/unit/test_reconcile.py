@@ -1,0 +1,109 @@
+"""Reconciliation's comparison (trading/reconcile.py): what it cancels, checks and reports."""
+
+from __future__ import annotations
+
+from trading.models import Side, VenueOrder
+from trading.reconcile import BookPosition, ReconcileInput, reconcile, summary_of
+
+ACC = "acct"
+
+
+def _inp(**kw) -> ReconcileInput:
+    base = dict(
+        account=ACC,
+        time_ms=1,
+        books_cash=1_000.0,
+        exchange_cash=1_000.0,
+        positions=[
+            BookPosition(
+                position_id="acct-e1-BTC-1",
+                symbol="BTC/USDT",
+                qty=0.02,
+                stop_client_order_id="acct-e1-BTC-1-2",
+            )
+        ],
+        exchange_holdings={"BTC/USDT": 0.02},
+        open_orders=[
+            VenueOrder(
+                client_order_id="acct-e1-BTC-1-2",
+                symbol="BTC/USDT",
+                side=Side.SELL,
+                qty=0.02,
+                kind="stop",
+                stop_price=46_000,
+            )
+        ],
+        tolerance={"BTC/USDT": 0.00001},
+    )
+    base.update(kw)
+    return ReconcileInput(**base)
+
+
+def test_books_and_exchange_that_agree_need_nothing():
+    report = reconcile(_inp())
+    assert report.ok and report.actions == [] and report.mismatches == []
+
+
+def test_orphan_orders_of_the_engine_are_cancelled_others_left_alone():
+    orders = [
+        *_inp().open_orders,
+        VenueOrder(
+            client_order_id="acct-e1-BTC-1-1-old",
+            symbol="BTC/USDT",
+            side=Side.SELL,
+            qty=0.02,
+            kind="stop",
+        ),
+        VenueOrder(client_order_id="acct-e0-ETH-3-4", symbol="ETH/USDT", side=Side.BUY, qty=1),
+        VenueOrder(client_order_id="web_abc123", symbol="BTC/USDT", side=Side.BUY, qty=0.5),
+    ]
+    report = reconcile(_inp(open_orders=orders))
+    cancels = [(a.kind, a.target) for a in report.actions]
+    assert cancels == [("cancel", "acct-e1-BTC-1-1-old"), ("cancel", "acct-e0-ETH-3-4")]
+    assert any("web_abc123" in n and "left alone" in n for n in report.notes)
+    assert not report.ok  # until the cancels are done
+
+
+def test_a_stop_that_ended_at_the_exchange_makes_the_position_look_now():
+    report = reconcile(_inp(open_orders=[], exchange_holdings={}))
+    assert [(a.kind, a.target) for a in report.actions] == [("check", "acct-e1-BTC-1")]
+    assert report.mismatches == []  # explained by the ended stop
+    assert report.ok
+
+
+def test_less_at_the_exchange_without_an_explanation_is_a_mismatch():
+    positions = [BookPosition(position_id="acct-e1-BTC-1", symbol="BTC/USDT", qty=0.02)]
+    report = reconcile(_inp(positions=positions, open_orders=[], exchange_holdings={}))
+    assert not report.ok
+    assert report.mismatches and "holds 0, the books 0.02" in report.mismatches[0]
+
+
+def test_dust_within_tolerance_and_foreign_coins_are_no_mismatch():
+    report = reconcile(_inp(exchange_holdings={"BTC/USDT": 0.020005 + 1.5}))
+    assert report.ok
+    assert any("not its own" in n for n in report.notes)
+    dust = reconcile(_inp(exchange_holdings={"BTC/USDT": 0.019995}))
+    assert dust.ok
+
+
+def test_surplus_of_the_engines_own_is_to_adopt_and_cash_shortfall_is_reported():
+    report = reconcile(
+        _inp(
+            exchange_holdings={"BTC/USDT": 0.05},
+            engine_surplus={"BTC/USDT": 0.03},
+            exchange_cash=500.0,
+        )
+    )
+    assert [(a.kind, a.symbol) for a in report.actions] == [("adopt", "BTC/USDT")]
+    assert any(m.startswith("cash:") for m in report.mismatches)
+    summary = summary_of(report)
+    assert not summary.ok and summary.mismatches == report.mismatches
+
+
+def test_an_unwatched_position_is_a_mismatch():
+    positions = [
+        BookPosition(position_id="acct-e1-BTC-1", symbol="BTC/USDT", qty=0.02, running=False)
+    ]
+    report = reconcile(_inp(positions=positions))
+    assert any("unwatched" in m for m in report.mismatches)
+    assert [a.kind for a in report.actions] == ["cancel"]  # its stop is nobody's now

@@ -1,0 +1,152 @@
+"""Reconciliation, carried out: gather both sides, compare (``trading/reconcile.py``), act.
+
+The books come from Temporal (the DecisionWorkflow's positions, each PositionWorkflow's stop);
+the exchange's side from the broker (balances, open orders incl. conditional ones, futures
+positions). Acting means cancelling the engine's own orphan orders and telling a position whose
+stop ended to look now; the result goes to the DecisionWorkflow (``reconciled``), so
+``ocw status`` shows the last one from any machine. ``ocw reconcile --dry-run`` only prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from temporalio.client import Client
+
+from activities.broker import Broker, PaperVenue
+from activities.exchange_broker import ExchangeBroker
+from trading.config import Settings
+from trading.models import VenueOrder
+from trading.reconcile import (
+    BookPosition,
+    ReconcileInput,
+    ReconcileReport,
+    reconcile,
+    summary_of,
+)
+from trading.state import PositionState, StatusView
+from workflows.decision import DecisionWorkflow
+from workflows.position import PositionWorkflow
+
+log = logging.getLogger(__name__)
+
+
+async def gather(client: Client, settings: Settings, broker: Broker) -> ReconcileInput:
+    handle = client.get_workflow_handle(settings.decision_workflow_id)
+    view: StatusView = await handle.query(DecisionWorkflow.status)
+    positions: list[BookPosition] = []
+    for pos in view.positions:
+        stop_id: str | None = None
+        running = True
+        try:
+            state: PositionState = await client.get_workflow_handle(pos.workflow_id).query(
+                PositionWorkflow.status
+            )
+            if state.stop is not None and state.stop.working:
+                stop_id = state.stop.client_order_id
+        except Exception as err:  # noqa: BLE001 - a position that does not answer is reported
+            log.warning("position %s does not answer: %s", pos.workflow_id, err)
+            running = False
+        positions.append(
+            BookPosition(
+                position_id=pos.position_id,
+                symbol=pos.symbol,
+                qty=pos.qty,
+                stop_client_order_id=stop_id,
+                running=running,
+            )
+        )
+    balances = await broker.balances()
+    orders = await broker.open_orders()
+    tolerance: dict[str, float] = {}
+    surplus: dict[str, float] = {}
+    if isinstance(broker, ExchangeBroker):
+        for sym in settings.symbols:
+            rules = await broker.rules(sym)
+            price = next((p.last_price for p in view.positions if p.symbol == sym), 0.0)
+            dust = rules.min_notional / price if rules.min_notional and price > 0 else 0.0
+            tolerance[sym] = max(rules.step_size, rules.min_qty, dust)
+    elif isinstance(broker, PaperVenue):
+        # every paper holding is the engine's: what no position holds is its surplus
+        for sym, held in balances.holdings.items():
+            books = sum(p.qty for p in positions if p.symbol == sym)
+            if held > books:
+                surplus[sym] = held - books
+    return ReconcileInput(
+        account=settings.account,
+        time_ms=int(time.time() * 1000),
+        books_cash=view.portfolio.cash,
+        positions=positions,
+        exchange_cash=balances.cash,
+        exchange_holdings=balances.holdings,
+        open_orders=orders,
+        engine_surplus=surplus,
+        tolerance=tolerance,
+    )
+
+
+async def run_reconcile(
+    client: Client, settings: Settings, broker: Broker, *, dry_run: bool, source: str = "worker"
+) -> ReconcileReport:
+    """One reconciliation; unless ``dry_run`` its actions are carried out and its summary
+    handed to the DecisionWorkflow."""
+    inp = await gather(client, settings, broker)
+    report = reconcile(inp)
+    if dry_run:
+        return report
+    by_id = {o.client_order_id: o for o in inp.open_orders}
+    for action in report.actions:
+        try:
+            if action.kind == "cancel":
+                order: VenueOrder = by_id[action.target]
+                await broker.cancel_order(order)
+                action.done = True
+            elif action.kind == "check":
+                wid = next(
+                    p.workflow_id
+                    for p in (await _positions(client, settings))
+                    if p.position_id == action.target
+                )
+                await client.get_workflow_handle(wid).signal(PositionWorkflow.check_now)
+                action.done = True
+        except Exception as err:  # noqa: BLE001 - one failed action does not stop the others
+            action.error = f"{type(err).__name__}: {err}"[:200]
+            log.error("reconcile %s %s failed: %s", action.kind, action.target, action.error)
+    pending = [a for a in report.actions if a.kind != "check" and not a.done]
+    report = report.model_copy(
+        update={"dry_run": False, "ok": not report.mismatches and not pending}
+    )
+    try:
+        await client.get_workflow_handle(settings.decision_workflow_id).signal(
+            DecisionWorkflow.reconciled, summary_of(report, source)
+        )
+    except Exception as err:  # noqa: BLE001 - the report is still printed and logged
+        log.error("reconciliation not handed to the account: %s", err)
+    return report
+
+
+async def _positions(client: Client, settings: Settings):  # noqa: ANN202 - OpenPosition list
+    view = await client.get_workflow_handle(settings.decision_workflow_id).query(
+        DecisionWorkflow.status
+    )
+    return view.positions
+
+
+async def reconcile_forever(
+    client: Client, settings: Settings, broker: Broker, stop: asyncio.Event
+) -> None:
+    """At start, then every ``reconcile_every_s``; a failed round is logged and retried on
+    the next one."""
+    while not stop.is_set():
+        try:
+            report = await run_reconcile(client, settings, broker, dry_run=False)
+            for line in report.lines():
+                (log.info if report.ok else log.warning)("%s", line)
+        except Exception as err:  # noqa: BLE001 - the worker goes on without it
+            log.warning("reconciliation failed this round: %s: %s", type(err).__name__, err)
+        try:
+            await asyncio.wait_for(stop.wait(), settings.reconcile_every_s)
+        except TimeoutError:
+            continue
