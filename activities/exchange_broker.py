@@ -44,6 +44,7 @@ from trading.market_rules import MarketRules, check_order, marketable_limit_pric
 from trading.models import (
     Balances,
     Fill,
+    IncomeEntry,
     OrderRequest,
     OrderStatus,
     Side,
@@ -593,6 +594,32 @@ class ExchangeBroker:
                         )
                     )
         return found
+
+    async def income(self, since_ms: int) -> list[IncomeEntry]:
+        """Funding paid or received on USDⓈ-M since ``since_ms`` (none on spot)."""
+        if self.config.market != "futures":
+            return []
+        await self.start()
+        by_venue = {
+            self.venue_symbol(s).replace("/", "").split(":")[0]: s for s in self.config.symbols
+        }
+        raws = await self._call(
+            "orders",
+            self.exchange.fapiPrivateGetIncome,
+            {"incomeType": "FUNDING_FEE", "startTime": since_ms, "limit": 1000},
+        )
+        return [
+            IncomeEntry(
+                income_id=str(r.get("tranId")),
+                symbol=by_venue.get(str(r.get("symbol")), str(r.get("symbol"))),
+                kind=str(r.get("incomeType")),
+                amount=float(r.get("income") or 0.0),
+                asset=str(r.get("asset") or ""),
+                time_ms=int(r.get("time") or 0),
+            )
+            for r in raws
+            if str(r.get("incomeType")) == "FUNDING_FEE"
+        ]
 
     async def cancel_order(self, order: VenueOrder) -> None:
         await self.start()

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from activities.paper_broker import connect
-from trading.models import AgentDecision, ClosedTrade, DecisionRecord, Fill
+from trading.models import AgentDecision, ClosedTrade, DecisionRecord, Fill, IncomeEntry
 from trading.state import JournalIncident
 
-Kind = Literal["fills", "trades", "decisions", "incidents"]
+Kind = Literal["fills", "trades", "decisions", "incidents", "income"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS decisions (
@@ -70,6 +70,16 @@ _SCHEMA = (
         market_time_ms INTEGER,
         source         TEXT NOT NULL,
         error          TEXT NOT NULL,
+        recorded_at    TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS income (
+        income_id      TEXT PRIMARY KEY,
+        account        TEXT NOT NULL,
+        symbol         TEXT NOT NULL,
+        kind           TEXT NOT NULL,
+        amount         REAL NOT NULL,
+        asset          TEXT NOT NULL,
+        time_ms        INTEGER NOT NULL,
         recorded_at    TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS decisions_account ON decisions (account, market_time_ms)",
@@ -128,12 +138,23 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
         "error",
         "recorded_at",
     ),
+    "income": (
+        "income_id",
+        "account",
+        "symbol",
+        "kind",
+        "amount",
+        "asset",
+        "time_ms",
+        "recorded_at",
+    ),
 }
 _TIME_KEY = {
     "decisions": "market_time_ms",
     "fills": "market_time_ms",
     "trades": "exit_time_ms",
     "incidents": "time_ms",
+    "income": "time_ms",
 }
 
 
@@ -244,6 +265,24 @@ class Journal:
         return self.rows("incidents", account)
 
     # ------------------------------------------------------------ reads
+
+    def record_income(self, account: str, entry: IncomeEntry) -> bool:
+        """One futures income entry (funding paid or received), once per exchange id."""
+        return self._insert(
+            "income",
+            {
+                **entry.model_dump(mode="json"),
+                "account": account,
+                "recorded_at": _now_iso(),
+            },
+        )
+
+    def income(self, account: str | None = None) -> list[IncomeEntry]:
+        rows = self.rows("income", account)
+        return [
+            IncomeEntry.model_validate({k: v for k, v in r.items() if k in IncomeEntry.model_fields})
+            for r in rows
+        ]
 
     def rows(self, kind: Kind, account: str | None = None) -> list[dict[str, Any]]:
         """Raw rows of one table as dicts (JSON columns still text), in market-time order.

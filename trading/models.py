@@ -338,6 +338,17 @@ class VenueOrder(Model):
     venue_order_id: str | None = None
 
 
+class IncomeEntry(Model):
+    """A futures account's income that no fill carries: funding paid (negative) or received."""
+
+    income_id: str  # the exchange's transaction id
+    symbol: str
+    kind: str  # FUNDING_FEE
+    amount: float  # in ``asset``; signed
+    asset: str
+    time_ms: int
+
+
 class Balances(Model):
     cash: float
     holdings: dict[str, float] = Field(default_factory=dict)  # symbol -> base qty

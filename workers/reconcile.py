@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 from activities.broker import Broker, PaperVenue
 from activities.exchange_broker import ExchangeBroker
+from activities.journal import Journal
 from trading.config import Settings
 from trading.models import VenueOrder
 from trading.reconcile import (
@@ -134,16 +135,39 @@ async def _positions(client: Client, settings: Settings):  # noqa: ANN202 - Open
     return view.positions
 
 
+INCOME_LOOKBACK_MS = 7 * 86_400_000  # the first round reads a week of funding
+
+
+async def journal_income(settings: Settings, broker: Broker, journal: Journal) -> int:
+    """Journal the futures funding entries not journaled yet; how many were new."""
+    if not isinstance(broker, ExchangeBroker) or broker.config.market != "futures":
+        return 0
+    known = await asyncio.to_thread(journal.income, settings.account)
+    since = max((e.time_ms for e in known), default=int(time.time() * 1000) - INCOME_LOOKBACK_MS)
+    new = 0
+    for entry in await broker.income(since):
+        new += await asyncio.to_thread(journal.record_income, settings.account, entry)
+    return new
+
+
 async def reconcile_forever(
-    client: Client, settings: Settings, broker: Broker, stop: asyncio.Event
+    client: Client,
+    settings: Settings,
+    broker: Broker,
+    stop: asyncio.Event,
+    journal: Journal | None = None,
 ) -> None:
     """At start, then every ``reconcile_every_s``; a failed round is logged and retried on
-    the next one."""
+    the next one. Futures funding is journaled on the same round."""
     while not stop.is_set():
         try:
             report = await run_reconcile(client, settings, broker, dry_run=False)
             for line in report.lines():
                 (log.info if report.ok else log.warning)("%s", line)
+            if journal is not None:
+                new = await journal_income(settings, broker, journal)
+                if new:
+                    log.info("journaled %d funding entr%s", new, "y" if new == 1 else "ies")
         except Exception as err:  # noqa: BLE001 - the worker goes on without it
             log.warning("reconciliation failed this round: %s: %s", type(err).__name__, err)
         try:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.broker import Broker, PaperVenue
+from activities.broker import PaperVenue
 from activities.exchange_broker import ExchangeBroker
 from activities.journal import Journal
 from activities.learner_store import LearnerActivities
@@ -97,7 +97,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
                 name="account",
             )
             reconciler = asyncio.create_task(
-                _reconcile_later(client, settings, activities.broker, stop), name="reconcile"
+                _reconcile_later(client, settings, activities, stop), name="reconcile"
             )
             try:
                 await stop.wait()
@@ -112,7 +112,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def _reconcile_later(
-    client: Client, settings: Settings, broker: Broker, stop: asyncio.Event
+    client: Client, settings: Settings, activities: TradingActivities, stop: asyncio.Event
 ) -> None:
     """Reconcile once the account is up, then every ``OCW_RECONCILE_EVERY_S`` (testnet and
     live; a paper broker fills at once and is checked by hand with ``ocw reconcile``)."""
@@ -122,7 +122,7 @@ async def _reconcile_later(
         await asyncio.wait_for(stop.wait(), RECONCILE_FIRST_S)
         return
     except TimeoutError:
-        await reconcile_forever(client, settings, broker, stop)
+        await reconcile_forever(client, settings, activities.broker, stop, activities.journal)
 
 
 def paper_of(activities: TradingActivities) -> PaperBroker | None:

@@ -420,3 +420,23 @@ async def test_a_stop_that_would_trigger_at_once_is_refused(
     assert refused.status == StopStatus.REJECTED and "OrderImmediatelyFillable" in refused.reason
     tiny = await spot.place_stop(stop("si-3", qty=0.00001))
     assert tiny.status == StopStatus.REJECTED and tiny.reason.startswith("not sent")
+
+
+async def test_futures_funding_is_read_and_journaled_once(
+    sim: ExchangeSim, usdm: ExchangeBroker, tmp_path
+) -> None:
+    from activities.journal import Journal
+    from trading.config import Settings
+    from workers.reconcile import journal_income
+
+    await usdm.place_order(order("fund-1", qty=0.02))
+    paid = sim.pay_funding(BTC, 0.0001)  # longs pay when the rate is positive
+    entries = await usdm.income(0)
+    assert [(e.symbol, e.kind) for e in entries] == [(BTC, "FUNDING_FEE")]
+    assert entries[0].amount == pytest.approx(-float(abs(paid))) and entries[0].amount < 0
+    journal = Journal(tmp_path / "journal.db")
+    settings = Settings(_env_file=None, home=tmp_path, account="acct")
+    assert await journal_income(settings, usdm, journal) == 1
+    assert await journal_income(settings, usdm, journal) == 0  # once per exchange id
+    assert [e.income_id for e in journal.income("acct")] == [entries[0].income_id]
+    assert await make_broker(sim).income(0) == []  # spot has no funding
