@@ -280,7 +280,9 @@ class Journal:
     def income(self, account: str | None = None) -> list[IncomeEntry]:
         rows = self.rows("income", account)
         return [
-            IncomeEntry.model_validate({k: v for k, v in r.items() if k in IncomeEntry.model_fields})
+            IncomeEntry.model_validate(
+                {k: v for k, v in r.items() if k in IncomeEntry.model_fields}
+            )
             for r in rows
         ]
 
