@@ -4,6 +4,11 @@ Starts the Temporal dev server (state under OCW_HOME/demo), the trading worker a
 process, and the listener on a replay feed in this process; replays real 1h bars from
 ``../shared/data`` (or a generated market) and prints wakes, decisions, orders and exits as
 they happen, then a summary against buy-and-hold.
+
+``--exchange-sim`` trades through the real execution path instead of the paper broker: a local
+Binance-compatible exchange (``signals.exchange_sim.ExchangeSim``) runs in this process, priced
+from the same bars at the replay's market time (``ReplayServer.market_time_ms``), and the worker
+runs with ``OCW_MODE=testnet`` pointed at it, so every order goes through ccxt over HTTP.
 """
 
 from __future__ import annotations
@@ -17,14 +22,22 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from activities.journal import Journal
 from activities.paper_broker import PaperBroker
 from trading.config import Settings
 from trading.market_data import find_symbol_csv, generate_market, shared_data_dir, write_ohlcv_csv
+from trading.models import Balances
 from workers.status_view import fmt_time, render_decision, render_trade
 from workers.temporal_env import SetupError, connect, start_dev_server, stop_process
+
+if TYPE_CHECKING:
+    from signals.exchange_sim import ExchangeSim
+    from signals.replay_plan import ReplayPlan
 
 DEMO_INTERVAL = "1h"
 
@@ -75,7 +88,12 @@ def run_demo(args: argparse.Namespace) -> int:
         shutil.rmtree(home)
     home.mkdir(parents=True)
     speed = args.days * 86_400 / args.duration
-    settings = load_settings({"home": home, "mode": "replay", "speed": speed, "account": "demo"})
+    overrides: dict[str, object] = {"home": home, "mode": "replay", "speed": speed}
+    if args.exchange_sim and "order_type" not in base.model_fields_set:
+        # market orders unless OCW_ORDER_TYPE says otherwise: at ~10,000x the price moves past
+        # an IOC limit (last ± 0.1 %) between the decision and the order, and the IOC expires
+        overrides["order_type"] = "market"
+    settings = load_settings({**overrides, "account": "demo"})
     logs = settings.paths()["logs"]
     logs.mkdir(parents=True, exist_ok=True)
     files, source = demo_files(args, settings, home)
@@ -85,22 +103,102 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     server = start_dev_server(settings, log_file=logs / "temporal.log", ui=True)
     print(f"Temporal dev server up; web UI http://localhost:{settings.temporal_ui_port}")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker"],
-        env=settings_env(settings),
-        stdout=open(logs / "worker.log", "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    workers: list[subprocess.Popen] = []
+
+    def start_worker(extra_env: dict[str, str]) -> subprocess.Popen:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "worker"],
+            env={**settings_env(settings), **extra_env},
+            stdout=open(logs / "worker.log", "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        workers.append(worker)
+        return worker
+
     try:
-        return run_until_stopped(lambda stop: _demo(stop, args, settings, files))
+        return run_until_stopped(lambda stop: _demo(stop, args, settings, files, start_worker))
     finally:
-        stop_process(worker)
+        for worker in workers:
+            stop_process(worker)
         stop_process(server)
 
 
+def exchange_worker_env(settings: Settings, sim: ExchangeSim) -> dict[str, str]:
+    """The worker's variables for trading on the local exchange: testnet mode (the exchange
+    broker, ccxt) pointed at the sim, with the sim's keys (in the child's env only)."""
+    return {
+        "OCW_MODE": "testnet",
+        "OCW_MARKET": "spot",
+        "OCW_BINANCE_SPOT_URL": sim.base_url,
+        "BINANCE_API_KEY": sim.api_key,
+        "BINANCE_SECRET_KEY": sim.secret,
+        # the other spellings of the keys must not win over the sim's
+        "OCW_BINANCE_API_KEY": sim.api_key,
+        "OCW_BINANCE_API_SECRET": sim.secret,
+    }
+
+
+async def start_exchange_sim(
+    settings: Settings, plan: ReplayPlan, market_time_ms: Callable[[], int]
+) -> ExchangeSim:
+    """A local Binance spot exchange priced from the replay's bars at ``market_time_ms()``,
+    holding ``initial_cash`` of the quote asset, with the paper broker's fee and slippage."""
+    from signals.exchange_sim import ExchangeSim, SimConfig, bars_price_source
+
+    quotes = sorted({symbol.split("/")[1] for symbol in settings.symbols})
+    if len(quotes) != 1:
+        raise SetupError(f"--exchange-sim trades one quote asset, the symbols have {quotes}")
+    bars = {
+        symbol: [*plan.warmup.get(symbol, []), *plan.replay.get(symbol, [])]
+        for symbol in settings.symbols
+    }
+    sim = ExchangeSim(
+        settings.symbols,
+        price_source=bars_price_source(bars, market_time_ms),
+        spot_balances={quotes[0]: settings.initial_cash},
+        config=SimConfig(
+            fee_rate=Decimal(str(settings.fee_rate)),
+            slippage=Decimal(str(settings.slippage_bps)) / 10_000,
+        ),
+    )
+    return await sim.start()
+
+
+async def exchange_balances(settings: Settings, sim: ExchangeSim) -> Balances:
+    """The books as the worker sees them: through an ExchangeBroker on the real ccxt client."""
+    from activities.ccxt_binance import binance_client
+    from activities.exchange_broker import ExchangeBroker, ExchangeConfig
+
+    client = binance_client("spot", api_key=sim.api_key, secret=sim.secret, base_url=sim.base_url)
+    broker = ExchangeBroker(client, ExchangeConfig(market="spot", symbols=tuple(settings.symbols)))
+    try:
+        return await broker.balances()
+    finally:
+        await broker.close()
+
+
+def write_exchange_fills(sim: ExchangeSim, path: Path) -> None:
+    """The exchange's own ledger (every fill it executed) as CSV."""
+    import csv
+    import dataclasses
+
+    from signals.exchange_sim import Fill
+
+    names = [f.name for f in dataclasses.fields(Fill)]
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(names)
+        for fill in sim.ledger:
+            writer.writerow([getattr(fill, name) for name in names])
+
+
 async def _demo(
-    stop: asyncio.Event, args: argparse.Namespace, settings: Settings, files: list[Path]
+    stop: asyncio.Event,
+    args: argparse.Namespace,
+    settings: Settings,
+    files: list[Path],
+    start_worker: Callable[[dict[str, str]], subprocess.Popen],
 ) -> int:
     from workers.listener_worker import ListenerService, ReplayOptions
     from workflows.decision import DecisionWorkflow
@@ -112,6 +210,20 @@ async def _demo(
     print(
         f"market {fmt_time(plan.start_ms)} -> {fmt_time(plan.end_ms)} UTC, symbols {', '.join(plan.replay)}"
     )
+    sim: ExchangeSim | None = None
+    if args.exchange_sim:
+
+        def market_time_ms() -> int:  # the replay's clock, never wall time
+            replay = service.server
+            return replay.market_time_ms if replay is not None else plan.start_ms
+
+        sim = await start_exchange_sim(settings, plan, market_time_ms)
+        print(
+            f"orders: ccxt -> local Binance-compatible exchange at {sim.base_url} "
+            f"(spot, {settings.initial_cash:,.2f} {settings.symbols[0].split('/')[1]}, "
+            f"{settings.order_type} orders, priced from the replay at its market time)"
+        )
+    worker = start_worker(exchange_worker_env(settings, sim) if sim is not None else {})
     listener_stop = asyncio.Event()
     listener = asyncio.create_task(service.run(listener_stop))
     client = await connect(settings, attempts=30)
@@ -165,7 +277,14 @@ async def _demo(
         await wait_for(flat, timeout=60)
         await poll()
         view = await handle.query(DecisionWorkflow.status)
-        _summary(view, plan, service, settings)
+        if sim is None:
+            paper = PaperBroker(settings.paths()["broker_db"], initial_cash=settings.initial_cash)
+            books, venue = paper.balances(), "paper broker"
+            paper.close()
+        else:
+            books, venue = await exchange_balances(settings, sim), "exchange"
+        extra = _exchange_lines(sim, settings) if sim is not None else []
+        _summary(view, plan, service, settings, books, venue, extra)
         if args.keep and not stop.is_set():
             print(
                 f"server and web UI stay up: http://localhost:{settings.temporal_ui_port} (Ctrl-C to stop)"
@@ -176,9 +295,14 @@ async def _demo(
         listener_stop.set()
         with contextlib.suppress(Exception):
             await listener
+        if sim is not None:  # the worker first: it must not talk to an exchange that is gone
+            await asyncio.to_thread(stop_process, worker)
+            await sim.stop()
 
 
-def _summary(view, plan, service, settings: Settings) -> None:
+def _summary(
+    view, plan, service, settings: Settings, books: Balances, venue: str, extra: list[str]
+) -> None:
     from trading.state import StatusView
 
     assert isinstance(view, StatusView)
@@ -204,11 +328,36 @@ def _summary(view, plan, service, settings: Settings) -> None:
     print(f"  realized PnL {p.realized_pnl:+,.2f}; fees {p.fees_paid:,.2f}")
     print(f"  final equity {p.equity:,.2f} from {settings.initial_cash:,.2f}: {ret:+.2%}")
     print(f"  buy-and-hold (equal weight {', '.join(first)}): {bh:+.2%}")
-    broker = PaperBroker(settings.paths()["broker_db"], initial_cash=settings.initial_cash)
-    held = broker.balances()
-    agree = abs(held.cash - p.cash) < 1e-6 * settings.initial_cash and not held.holdings
+    agree = abs(books.cash - p.cash) < 1e-6 * settings.initial_cash and not books.holdings
     print(
-        f"  paper broker: cash {held.cash:,.2f}, holdings {held.holdings or 'none'} "
+        f"  {venue}: cash {books.cash:,.2f}, holdings {books.holdings or 'none'} "
         f"({'agrees with' if agree else 'DIFFERS from'} the workflow's books)"
     )
+    for line in extra:
+        print(line)
     print("=" * 72, flush=True)
+
+
+def _exchange_lines(sim: ExchangeSim, settings: Settings) -> list[str]:
+    """What the exchange itself executed (its ledger, not the engine's word), and where the
+    ledger is written."""
+    fills = list(sim.ledger)
+    by_client = sim.ledger.by_client_id()
+    orders = {(f.market, f.order_id) for f in fills}
+    placed = {  # accepted order requests by client order id -> order type
+        r.params.get("newClientOrderId"): r.params.get("type", "")
+        for r in sim.requests
+        if r.method == "POST" and r.path == "/api/v3/order" and r.status == 200
+    }
+    stops = sum(1 for kind in placed.values() if kind.startswith(("STOP", "TAKE_PROFIT")))
+    doubled = [c for c in by_client if len(sim.ledger.order_ids(c)) > 1]
+    path = settings.paths()["home"] / "exchange_fills.csv"
+    write_exchange_fills(sim, path)
+    return [
+        f"  orders went through ccxt to the local exchange ({sim.base_url}, Binance spot API): "
+        f"{len(placed)} placed"
+        + (f" ({stops} of them exchange-side stops)" if stops else "")
+        + f", {len(orders)} filled in {len(fills)} fill(s), {len(doubled)} client order id(s) "
+        "filled twice",
+        f"  the exchange's ledger: {path}",
+    ]
