@@ -279,7 +279,7 @@ class ExchangeBroker:
     def _take(self, order: Order, raw: Any) -> Order:
         """Apply a create / cancel / query answer; an answer with ids only is an ack."""
         try:
-            return order.apply(looked_up(raw, order.client_order_id, self._now_ms()))
+            order = order.apply(looked_up(raw, order.client_order_id, self._now_ms()))
         except ValueError as err:
             if isinstance(err, InvalidOrderEvent):
                 raise
@@ -293,6 +293,17 @@ class ExchangeBroker:
                     )
                 )
             return order.apply(self._unknown(order, f"unreadable answer: {err}"))
+        trades = (raw or {}).get("trades") or []
+        if trades and order.venue_order_id:  # a spot FULL answer: the fills, fees and all
+            for event in trade_fills(
+                trades,
+                order.client_order_id,
+                order.venue_order_id,
+                self._fee_to_quote,
+                own_answer=True,
+            ):
+                order = order.apply(event)
+        return order
 
     async def _resolve(self, order: Order, deadline: float) -> Order:
         """Look the order up until its outcome is known (or INITIALIZED: conclusively never
@@ -594,6 +605,17 @@ class ExchangeBroker:
                         )
                     )
         return found
+
+    async def last_prices(self) -> dict[str, float]:
+        """The exchange's last price of every traded symbol."""
+        await self.start()
+        prices: dict[str, float] = {}
+        for sym in self.config.symbols:
+            ticker = await self._call("fetch", self.exchange.fetch_ticker, self.venue_symbol(sym))
+            last = ticker.get("last") or ticker.get("close")
+            if last:
+                prices[sym] = float(last)
+        return prices
 
     async def income(self, since_ms: int) -> list[IncomeEntry]:
         """Funding paid or received on USDⓈ-M since ``since_ms`` (none on spot)."""

@@ -55,15 +55,18 @@ def trade_fills(
     client_order_id: str,
     venue_order_id: str,
     fee_to_quote: FeeToQuote,
+    *,
+    own_answer: bool = False,
 ) -> list[OrderFilled]:
     """The trades of one order as fill events, fees converted to the quote currency.
 
-    Trades of other orders are skipped (a symbol's trade list holds them all). A fee whose
+    Trades of other orders are skipped (a symbol's trade list holds them all); the fills of a
+    spot FULL create answer (``own_answer``) name no order and are all this one's. A fee whose
     asset cannot be priced keeps ``fee_quote`` 0 and the asset in ``fee_asset``: the broker
     estimates it from its fee rate and says so."""
     fills: list[OrderFilled] = []
     for t in trades:
-        if str(t.get("order")) != venue_order_id:
+        if not own_answer and str(t.get("order")) != venue_order_id:
             continue
         qty, price = _num(t.get("amount")), _num(t.get("price"))
         if qty <= 0 or price <= 0:
