@@ -18,9 +18,10 @@ from typing import Any, Literal, TextIO
 
 from activities.paper_broker import connect
 from trading.models import AgentDecision, ClosedTrade, DecisionRecord, Fill, IncomeEntry
+from trading.reconcile import ReconcileReport
 from trading.state import JournalIncident
 
-Kind = Literal["fills", "trades", "decisions", "incidents", "income"]
+Kind = Literal["fills", "trades", "decisions", "incidents", "income", "reconciliations"]
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS decisions (
@@ -80,6 +81,18 @@ _SCHEMA = (
         amount         REAL NOT NULL,
         asset          TEXT NOT NULL,
         time_ms        INTEGER NOT NULL,
+        recorded_at    TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS reconciliations (
+        action_id      TEXT PRIMARY KEY,
+        account        TEXT NOT NULL,
+        time_ms        INTEGER NOT NULL,
+        kind           TEXT NOT NULL,
+        symbol         TEXT NOT NULL,
+        target         TEXT NOT NULL,
+        detail         TEXT NOT NULL,
+        done           INTEGER NOT NULL,
+        error          TEXT NOT NULL,
         recorded_at    TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS decisions_account ON decisions (account, market_time_ms)",
@@ -148,6 +161,18 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
         "time_ms",
         "recorded_at",
     ),
+    "reconciliations": (
+        "action_id",
+        "account",
+        "time_ms",
+        "kind",
+        "symbol",
+        "target",
+        "detail",
+        "done",
+        "error",
+        "recorded_at",
+    ),
 }
 _TIME_KEY = {
     "decisions": "market_time_ms",
@@ -155,6 +180,7 @@ _TIME_KEY = {
     "trades": "exit_time_ms",
     "incidents": "time_ms",
     "income": "time_ms",
+    "reconciliations": "time_ms",
 }
 
 
@@ -276,6 +302,30 @@ class Journal:
                 "recorded_at": _now_iso(),
             },
         )
+
+    def record_reconcile(self, report: ReconcileReport) -> int:
+        """Every action of one reconciliation, with its reason and outcome."""
+        added = 0
+        for a in report.actions:
+            added += self._insert(
+                "reconciliations",
+                {
+                    "action_id": f"{report.time_ms}-{a.kind}-{a.target}",
+                    "account": report.account,
+                    "time_ms": report.time_ms,
+                    "kind": a.kind,
+                    "symbol": a.symbol,
+                    "target": a.target,
+                    "detail": a.detail,
+                    "done": int(a.done),
+                    "error": a.error,
+                    "recorded_at": _now_iso(),
+                },
+            )
+        return added
+
+    def reconciliations(self, account: str | None = None) -> list[dict[str, Any]]:
+        return self.rows("reconciliations", account)
 
     def income(self, account: str | None = None) -> list[IncomeEntry]:
         rows = self.rows("income", account)

@@ -16,11 +16,15 @@ Actions:
 * ``check``: a position whose protective stop is no longer open at the exchange (it filled
   or was cancelled outside the engine): the position is told to read it now rather than at
   its next safety tick, and books the exit itself.
-* ``adopt``: the exchange holds more of a traded symbol than the books and the surplus is the
-  engine's (the caller says so from the exchange's order history): ``ocw account reset``
-  adopts it (never done silently: it changes the account's capital).
-* mismatches: what cannot be explained (less at the exchange than the books without an ended
-  stop, less cash than the books), shown by ``ocw status`` until it clears.
+* ``adopt``: the exchange holds a traded symbol above dust that no position tracks: it becomes
+  a position of its own, flagged ``adopted``, valued at the exchange's price (its watcher
+  places its stop). The engine assumes an account (or sub-account) of its own: coins on a
+  traded symbol are its to manage. Beside a tracked position, a surplus is only noted.
+* ``close``: a tracked position of which the exchange holds nothing (sold or moved outside
+  the engine) and whose stop does not explain it: its books close at the last price, reason
+  ``reconciled``, with no order.
+* mismatches: what cannot be explained (the exchange holds some but less than the books,
+  less cash than the books, a position nobody watches), shown by ``ocw status``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pydantic import Field
 
 from trading.models import Model, VenueOrder
 
-ActionKind = Literal["cancel", "check", "adopt"]
+ActionKind = Literal["cancel", "check", "adopt", "close"]
 QTY_RTOL = 1e-6
 
 
@@ -53,15 +57,18 @@ class ReconcileInput(Model):
     exchange_cash: float
     exchange_holdings: dict[str, float] = Field(default_factory=dict)  # symbol -> base qty
     open_orders: list[VenueOrder] = Field(default_factory=list)
-    engine_surplus: dict[str, float] = Field(default_factory=dict)  # symbol -> qty of ours
+    traded: list[str] = Field(default_factory=list)  # the account's symbols
+    prices: dict[str, float] = Field(default_factory=dict)  # symbol -> the exchange's last
     tolerance: dict[str, float] = Field(default_factory=dict)  # symbol -> untradable dust
 
 
 class ReconcileAction(Model):
     kind: ActionKind
     symbol: str
-    target: str  # a client order id or a position id
+    target: str  # a client order id, a position id, or the symbol (adopt)
     detail: str
+    qty: float = 0.0  # adopt: what to adopt, at ``price``
+    price: float = 0.0
     done: bool = False
     error: str = ""
 
@@ -132,32 +139,46 @@ def reconcile(inp: ReconcileInput) -> ReconcileReport:
     symbols = sorted({p.symbol for p in inp.positions} | set(inp.exchange_holdings))
     checked = {a.symbol for a in actions if a.kind == "check"}
     for sym in symbols:
-        books = sum(p.qty for p in inp.positions if p.symbol == sym)
+        tracked = [p for p in inp.positions if p.symbol == sym]
+        books = sum(p.qty for p in tracked)
         held = inp.exchange_holdings.get(sym, 0.0)
         slack = inp.tolerance.get(sym, 0.0) + max(books, abs(held)) * QTY_RTOL
         if held < books - slack:
             if sym in checked:
                 notes.append(f"{sym}: exchange {held:g} < books {books:g}: a stop ended (checked)")
+            elif held <= slack:
+                for p in (p for p in tracked if p.running):
+                    actions.append(
+                        ReconcileAction(
+                            kind="close",
+                            symbol=sym,
+                            target=p.position_id,
+                            detail=f"the exchange holds none of its {p.qty:g}: books closed "
+                            "at the last price (reconciled)",
+                        )
+                    )
             else:
                 mismatches.append(
-                    f"{sym}: the exchange holds {held:g}, the books {books:g}: sold outside the "
-                    "engine, or an exit not booked yet"
+                    f"{sym}: the exchange holds {held:g}, the books {books:g}: sold in part "
+                    "outside the engine, or an exit not booked yet"
                 )
         elif held > books + slack:
-            ours = min(inp.engine_surplus.get(sym, 0.0), held - books)
-            if ours > slack:
+            price = inp.prices.get(sym, 0.0)
+            if not tracked and sym in inp.traded and price > 0:
                 actions.append(
                     ReconcileAction(
                         kind="adopt",
                         symbol=sym,
                         target=sym,
-                        detail=f"{ours:g} bought by the engine is in no position: adopt it "
-                        "with `ocw account reset`",
+                        qty=held,
+                        price=price,
+                        detail=f"{held:g} held that no position tracks: adopted at {price:g}",
                     )
                 )
-            foreign = held - books - max(ours, 0.0)
-            if foreign > slack:
-                notes.append(f"{sym}: {foreign:g} held beside the engine's (not its own)")
+            elif not tracked and sym in inp.traded:
+                mismatches.append(f"{sym}: {held:g} untracked and no price to adopt it at")
+            else:
+                notes.append(f"{sym}: {held - books:g} held beside the engine's position")
 
     if inp.exchange_cash < inp.books_cash * (1 - QTY_RTOL) - 0.01:
         mismatches.append(

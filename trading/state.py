@@ -167,6 +167,7 @@ class OpenPosition(Model):
     peak_price: float = 0.0  # extremes of the prices this workflow saw (cycle marks)
     trough_price: float = 0.0
     entry_crypto_regime: str = "unknown"  # the learner credits the trade to this regime
+    adopted: bool = False  # taken over from the exchange by reconciliation, not bought here
 
 
 class Portfolio(Model):
@@ -199,6 +200,7 @@ class WorkItem(Model):
     position_id: str | None = None  # "add_request", "check_position"
     trade: ClosedTrade | None = None  # "learn": the closed trade
     regime: str | None = None  # "learn": the crypto regime at its entry
+    holding: AdoptedHolding | None = None  # "adopt": a holding reconciliation found untracked
     received_ms: int = 0
     attempts: int = 0  # a failed item may be queued again, a few times
     folded: int = 0  # "wake": how many queued wakes were folded into this one
@@ -300,6 +302,13 @@ class AdoptedHolding(Model):
     entry_time_ms: int
 
 
+class AdoptRequest(Model):
+    """Reconciliation found a holding no position tracks: watch it (a flagged position)."""
+
+    holding: AdoptedHolding
+    reason: str = "reconciled"
+
+
 class AccountSeed(Model):
     """What a new run of an account starts from when it replaces an old one: the broker's
     cash and holdings (reconciled by ``ocw account reset``), never ``initial_cash``."""
@@ -395,6 +404,7 @@ class PositionState(Model):
     exit_reason: str | None = None
     trade: ClosedTrade | None = None
     stop: StopState | None = None  # the exchange-side stop while one works
+    close_books: str | None = None  # reconciliation: gone at the exchange, book it closed
     stop_orders: int = 0  # stops placed (a move is a cancel and a new one)
     stop_errors: int = 0  # stop placements, reads or cancels that failed
 

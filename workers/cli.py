@@ -251,6 +251,7 @@ def cmd_account(args: argparse.Namespace) -> int:
         ensure_account,
         reset_account,
     )
+    from workers.brokers import build_broker
     from workers.temporal_env import connect
 
     settings = load_settings()
@@ -263,8 +264,17 @@ def cmd_account(args: argparse.Namespace) -> int:
             print(f"account {settings.account}: {wid} {state.status}")
             return 0 if state.running else 1
         if args.action == "init":
-            broker = PaperBroker(settings.paths()["broker_db"], initial_cash=settings.initial_cash)
-            state = await ensure_account(client, settings, broker)
+            if settings.mode in ("live", "testnet"):
+                exchange = build_broker(settings)
+                try:
+                    state = await ensure_account(client, settings, exchange=exchange)
+                finally:
+                    await exchange.close()
+            else:
+                broker = PaperBroker(
+                    settings.paths()["broker_db"], initial_cash=settings.initial_cash
+                )
+                state = await ensure_account(client, settings, broker)
             print(f"account {settings.account}: {wid} {'created' if state.created else 'running'}")
             with contextlib.suppress(Exception):  # answered when a worker serves it
                 print(await asyncio.wait_for(configure_account(client, settings), 5))
@@ -292,6 +302,40 @@ def cmd_account(args: argparse.Namespace) -> int:
             f"account {settings.account} reset: stopped {len(stopped)} watcher(s), new run started"
         )
         return 0
+
+    return run_until_stopped(main)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """``ocw reconcile [--dry-run]``: the exchange against the workflows' books."""
+    from activities.journal import Journal
+    from workers.brokers import build_broker
+    from workers.reconcile import run_reconcile
+    from workers.temporal_env import connect
+
+    settings = load_settings()
+
+    async def main(stop: asyncio.Event) -> int:
+        client = await connect(settings)
+        broker = build_broker(settings)
+        try:
+            report = await run_reconcile(
+                client,
+                settings,
+                broker,
+                dry_run=args.dry_run,
+                source="cli",
+                journal=Journal(settings.paths()["journal_db"]),
+            )
+        except Exception as err:  # noqa: BLE001 - one clear line, not a traceback
+            raise SetupError(f"reconciliation failed: {type(err).__name__}: {err}") from None
+        finally:
+            await broker.close()
+        if args.json:
+            print(report.model_dump_json(indent=2))
+        else:
+            print("\n".join(report.lines()))
+        return 0 if report.ok else 1
 
     return run_until_stopped(main)
 
@@ -359,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--generated", action="store_true", help="use the built-in generated market")
     p.add_argument("--keep", action="store_true", help="keep the server and web UI up at the end")
+    p.add_argument(
+        "--exchange-sim",
+        action="store_true",
+        help="trade through ccxt on a local Binance-compatible exchange instead of the paper broker",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
@@ -367,9 +416,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser(
+        "reconcile", help="compare the exchange with the books; cancel the engine's orphans"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print what it would do, do nothing")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(func=cmd_reconcile)
+
     p = sub.add_parser("trades", help="read the trade journal")
     p.add_argument("--csv", action="store_true", help="export as CSV to stdout")
-    p.add_argument("--kind", choices=["fills", "trades", "decisions"], default="trades")
+    p.add_argument(
+        "--kind",
+        choices=["fills", "trades", "decisions", "incidents", "income", "reconciliations"],
+        default="trades",
+    )
     p.add_argument(
         "--all-accounts", action="store_true", help="every account, not only OCW_ACCOUNT"
     )

@@ -15,7 +15,7 @@ import time
 
 from temporalio.client import Client
 
-from activities.broker import Broker, PaperVenue
+from activities.broker import Broker
 from activities.exchange_broker import ExchangeBroker
 from activities.journal import Journal
 from trading.config import Settings
@@ -27,7 +27,7 @@ from trading.reconcile import (
     reconcile,
     summary_of,
 )
-from trading.state import PositionState, StatusView
+from trading.state import AdoptedHolding, AdoptRequest, PositionState, StatusView
 from workflows.decision import DecisionWorkflow
 from workflows.position import PositionWorkflow
 
@@ -62,19 +62,14 @@ async def gather(client: Client, settings: Settings, broker: Broker) -> Reconcil
     balances = await broker.balances()
     orders = await broker.open_orders()
     tolerance: dict[str, float] = {}
-    surplus: dict[str, float] = {}
+    prices = {p.symbol: p.last_price for p in view.positions}
     if isinstance(broker, ExchangeBroker):
+        prices.update(await broker.last_prices())
         for sym in settings.symbols:
             rules = await broker.rules(sym)
-            price = next((p.last_price for p in view.positions if p.symbol == sym), 0.0)
+            price = prices.get(sym, 0.0)
             dust = rules.min_notional / price if rules.min_notional and price > 0 else 0.0
             tolerance[sym] = max(rules.step_size, rules.min_qty, dust)
-    elif isinstance(broker, PaperVenue):
-        # every paper holding is the engine's: what no position holds is its surplus
-        for sym, held in balances.holdings.items():
-            books = sum(p.qty for p in positions if p.symbol == sym)
-            if held > books:
-                surplus[sym] = held - books
     return ReconcileInput(
         account=settings.account,
         time_ms=int(time.time() * 1000),
@@ -83,13 +78,20 @@ async def gather(client: Client, settings: Settings, broker: Broker) -> Reconcil
         exchange_cash=balances.cash,
         exchange_holdings=balances.holdings,
         open_orders=orders,
-        engine_surplus=surplus,
+        traded=list(settings.symbols),
+        prices=prices,
         tolerance=tolerance,
     )
 
 
 async def run_reconcile(
-    client: Client, settings: Settings, broker: Broker, *, dry_run: bool, source: str = "worker"
+    client: Client,
+    settings: Settings,
+    broker: Broker,
+    *,
+    dry_run: bool,
+    source: str = "worker",
+    journal: Journal | None = None,
 ) -> ReconcileReport:
     """One reconciliation; unless ``dry_run`` its actions are carried out and its summary
     handed to the DecisionWorkflow."""
@@ -104,13 +106,29 @@ async def run_reconcile(
                 order: VenueOrder = by_id[action.target]
                 await broker.cancel_order(order)
                 action.done = True
-            elif action.kind == "check":
+            elif action.kind in ("check", "close"):
                 wid = next(
                     p.workflow_id
                     for p in (await _positions(client, settings))
                     if p.position_id == action.target
                 )
-                await client.get_workflow_handle(wid).signal(PositionWorkflow.check_now)
+                handle = client.get_workflow_handle(wid)
+                if action.kind == "check":
+                    await handle.signal(PositionWorkflow.check_now)
+                else:
+                    await handle.signal(PositionWorkflow.close_books, "reconciled")
+                action.done = True
+            elif action.kind == "adopt":
+                holding = AdoptedHolding(
+                    symbol=action.symbol,
+                    qty=action.qty,
+                    avg_entry=action.price,
+                    cost=action.qty * action.price,
+                    entry_time_ms=report.time_ms,
+                )
+                await client.get_workflow_handle(settings.decision_workflow_id).execute_update(
+                    DecisionWorkflow.adopt, AdoptRequest(holding=holding), result_type=str
+                )
                 action.done = True
         except Exception as err:  # noqa: BLE001 - one failed action does not stop the others
             action.error = f"{type(err).__name__}: {err}"[:200]
@@ -161,7 +179,7 @@ async def reconcile_forever(
     the next one. Futures funding is journaled on the same round."""
     while not stop.is_set():
         try:
-            report = await run_reconcile(client, settings, broker, dry_run=False)
+            report = await run_reconcile(client, settings, broker, dry_run=False, journal=journal)
             for line in report.lines():
                 (log.info if report.ok else log.warning)("%s", line)
             if journal is not None:

@@ -53,6 +53,8 @@ with workflow.unsafe.imports_passed_through():
         MEMORY_MAX_CHARS,
         AccountSeed,
         AddOrder,
+        AdoptedHolding,
+        AdoptRequest,
         DecideRequest,
         DecisionInput,
         DecisionLogEntry,
@@ -275,6 +277,23 @@ class DecisionWorkflow:
             raise ValueError(f"set_speed: a {mode} account runs on the real clock")
         EngineConfig.model_validate({**self._s.config.model_dump(), "speed": req.speed})
 
+    @workflow.update(name="adopt")
+    def adopt(self, req: AdoptRequest) -> str:
+        """Reconciliation: watch a holding of a traded symbol that no position tracks."""
+        self._count_update()
+        self._s.queue.append(
+            WorkItem(kind="adopt", holding=req.holding, received_ms=self._now_ms())
+        )
+        return f"adopting {req.holding.qty:.8g} {req.holding.symbol} ({req.reason})"
+
+    @adopt.validator
+    def _validate_adopt(self, req: AdoptRequest) -> None:
+        s = self._s
+        if req.holding.symbol not in s.config.symbols:
+            raise ValueError(f"adopt: {req.holding.symbol} is not traded by {s.config.account}")
+        if req.holding.symbol in s.positions:
+            raise ValueError(f"adopt: a position tracks {req.holding.symbol} already")
+
     @workflow.update(name="halt")
     def halt_update(self, req: ControlRequest | None = None) -> str:
         self._count_update()
@@ -422,6 +441,8 @@ class DecisionWorkflow:
             await self._learn(item.trade, item.regime)
         elif item.kind == "check_position" and item.position_id:
             await self._check_position(item.position_id)
+        elif item.kind == "adopt" and item.holding is not None:
+            await self._adopt(item.holding)
 
     async def _bookkeeping(self) -> None:
         """After trading: journal the incidents, keep the ledger's breaker in step."""
@@ -475,30 +496,48 @@ class DecisionWorkflow:
             return
         self._open_entry("account start", [f"reset: {seed.reason}" if seed.reason else "reset"])
         for h in seed.holdings:
-            n = s.entry_seq.get(h.symbol, 0) + 1
-            s.entry_seq[h.symbol] = n
-            position_id = f"{s.config.account}-{s.epoch}-{h.symbol.split('/')[0]}-{n}"
-            pos = OpenPosition(
-                position_id=position_id,
-                workflow_id=f"ocw-position-{position_id}",
-                symbol=h.symbol,
-                qty=h.qty,
-                avg_entry=h.avg_entry,
-                entry_time_ms=h.entry_time_ms,
-                cost=h.cost,
-                fees=h.fees,
-                last_price=h.avg_entry,
-                peak_price=h.avg_entry,
-                trough_price=h.avg_entry,
-                entry_crypto_regime=s.regimes.crypto,
-            )
-            s.positions[h.symbol] = pos
-            s.counters.positions_opened += 1
-            s.last_prices.setdefault(h.symbol, h.avg_entry)
-            await self._start_watcher(pos, next_seq=2)
-            self._note(f"{h.symbol} adopted {h.qty:.8g} @ {h.avg_entry:.8g} -> {position_id}")
+            await self._adopt_holding(h)
         books.mark_to_market(s)
         s.portfolio.peak_equity = s.portfolio.equity
+
+    async def _adopt_holding(self, h: AdoptedHolding, flagged: bool = False) -> None:
+        """Track a holding the broker has: a position (and its watcher) of its own."""
+        s = self._s
+        n = s.entry_seq.get(h.symbol, 0) + 1
+        s.entry_seq[h.symbol] = n
+        position_id = f"{s.config.account}-{s.epoch}-{h.symbol.split('/')[0]}-{n}"
+        pos = OpenPosition(
+            position_id=position_id,
+            workflow_id=f"ocw-position-{position_id}",
+            symbol=h.symbol,
+            qty=h.qty,
+            avg_entry=h.avg_entry,
+            entry_time_ms=h.entry_time_ms,
+            cost=h.cost,
+            fees=h.fees,
+            last_price=h.avg_entry,
+            peak_price=h.avg_entry,
+            trough_price=h.avg_entry,
+            entry_crypto_regime=s.regimes.crypto,
+            adopted=flagged,
+        )
+        s.positions[h.symbol] = pos
+        s.counters.positions_opened += 1
+        s.last_prices.setdefault(h.symbol, h.avg_entry)
+        await self._start_watcher(pos, next_seq=2)
+        self._note(f"{h.symbol} adopted {h.qty:.8g} @ {h.avg_entry:.8g} -> {position_id}")
+
+    async def _adopt(self, h: AdoptedHolding) -> None:
+        """Reconciliation's adoption: the holding enters the books at its price (equity
+        grows by its value; the peak with it, so no drawdown appears from nothing)."""
+        s = self._s
+        if h.symbol in s.positions:
+            self._note(f"{h.symbol}: not adopted, a position tracks it already")
+            return
+        self._open_entry("adopt", [f"reconciled: adopt {h.qty:.8g} {h.symbol}"])
+        await self._adopt_holding(h, flagged=True)
+        books.mark_to_market(s)
+        s.portfolio.peak_equity = max(s.portfolio.peak_equity, s.portfolio.equity)
 
     # ------------------------------------------------------------ one decision cycle
 

@@ -104,6 +104,15 @@ class PositionWorkflow:
             s.exit_requested = reason or "manual"
 
     @workflow.signal
+    def close_books(self, reason: str = "reconciled") -> None:
+        """Reconciliation: the exchange no longer holds this position (sold outside the
+        engine). Close the books at the last price, without an order. Ignored while an exit
+        is under way (it books itself)."""
+        s = self._state
+        if s.status == PositionStatus.OPEN and not s.exit_requested:
+            s.close_books = reason or "reconciled"
+
+    @workflow.signal
     def check_now(self) -> None:
         """Run the safety check now (reconciliation saw the exchange's stop end)."""
         self._check_now = True
@@ -153,6 +162,9 @@ class PositionWorkflow:
         await self._protect()
         ticks = 0
         while s.status != PositionStatus.CLOSED:
+            if s.close_books and not s.exit_requested:
+                await self._close_books(s.close_books)
+                continue
             if s.exit_requested:
                 await self._exit(s.exit_requested)
                 continue
@@ -460,6 +472,30 @@ class PositionWorkflow:
             await self._exit_failed(reason, result)
             return
         await self._book_exit(result, reason)
+
+    async def _close_books(self, reason: str) -> None:
+        """Book the position closed at the last price with no order (the exchange holds none
+        of it any more); its stop, if one still works, is cancelled first."""
+        s = self._state
+        s.close_books = None
+        if s.stop is not None and s.stop.working:
+            gone = await self._cancel_stop()
+            if s.status == PositionStatus.CLOSED or not gone:
+                return
+        self._incident("reconciliation", f"closed in the books at {s.last_price:.8g}: {reason}")
+        gone_fill = Fill(
+            client_order_id=f"{s.position_id}-{reason}"[:64],
+            position_id=s.position_id,
+            symbol=s.symbol,
+            side=Side.SELL,
+            status=OrderStatus.FILLED,
+            qty=s.qty,
+            price=s.last_price,
+            fee=0.0,
+            market_time_ms=s.last_price_ms,
+            reason=reason,
+        )
+        await self._book_exit(gone_fill, reason)
 
     async def _book_exit(self, fill: Fill, reason: str) -> None:
         """Book a sell of the position (an exit order, or the exchange's stop): the whole of

@@ -71,30 +71,46 @@ def test_a_stop_that_ended_at_the_exchange_makes_the_position_look_now():
     assert report.ok
 
 
-def test_less_at_the_exchange_without_an_explanation_is_a_mismatch():
+def test_a_position_the_exchange_no_longer_holds_has_its_books_closed():
     positions = [BookPosition(position_id="acct-e1-BTC-1", symbol="BTC/USDT", qty=0.02)]
     report = reconcile(_inp(positions=positions, open_orders=[], exchange_holdings={}))
-    assert not report.ok
-    assert report.mismatches and "holds 0, the books 0.02" in report.mismatches[0]
+    assert [(a.kind, a.target) for a in report.actions] == [("close", "acct-e1-BTC-1")]
+    assert "reconciled" in report.actions[0].detail
+    assert not report.ok  # until the close is done
+
+
+def test_less_at_the_exchange_but_not_nothing_is_a_mismatch():
+    positions = [BookPosition(position_id="acct-e1-BTC-1", symbol="BTC/USDT", qty=0.02)]
+    held = {"BTC/USDT": 0.01}
+    report = reconcile(_inp(positions=positions, open_orders=[], exchange_holdings=held))
+    assert report.actions == [] and not report.ok
+    assert "holds 0.01, the books 0.02" in report.mismatches[0]
 
 
 def test_dust_within_tolerance_and_foreign_coins_are_no_mismatch():
     report = reconcile(_inp(exchange_holdings={"BTC/USDT": 0.020005 + 1.5}))
     assert report.ok
-    assert any("not its own" in n for n in report.notes)
+    assert any("beside the engine's position" in n for n in report.notes)
     dust = reconcile(_inp(exchange_holdings={"BTC/USDT": 0.019995}))
     assert dust.ok
 
 
-def test_surplus_of_the_engines_own_is_to_adopt_and_cash_shortfall_is_reported():
+def test_an_untracked_holding_is_adopted_at_the_exchange_price():
     report = reconcile(
         _inp(
-            exchange_holdings={"BTC/USDT": 0.05},
-            engine_surplus={"BTC/USDT": 0.03},
+            positions=[],
+            open_orders=[],
+            exchange_holdings={"BTC/USDT": 0.03, "ETH/USDT": 2.0, "DOGE/USDT": 100.0},
+            traded=["BTC/USDT", "ETH/USDT"],
+            prices={"BTC/USDT": 50_000.0},
+            books_cash=1_000.0,
             exchange_cash=500.0,
         )
     )
-    assert [(a.kind, a.symbol) for a in report.actions] == [("adopt", "BTC/USDT")]
+    adopt = [a for a in report.actions if a.kind == "adopt"]
+    assert [(a.symbol, a.qty, a.price) for a in adopt] == [("BTC/USDT", 0.03, 50_000.0)]
+    assert any("ETH/USDT" in m and "no price" in m for m in report.mismatches)
+    assert any("DOGE/USDT" in n for n in report.notes)  # not traded: not the engine's
     assert any(m.startswith("cash:") for m in report.mismatches)
     summary = summary_of(report)
     assert not summary.ok and summary.mismatches == report.mismatches
