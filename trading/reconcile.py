@@ -37,6 +37,7 @@ from trading.models import Model, VenueOrder
 
 ActionKind = Literal["cancel", "check", "adopt", "close"]
 QTY_RTOL = 1e-6
+CASH_RTOL = 0.002
 
 
 class BookPosition(Model):
@@ -180,7 +181,9 @@ def reconcile(inp: ReconcileInput) -> ReconcileReport:
             else:
                 notes.append(f"{sym}: {held - books:g} held beside the engine's position")
 
-    if inp.exchange_cash < inp.books_cash * (1 - QTY_RTOL) - 0.01:
+    # the books cannot know every fee of what happened outside them (a sale by hand): a
+    # shortfall within a round trip's fees is no mismatch
+    if inp.exchange_cash < inp.books_cash * (1 - CASH_RTOL) - 0.01:
         mismatches.append(
             f"cash: the exchange holds {inp.exchange_cash:.2f}, the books {inp.books_cash:.2f}"
         )

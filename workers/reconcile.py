@@ -27,15 +27,23 @@ from trading.reconcile import (
     reconcile,
     summary_of,
 )
-from trading.state import AdoptedHolding, AdoptRequest, PositionState, StatusView
+from trading.state import (
+    AdoptedHolding,
+    AdoptRequest,
+    OpenPosition,
+    PositionState,
+    StatusView,
+)
 from workflows.decision import DecisionWorkflow
 from workflows.position import PositionWorkflow
 
 log = logging.getLogger(__name__)
 
 
-async def gather(client: Client, settings: Settings, broker: Broker) -> ReconcileInput:
-    handle = client.get_workflow_handle(settings.decision_workflow_id)
+async def gather(
+    client: Client, settings: Settings, broker: Broker, workflow_id: str | None = None
+) -> ReconcileInput:
+    handle = client.get_workflow_handle(workflow_id or settings.decision_workflow_id)
     view: StatusView = await handle.query(DecisionWorkflow.status)
     positions: list[BookPosition] = []
     for pos in view.positions:
@@ -92,10 +100,12 @@ async def run_reconcile(
     dry_run: bool,
     source: str = "worker",
     journal: Journal | None = None,
+    workflow_id: str | None = None,
 ) -> ReconcileReport:
     """One reconciliation; unless ``dry_run`` its actions are carried out and its summary
-    handed to the DecisionWorkflow."""
-    inp = await gather(client, settings, broker)
+    handed to the DecisionWorkflow (``workflow_id``: the account's, by default)."""
+    wid = workflow_id or settings.decision_workflow_id
+    inp = await gather(client, settings, broker, wid)
     report = reconcile(inp)
     if dry_run:
         return report
@@ -109,7 +119,7 @@ async def run_reconcile(
             elif action.kind in ("check", "close"):
                 wid = next(
                     p.workflow_id
-                    for p in (await _positions(client, settings))
+                    for p in (await _positions(client, wid))
                     if p.position_id == action.target
                 )
                 handle = client.get_workflow_handle(wid)
@@ -126,7 +136,7 @@ async def run_reconcile(
                     cost=action.qty * action.price,
                     entry_time_ms=report.time_ms,
                 )
-                await client.get_workflow_handle(settings.decision_workflow_id).execute_update(
+                await client.get_workflow_handle(wid).execute_update(
                     DecisionWorkflow.adopt, AdoptRequest(holding=holding), result_type=str
                 )
                 action.done = True
@@ -137,8 +147,13 @@ async def run_reconcile(
     report = report.model_copy(
         update={"dry_run": False, "ok": not report.mismatches and not pending}
     )
+    if journal is not None and report.actions:
+        try:
+            await asyncio.to_thread(journal.record_reconcile, report)
+        except Exception as err:  # noqa: BLE001 - the actions are done; the log keeps them
+            log.error("reconciliation actions not journaled: %s", err)
     try:
-        await client.get_workflow_handle(settings.decision_workflow_id).signal(
+        await client.get_workflow_handle(wid).signal(
             DecisionWorkflow.reconciled, summary_of(report, source)
         )
     except Exception as err:  # noqa: BLE001 - the report is still printed and logged
@@ -146,10 +161,8 @@ async def run_reconcile(
     return report
 
 
-async def _positions(client: Client, settings: Settings):  # noqa: ANN202 - OpenPosition list
-    view = await client.get_workflow_handle(settings.decision_workflow_id).query(
-        DecisionWorkflow.status
-    )
+async def _positions(client: Client, workflow_id: str) -> list[OpenPosition]:
+    view = await client.get_workflow_handle(workflow_id).query(DecisionWorkflow.status)
     return view.positions
 
 
