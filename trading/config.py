@@ -24,6 +24,7 @@ from trading.limits import (
     DrawdownFraction,
     FeeRate,
     GuardFraction,
+    Leverage,
     Notional,
     PortfolioFraction,
     PositiveHours,
@@ -134,6 +135,10 @@ class Settings(BaseSettings):
     recv_window_ms: int = Field(
         default=10_000, ge=1_000, le=60_000, description="Binance recvWindow of signed requests"
     )
+    futures_leverage: Leverage = Field(
+        default=1, description="USDⓈ-M leverage set per symbol (hard maximum in trading/limits.py)"
+    )
+    futures_margin_mode: Literal["isolated", "cross"] = "isolated"
     exchange_stops: bool = Field(
         default=True, description="testnet / live: a protective stop at the exchange per position"
     )

@@ -42,3 +42,7 @@ Speed = Annotated[float, Field(gt=0, le=1e7)]
 SignalsPerRun = Annotated[int, Field(ge=1, le=9_000)]
 
 MAX_SIGNALS_PER_RUN_DEFAULT = 5_000
+
+# futures leverage: the setting's default is 1x; no setting can go past the hard maximum
+MAX_LEVERAGE = 5
+Leverage = Annotated[int, Field(ge=1, le=MAX_LEVERAGE)]

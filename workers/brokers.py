@@ -69,5 +69,7 @@ def build_broker(settings: Settings, budget: RestBudget | None = None) -> Broker
         limit_cap_pct=settings.limit_cap_pct,
         recv_window_ms=settings.recv_window_ms,
         fee_rate=settings.fee_rate,
+        leverage=settings.futures_leverage,
+        margin_mode=settings.futures_margin_mode,
     )
     return ExchangeBroker(client, config, budget=budget)

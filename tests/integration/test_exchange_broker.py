@@ -440,3 +440,18 @@ async def test_futures_funding_is_read_and_journaled_once(
     assert await journal_income(settings, usdm, journal) == 0  # once per exchange id
     assert [e.income_id for e in journal.income("acct")] == [entries[0].income_id]
     assert await make_broker(sim).income(0) == []  # spot has no funding
+
+
+async def test_futures_leverage_and_margin_mode_come_from_the_config(sim: ExchangeSim) -> None:
+    broker = make_broker(sim, "futures", leverage=2, margin_mode="cross")
+    try:
+        await broker.start()
+        sent = {r.path: r.params for r in sim.requests if r.method == "POST"}
+        assert sent["/fapi/v1/leverage"]["leverage"] == "2"
+        assert sent["/fapi/v1/marginType"]["marginType"] == "CROSSED"
+        assert {r.params["symbol"] for r in sim.requests if r.path == "/fapi/v1/leverage"} == {
+            "BTCUSDT",
+            "ETHUSDT",
+        }
+    finally:
+        await broker.close()

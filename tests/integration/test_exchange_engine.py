@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.integration
 
 BTC, ETH = SYMBOLS
 FAST = PositionParams(safety_interval_s=1.0, agent_interval_s=600.0)
+STICKY = timedelta(seconds=1)  # a restarted worker picks its workflows up at once
 
 
 class SimMarket(FakeMarket):
@@ -109,7 +111,7 @@ async def test_entry_stop_trail_outage_and_reconciliation(dev_env, sim, tmp_path
     ]
     raw = binance_client("spot", api_key=sim.api_key, secret=sim.secret, base_url=sim.base_url)
     try:
-        async with rig.worker(keep=True):
+        async with rig.worker(keep=True, sticky_queue_schedule_to_start_timeout=STICKY):
             handle = await rig.start(position=FAST, exchange_stops=True)
             await handle.signal(DecisionWorkflow.wake, Wake(reason="w1"))
             state: DecisionState = await until(handle, lambda s: BTC in s.positions, what="entry")
@@ -137,7 +139,7 @@ async def test_entry_stop_trail_outage_and_reconciliation(dev_env, sim, tmp_path
         sim.set_price(BTC, trail_stop.stop_price * 0.995)
         assert sim.ledger.qty(trail_stop.client_order_id) == Decimal(str(trail_stop.qty))
 
-        async with rig.worker(keep=True):
+        async with rig.worker(sticky_queue_schedule_to_start_timeout=STICKY):
             ps = await until(ph, lambda p: p.status == "CLOSED", what="stop booked")
             assert ps.exit_reason == "exchange_stop" and ps.trade is not None
             sells = [f for f in ps.fills if f.side == "SELL"]
@@ -207,7 +209,14 @@ async def test_entry_stop_trail_outage_and_reconciliation(dev_env, sim, tmp_path
                 dev_env.client, settings, broker, dry_run=True, workflow_id=handle.id
             )
             assert report.ok and report.actions == [], report.lines()
-    finally:
-        await rig.terminate_all()
+
+            # no key in any history, the journal or the status
+            texts = [(await handle.query(DecisionWorkflow.status)).model_dump_json()]
+            for wid in (handle.id, ph.id, aph.id):
+                history = await dev_env.client.get_workflow_handle(wid).fetch_history()
+                texts.append(history.to_json())
+            texts.append((tmp_path / f"{rig.queue}-journal.db").read_bytes().decode("latin-1"))
+            assert not any(sim.secret in t or sim.api_key in t for t in texts)
+    finally:  # the last worker terminated the rig's workflows on its way out
         await raw.close()
         await broker.close()

@@ -31,3 +31,32 @@ def test_binance_keys_come_from_the_environment_and_never_print(monkeypatch):
     assert settings.binance_api_secret.get_secret_value() == "secret-from-env-0002"
     shown = repr(settings) + str(settings.public_dict())
     assert "key-from-env-0001" not in shown and "secret-from-env-0002" not in shown
+
+
+def test_testnet_needs_the_keys_and_builds_the_exchange_broker(tmp_path, monkeypatch):
+    from activities.exchange_broker import ExchangeBroker
+    from workers.brokers import build_broker
+
+    for name in ("BINANCE_API_KEY", "BINANCE_SECRET_KEY", "OCW_BINANCE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=None, home=tmp_path, mode="testnet")
+    with pytest.raises(SetupError, match="BINANCE_API_KEY and BINANCE_SECRET_KEY"):
+        build_activities(settings, client=None)  # type: ignore[arg-type]
+    monkeypatch.setenv("BINANCE_API_KEY", "k" * 64)
+    monkeypatch.setenv("BINANCE_SECRET_KEY", "s" * 64)
+    settings = Settings(
+        _env_file=None,
+        home=tmp_path,
+        mode="testnet",
+        market="futures",
+        binance_futures_url="http://127.0.0.1:9",
+        futures_leverage=2,
+    )
+    broker = build_broker(settings)
+    assert isinstance(broker, ExchangeBroker) and broker.kind == "binance-futures"
+    assert broker.exchange.urls["api"]["fapiPrivate"] == "http://127.0.0.1:9/fapi/v1"
+    assert broker.config.leverage == 2 and broker.config.margin_mode == "isolated"
+    demo = build_broker(settings.model_copy(update={"binance_futures_url": None}))
+    assert demo.exchange.urls["api"]["fapiPrivate"].startswith("https://demo-fapi.binance.com")
+    live = Settings(_env_file=None, home=tmp_path, mode="live", live_trading=True)
+    assert build_broker(live).exchange.urls["api"]["private"].startswith("https://api.binance.com")
