@@ -23,6 +23,10 @@ Actions:
 * ``close``: a tracked position of which the exchange holds nothing (sold or moved outside
   the engine) and whose stop does not explain it: its books close at the last price, reason
   ``reconciled``, with no order.
+* while the account trades (a decision cycle runs or work is queued: an entry may be in
+  flight) or a position's exit or add is under way, nothing that an in-flight order could
+  explain is acted on or reported: it waits for the next round (notes say so). Orphan stops
+  are cancelled all the same.
 * mismatches: what cannot be explained (the exchange holds some but less than the books,
   less cash than the books, a position nobody watches), shown by ``ocw status``.
 """
@@ -48,12 +52,14 @@ class BookPosition(Model):
     qty: float
     stop_client_order_id: str | None = None  # its working exchange-side stop, if any
     running: bool = True  # its PositionWorkflow runs
+    busy: bool = False  # an exit or an add is under way: its order may be in flight
 
 
 class ReconcileInput(Model):
     account: str
     time_ms: int
     books_cash: float
+    busy: bool = False  # the account is mid-cycle (an entry may be in flight) or has work queued
     positions: list[BookPosition] = Field(default_factory=list)
     exchange_cash: float
     exchange_holdings: dict[str, float] = Field(default_factory=dict)  # symbol -> base qty
@@ -119,6 +125,9 @@ def reconcile(inp: ReconcileInput) -> ReconcileReport:
             continue
         if o.kind == "stop" and o.client_order_id in expected_stops:
             continue
+        if o.kind == "order" and inp.busy:  # maybe an order being placed right now
+            notes.append(f"{o.client_order_id}: left while the account trades (next round)")
+            continue
         why = "a stop no open position holds" if o.kind == "stop" else "an order no one waits for"
         actions.append(
             ReconcileAction(kind="cancel", symbol=o.symbol, target=o.client_order_id, detail=why)
@@ -147,6 +156,8 @@ def reconcile(inp: ReconcileInput) -> ReconcileReport:
         if held < books - slack:
             if sym in checked:
                 notes.append(f"{sym}: exchange {held:g} < books {books:g}: a stop ended (checked)")
+            elif inp.busy or any(p.busy for p in tracked):
+                notes.append(f"{sym}: exchange {held:g} < books {books:g} while trading: deferred")
             elif held <= slack:
                 for p in (p for p in tracked if p.running):
                     actions.append(
@@ -165,7 +176,9 @@ def reconcile(inp: ReconcileInput) -> ReconcileReport:
                 )
         elif held > books + slack:
             price = inp.prices.get(sym, 0.0)
-            if not tracked and sym in inp.traded and price > 0:
+            if inp.busy and not tracked:
+                notes.append(f"{sym}: {held:g} untracked while the account trades: deferred")
+            elif not tracked and sym in inp.traded and price > 0:
                 actions.append(
                     ReconcileAction(
                         kind="adopt",
@@ -183,7 +196,9 @@ def reconcile(inp: ReconcileInput) -> ReconcileReport:
 
     # the books cannot know every fee of what happened outside them (a sale by hand): a
     # shortfall within a round trip's fees is no mismatch
-    if inp.exchange_cash < inp.books_cash * (1 - CASH_RTOL) - 0.01:
+    if inp.busy:
+        notes.append("cash not compared: the account is trading")
+    elif inp.exchange_cash < inp.books_cash * (1 - CASH_RTOL) - 0.01:
         mismatches.append(
             f"cash: the exchange holds {inp.exchange_cash:.2f}, the books {inp.books_cash:.2f}"
         )

@@ -49,12 +49,16 @@ async def gather(
     for pos in view.positions:
         stop_id: str | None = None
         running = True
+        busy = pos.exit_requested or pos.pending_add_notional > 0
         try:
             state: PositionState = await client.get_workflow_handle(pos.workflow_id).query(
                 PositionWorkflow.status
             )
             if state.stop is not None and state.stop.working:
                 stop_id = state.stop.client_order_id
+            busy = (
+                busy or state.status != "OPEN" or bool(state.exit_requested or state.pending_adds)
+            )
         except Exception as err:  # noqa: BLE001 - a position that does not answer is reported
             log.warning("position %s does not answer: %s", pos.workflow_id, err)
             running = False
@@ -65,6 +69,7 @@ async def gather(
                 qty=pos.qty,
                 stop_client_order_id=stop_id,
                 running=running,
+                busy=busy,
             )
         )
     balances = await broker.balances()
@@ -82,6 +87,7 @@ async def gather(
         account=settings.account,
         time_ms=int(time.time() * 1000),
         books_cash=view.portfolio.cash,
+        busy=view.busy or view.queue_length > 0,
         positions=positions,
         exchange_cash=balances.cash,
         exchange_holdings=balances.holdings,

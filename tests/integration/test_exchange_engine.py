@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.ccxt_binance import binance_client
 from activities.exchange_broker import ExchangeBroker, ExchangeConfig
@@ -73,7 +74,13 @@ def make_broker(sim: ExchangeSim) -> ExchangeBroker:
 async def until(handle: WorkflowHandle, cond, timeout: float = 30.0, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        state = await handle.query(handle_query(handle))
+        try:
+            state = await handle.query(handle_query(handle))
+        except RPCError as err:  # a position booked a moment before its workflow starts
+            if err.status != RPCStatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+            continue
         if cond(state):
             return state
         if time.monotonic() > deadline:

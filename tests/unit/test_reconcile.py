@@ -123,3 +123,38 @@ def test_an_unwatched_position_is_a_mismatch():
     report = reconcile(_inp(positions=positions))
     assert any("unwatched" in m for m in report.mismatches)
     assert [a.kind for a in report.actions] == ["cancel"]  # its stop is nobody's now
+
+
+def test_nothing_an_order_in_flight_could_explain_is_acted_on_while_trading():
+    # an entry being placed: coins and a working order at the exchange, not yet in the books
+    orders = [
+        VenueOrder(client_order_id="acct-e1-BTC-2-1", symbol="BTC/USDT", side=Side.BUY, qty=1),
+        VenueOrder(
+            client_order_id="acct-e1-BTC-1-1-old",
+            symbol="BTC/USDT",
+            side=Side.SELL,
+            qty=0.02,
+            kind="stop",
+        ),
+    ]
+    report = reconcile(
+        _inp(
+            busy=True,
+            positions=[],
+            open_orders=orders,
+            exchange_holdings={"BTC/USDT": 0.05},
+            traded=["BTC/USDT"],
+            prices={"BTC/USDT": 50_000.0},
+            exchange_cash=7_500.0,
+            books_cash=10_000.0,
+        )
+    )
+    assert [(a.kind, a.target) for a in report.actions] == [("cancel", "acct-e1-BTC-1-1-old")]
+    assert report.mismatches == []
+    assert any("deferred" in n for n in report.notes)
+    # an exit in flight: the exchange already sold, the books not yet
+    exiting = [
+        BookPosition(position_id="acct-e1-BTC-1", symbol="BTC/USDT", qty=0.02, busy=True)
+    ]
+    report = reconcile(_inp(positions=exiting, open_orders=[], exchange_holdings={}))
+    assert report.actions == [] and report.mismatches == []
