@@ -153,8 +153,6 @@ def test_nothing_an_order_in_flight_could_explain_is_acted_on_while_trading():
     assert report.mismatches == []
     assert any("deferred" in n for n in report.notes)
     # an exit in flight: the exchange already sold, the books not yet
-    exiting = [
-        BookPosition(position_id="acct-e1-BTC-1", symbol="BTC/USDT", qty=0.02, busy=True)
-    ]
+    exiting = [BookPosition(position_id="acct-e1-BTC-1", symbol="BTC/USDT", qty=0.02, busy=True)]
     report = reconcile(_inp(positions=exiting, open_orders=[], exchange_holdings={}))
     assert report.actions == [] and report.mismatches == []
