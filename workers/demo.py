@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from activities.journal import Journal
 from activities.paper_broker import PaperBroker
@@ -165,15 +165,27 @@ async def start_exchange_sim(
     return await sim.start()
 
 
-async def exchange_balances(settings: Settings, sim: ExchangeSim) -> Balances:
-    """The books as the worker sees them: through an ExchangeBroker on the real ccxt client."""
+async def exchange_balances(
+    settings: Settings, sim: ExchangeSim, client: Any = None
+) -> tuple[Balances, list[str]]:
+    """The books as the worker sees them: through an ExchangeBroker on the real ccxt client;
+    and, with a Temporal ``client``, a last reconciliation of the exchange with the books."""
     from activities.ccxt_binance import binance_client
     from activities.exchange_broker import ExchangeBroker, ExchangeConfig
+    from workers.reconcile import run_reconcile
 
-    client = binance_client("spot", api_key=sim.api_key, secret=sim.secret, base_url=sim.base_url)
-    broker = ExchangeBroker(client, ExchangeConfig(market="spot", symbols=tuple(settings.symbols)))
+    ccxt_client = binance_client(
+        "spot", api_key=sim.api_key, secret=sim.secret, base_url=sim.base_url
+    )
+    broker = ExchangeBroker(
+        ccxt_client, ExchangeConfig(market="spot", symbols=tuple(settings.symbols))
+    )
+    lines: list[str] = []
     try:
-        return await broker.balances()
+        if client is not None:
+            report = await run_reconcile(client, settings, broker, dry_run=False, source="demo")
+            lines = ["  " + line for line in report.lines()]
+        return await broker.balances(), lines
     finally:
         await broker.close()
 
@@ -282,8 +294,9 @@ async def _demo(
             books, venue = paper.balances(), "paper broker"
             paper.close()
         else:
-            books, venue = await exchange_balances(settings, sim), "exchange"
-        extra = _exchange_lines(sim, settings) if sim is not None else []
+            books, reconciled = await exchange_balances(settings, sim, client)
+            venue = "exchange"
+        extra = [*_exchange_lines(sim, settings), *reconciled] if sim is not None else []
         _summary(view, plan, service, settings, books, venue, extra)
         if args.keep and not stop.is_set():
             print(

@@ -52,6 +52,7 @@ def test_demo_trades_through_ccxt_on_the_local_exchange(tmp_path: Path) -> None:
     assert "orders went through ccxt to the local exchange" in out, context
     assert "0 client order id(s) filled twice" in out, context
     assert "exchange: cash" in out and "agrees with the workflow's books" in out, context
+    assert "reconciliation of demo: agree" in out, context
     assert worker_log.exists() and "trading through binance-spot" in worker_log.read_text()
 
     with (home / "demo" / "exchange_fills.csv").open() as f:
