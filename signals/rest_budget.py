@@ -8,16 +8,25 @@ do not go through it and keep running.
 
 Weight is tracked per pool (``spot`` and ``futures`` are separate limits at Binance); a 429 or a
 418 stops all pools, as SPEC §9 asks.
+
+Binance bans an IP, not a process: with ``shared_path`` (``$OCW_HOME/rest_pause.json``) a ban or
+back-off seen by one process (the listener, the trading worker, a CLI) is written there and
+honoured by every other process of the same home before its next call. Weight counts stay per
+process (the exchange's used-weight header corrects them on every answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +77,7 @@ class RestBudget:
         max_wait_s: float = 10.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        shared_path: Path | None = None,
     ) -> None:
         self.limits = dict(limits or {"spot": 6000, "futures": 2400})
         if any(v <= 0 for v in self.limits.values()):
@@ -82,6 +92,8 @@ class RestBudget:
         self.banned_until_ms = 0
         self.backoff_until_ms = 0
         self.stats = BudgetStats()
+        self.shared_path = shared_path
+        self._shared_mtime_ns = -1
 
     # ------------------------------------------------------------ state
 
@@ -114,8 +126,41 @@ class RestBudget:
 
     # ------------------------------------------------------------ before a call
 
+    def _read_shared(self) -> None:
+        """Take in a pause another process of this home wrote (only when the file changed)."""
+        if self.shared_path is None:
+            return
+        try:
+            mtime = self.shared_path.stat().st_mtime_ns
+        except OSError:
+            return
+        if mtime == self._shared_mtime_ns:
+            return
+        self._shared_mtime_ns = mtime
+        try:
+            data = json.loads(self.shared_path.read_text())
+            banned, backoff = (
+                int(data.get("banned_until_ms", 0)),
+                int(data.get("backoff_until_ms", 0)),
+            )
+        except (OSError, ValueError, TypeError, AttributeError):
+            return  # a torn or foreign file: ignore it, the next write fixes it
+        self.banned_until_ms = max(self.banned_until_ms, banned)
+        self.backoff_until_ms = max(self.backoff_until_ms, backoff)
+
+    def _write_shared(self) -> None:
+        if self.shared_path is None:
+            return
+        data = {"banned_until_ms": self.banned_until_ms, "backoff_until_ms": self.backoff_until_ms}
+        tmp = self.shared_path.with_name(f".{self.shared_path.name}.{os.getpid()}")
+        with contextlib.suppress(OSError):
+            self.shared_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.shared_path)
+
     def check(self) -> None:
         """Raise if REST is paused right now (a ban, or a back-off too long to wait for)."""
+        self._read_shared()
         now = self.now_ms()
         if self.banned_until_ms > now:
             self.stats.refused += 1
@@ -181,12 +226,14 @@ class RestBudget:
             seconds = retry_after if retry_after is not None else DEFAULT_BAN_S
             self.banned_until_ms = max(self.banned_until_ms, now + int(seconds * 1000))
             self.stats.bans += 1
+            self._write_shared()
             log.error("Binance REST IP ban (418): all REST stopped for %.0f s", seconds)
         else:
             if retry_after is None:  # the weight window resets at the next minute
                 retry_after = (MINUTE_MS - now % MINUTE_MS) / 1000
             self.backoff_until_ms = max(self.backoff_until_ms, now + int(retry_after * 1000))
             self.stats.rate_limited += 1
+            self._write_shared()
             log.warning("Binance REST rate limited (429): backing off %.0f s", retry_after)
 
 

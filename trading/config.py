@@ -345,6 +345,7 @@ class Settings(BaseSettings):
             "journal_db": home / "journal.db",
             "llm_db": self.llm_cache_path or home / "llm.db",
             "logs": home / "logs",
+            "rest_pause": home / "rest_pause.json",  # 418 / 429 pauses shared by processes
         }
 
     def public_dict(self) -> dict[str, object]:

@@ -72,4 +72,13 @@ def build_broker(settings: Settings, budget: RestBudget | None = None) -> Broker
         leverage=settings.futures_leverage,
         margin_mode=settings.futures_margin_mode,
     )
+    if budget is None:  # Binance bans the IP: the listener's pauses hold here too
+        budget = RestBudget(
+            {
+                "spot": settings.rest_weight_limit_spot,
+                "futures": settings.rest_weight_limit_futures,
+            },
+            throttle_fraction=settings.rest_throttle_fraction,
+            shared_path=settings.paths()["rest_pause"],
+        )
     return ExchangeBroker(client, config, budget=budget)

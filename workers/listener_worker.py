@@ -243,6 +243,7 @@ class ListenerService:
         self.budget = RestBudget(
             {"spot": s.rest_weight_limit_spot, "futures": s.rest_weight_limit_futures},
             throttle_fraction=s.rest_throttle_fraction,
+            shared_path=s.paths()["rest_pause"],
         )
         urls = {"spot_url": s.binance_rest_url, "futures_url": s.binance_futures_rest_url}
         klines = BinanceRest(s.market_type, self.budget, **urls)

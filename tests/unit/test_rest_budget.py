@@ -106,3 +106,21 @@ async def test_rejects_unknown_pools_and_bad_limits() -> None:
         await budget(t).acquire("options", 1)
     with pytest.raises(ValueError):
         RestBudget({"spot": 0})
+
+
+async def test_a_ban_seen_by_one_process_stops_the_others_of_the_same_home(tmp_path) -> None:
+    t = FakeTime()
+    shared = tmp_path / "rest_pause.json"
+    listener = budget(t, shared_path=shared)
+    worker = budget(t, shared_path=shared)
+    await worker.acquire("spot", 1)
+    listener.observe("spot", 418, {"Retry-After": "120"})
+    with pytest.raises(RestBanned):
+        await worker.acquire("spot", 1)  # read from the file: no request leaves
+    assert worker.stats.refused == 1
+    t.now += 121
+    await worker.acquire("spot", 1)  # the ban is over for everyone
+    shared.write_text("{not json")  # a torn file never breaks a call
+    await worker.acquire("futures", 1)
+    lone = budget(t)  # without a shared path, each process keeps its own
+    await lone.acquire("spot", 1)
