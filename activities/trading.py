@@ -12,7 +12,12 @@ import logging
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -44,6 +49,7 @@ from trading.state import (
     StartPosition,
 )
 from workflows import activity_api as api
+from workflows.search_attributes import OCW_ACCOUNT, OCW_POSITION_STATUS, OCW_SYMBOL
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,16 @@ class TradingActivities:
         """
         if self.client is None:
             raise RuntimeError("start_position needs a Temporal client")
+        state = req.input.state
+        extra: dict = {}
+        if req.input.search_attributes:
+            extra["search_attributes"] = TypedSearchAttributes(
+                [
+                    SearchAttributePair(OCW_ACCOUNT, state.account),
+                    SearchAttributePair(OCW_SYMBOL, state.symbol),
+                    SearchAttributePair(OCW_POSITION_STATUS, state.status.value),
+                ]
+            )
         try:
             await self.client.start_workflow(
                 "PositionWorkflow",
@@ -89,6 +105,9 @@ class TradingActivities:
                 task_queue=req.input.trading_task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=req.summary or None,
+                static_details=req.details or None,
+                **extra,
             )
         except WorkflowAlreadyStartedError:
             log.info("position workflow %s already ran (retried start)", req.workflow_id)

@@ -12,6 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from trading.market_data import shared_data_dir
 from workers.temporal_env import find_binary
+from workflows import search_attributes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,6 +38,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_existing_path=find_binary("temporal"),
         dev_server_extra_args=["--log-level", "error"],
+        search_attributes=search_attributes.ALL,  # the engine's, as `ocw server` registers them
     )
     try:
         yield env

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
         description="DecisionWorkflow continues-as-new after this many signals (Temporal: 10,000)",
     )
 
+    # Temporal UI: the engine's search attributes (registered by the worker or `ocw setup`)
+    search_attributes: bool = True
+
     # execution
     fee_rate: FeeRate = 0.001
     slippage_bps: SlippageBps = 5.0

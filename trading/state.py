@@ -106,6 +106,8 @@ class EngineConfig(Model):
     max_signals_per_run: SignalsPerRun = MAX_SIGNALS_PER_RUN_DEFAULT
     # every position keeps a protective stop at the exchange (testnet / live brokers)
     exchange_stops: bool = False
+    # the server has the engine's search attributes: set and upsert them (Temporal UI)
+    search_attributes: bool = False
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> EngineConfig:
@@ -426,6 +428,7 @@ class PositionInput(Model):
     llm_eval_interval_s: float = 14400.0  # at most this often, unless the scorer leans EXIT/ADD
     llm_call_timeout_s: float = Field(default=60.0, gt=0, le=600)  # the HTTP call's deadline
     exchange_stops: bool = False  # keep a protective stop at the exchange (a real broker)
+    search_attributes: bool = False  # upsert OcwPositionStatus / OcwExitReason as they change
 
 
 class StartPosition(Model):
@@ -433,6 +436,8 @@ class StartPosition(Model):
 
     workflow_id: str
     input: PositionInput
+    summary: str = ""  # what the Temporal UI shows of it from the start
+    details: str = ""
 
 
 class PositionContext(Model):

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -26,9 +31,11 @@ from activities.paper_broker import PaperBroker
 from trading.config import Settings
 from trading.models import Side
 from trading.state import AccountSeed, AdoptedHolding, DecisionInput, EngineConfig
+from workers.search_setup import with_search_attributes
 from workers.temporal_env import SetupError
 from workers.wiring import decision_input, engine_config
 from workflows.decision import DecisionWorkflow
+from workflows.search_attributes import OCW_ACCOUNT
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,7 @@ async def ensure_account(
         return before
     if before.status != "NONE":
         raise _closed(settings, before)
+    settings = await with_search_attributes(client, settings)
     inp = decision_input(settings)
     if exchange is not None:
         inp = inp.model_copy(update={"seed": await exchange_seed(exchange, settings)})
@@ -101,10 +109,34 @@ async def ensure_account(
             task_queue=settings.trading_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            **account_start_options(settings),
         )
     except WorkflowAlreadyStartedError:  # closed between the look and the start
         raise _closed(settings, await describe_account(client, wid)) from None
     return AccountState(wid, "RUNNING", created=True)
+
+
+def account_start_options(settings: Settings) -> dict[str, Any]:
+    """What the Temporal UI shows of an account's DecisionWorkflow from its start."""
+    symbols = ", ".join(settings.symbols)
+    options: dict[str, Any] = {
+        "static_summary": f"OCW account {settings.account} · {settings.mode} · {symbols}",
+        "static_details": (
+            f"**Account** {settings.account} ({settings.mode}, {settings.market})  \n"
+            f"**Symbols** {symbols}  \n"
+            f"**Decides** every {settings.decision_interval} or when the gate wakes it; "
+            "Claude when configured, else the rule policy  \n"
+            f"**Limits** position {settings.max_position_pct:.0%}, exposure "
+            f"{settings.max_exposure:.0%}, drawdown halt {settings.drawdown_halt_pct:.0%}  \n"
+            "Each open position is a PositionWorkflow of its own "
+            "(`OcwAccount` / `OcwSymbol` search attributes; its ids are in this workflow's memo)."
+        ),
+    }
+    if settings.search_attributes:
+        options["search_attributes"] = TypedSearchAttributes(
+            [SearchAttributePair(OCW_ACCOUNT, settings.account)]
+        )
+    return options
 
 
 def _closed(settings: Settings, state: AccountState) -> SetupError:
@@ -132,7 +164,7 @@ async def configure_account(client: Client, settings: Settings) -> str:
     """Hand the trading side's settings to the running account (validated by the workflow),
     only when they differ from what it holds (the replay clock is the listener's)."""
     handle = client.get_workflow_handle(settings.decision_workflow_id)
-    config = engine_config(settings)
+    config = engine_config(await with_search_attributes(client, settings))
     view = await handle.query(DecisionWorkflow.status)
     if view.config is not None and _same_config(view.config, config):
         return f"configuration of {settings.account} unchanged"
@@ -253,6 +285,7 @@ async def reset_account(
     for pos_id in await running_positions(client, settings.account, broker):
         await client.get_workflow_handle(pos_id).terminate(reason=f"ocw account reset: {reason}")
         stopped.append(pos_id)
+    settings = await with_search_attributes(client, settings)
     config: EngineConfig = engine_config(settings)
     await client.start_workflow(
         DecisionWorkflow.run,
@@ -261,5 +294,6 @@ async def reset_account(
         task_queue=settings.trading_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        **account_start_options(settings),
     )
     return seed, stopped

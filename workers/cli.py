@@ -340,6 +340,65 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return run_until_stopped(main)
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    """``ocw setup``: prepare a Temporal server for the engine (its search attributes)."""
+    from workers.search_setup import register_search_attributes
+    from workers.temporal_env import connect
+
+    settings = load_settings()
+
+    async def main(stop: asyncio.Event) -> int:
+        client = await connect(settings)
+        ok, text = await register_search_attributes(client, settings.temporal_namespace)
+        print(f"{settings.temporal_address} namespace {settings.temporal_namespace}: {text}")
+        return 0 if ok else 1
+
+    return run_until_stopped(main)
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    """``ocw settings``: every setting, its value and where it came from; secrets masked."""
+    settings = load_settings()
+    rows = settings_sources(settings)
+    if args.json:
+        print(json.dumps({name: {"value": v, "source": src} for name, v, src in rows}, indent=2))
+        return 0
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, source in rows:
+        print(f"{name:<{width}}  {value}  ({source})")
+    return 0
+
+
+def settings_sources(settings: Settings) -> list[tuple[str, str, str]]:
+    """(variable, shown value, source) per setting: environment, .env, or default."""
+    from dotenv import dotenv_values
+
+    from trading.config import SECRET_FIELDS
+
+    dotenv = (
+        {k.upper(): v for k, v in dotenv_values(".env").items()} if Path(".env").exists() else {}
+    )
+    rows: list[tuple[str, str, str]] = []
+    for name, field in type(settings).model_fields.items():
+        names = [f"OCW_{name.upper()}"]
+        alias = field.validation_alias
+        if alias is not None:
+            choices = getattr(alias, "choices", [alias])
+            names = [str(c).upper() for c in choices if isinstance(c, str)] + names
+        env = next((n for n in names if n in os.environ), None)
+        dot = next((n for n in names if n in dotenv), None)
+        source = f"env {env}" if env else (f".env {dot}" if dot else "default")
+        value = getattr(settings, name)
+        if name in SECRET_FIELDS:
+            shown = "set (hidden)" if value is not None else "unset"
+        else:
+            plain = isinstance(value, str | Path) or value is None
+            shown = str(value) if plain else json.dumps(value, default=str)
+        shown_name = env or dot or names[0]
+        rows.append((shown_name, shown, source))
+    return rows
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.demo import run_demo
 
@@ -353,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ocw",
         description="OCW: durable, event-driven crypto trading on Temporal. "
-        "Settings come from OCW_* environment variables or .env.",
+        "Settings come from OCW_* environment variables or .env (`ocw settings` lists every one with its value and source).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -415,6 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("setup", help="register the engine's search attributes on the server")
+    p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser("settings", help="every setting, its value and source (secrets masked)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser(
         "reconcile", help="compare the exchange with the books; cancel the engine's orphans"

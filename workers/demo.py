@@ -103,6 +103,8 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     server = start_dev_server(settings, log_file=logs / "temporal.log", ui=True)
     print(f"Temporal dev server up; web UI http://localhost:{settings.temporal_ui_port}")
+    for line in reach_commands(settings):
+        print(line)
     workers: list[subprocess.Popen] = []
 
     def start_worker(extra_env: dict[str, str]) -> subprocess.Popen:
@@ -188,6 +190,24 @@ async def exchange_balances(
         return await broker.balances(), lines
     finally:
         await broker.close()
+
+
+def reach_commands(settings: Settings) -> list[str]:
+    """The exact commands that reach the demo's state from another terminal."""
+    env = (
+        f"OCW_HOME={settings.home} OCW_ACCOUNT={settings.account} "
+        f"OCW_TEMPORAL_ADDRESS={settings.temporal_address}"
+    )
+    wid = settings.decision_workflow_id
+    return [
+        "reach the demo from another terminal:",
+        f"  {env} .venv/bin/ocw status",
+        f"  {env} .venv/bin/ocw trades",
+        f"  .venv/bin/temporal workflow list --address {settings.temporal_address} "
+        f"--query \"OcwAccount='{settings.account}'\"",
+        f"  .venv/bin/temporal workflow describe --address {settings.temporal_address} "
+        f"--workflow-id {wid}",
+    ]
 
 
 def write_exchange_fills(sim: ExchangeSim, path: Path) -> None:
@@ -302,6 +322,8 @@ async def _demo(
             print(
                 f"server and web UI stay up: http://localhost:{settings.temporal_ui_port} (Ctrl-C to stop)"
             )
+            for line in reach_commands(settings):
+                print(line)
             await stop.wait()
         return 0
     finally:

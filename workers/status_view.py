@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from trading.models import ClosedTrade
 from trading.state import DecisionLogEntry, Incident, StatusView
+from workflows.ui_text import price, qty
 
 
 def fmt_time(ms: int | None) -> str:
@@ -26,8 +27,10 @@ def render_status(view: StatusView) -> str:
     for pos in view.positions:
         pnl = pos.qty * pos.last_price - pos.cost
         lines.append(
-            f"    {pos.position_id:<28} {pos.symbol:<10} qty {pos.qty:.6g} entry {pos.avg_entry:,.4g} "
-            f"last {pos.last_price:,.4g} pnl {pnl:+,.2f}{'  (exit requested)' if pos.exit_requested else ''}"
+            f"    {pos.position_id:<28} {pos.symbol:<10} qty {qty(pos.qty)} "
+            f"entry {price(pos.avg_entry)} last {price(pos.last_price)} pnl {pnl:+,.2f}"
+            f"{'  (adopted)' if pos.adopted else ''}"
+            f"{'  (exit requested)' if pos.exit_requested else ''}"
         )
     g = view.gate
     lines.append(
@@ -114,6 +117,6 @@ def render_decision(entry: DecisionLogEntry) -> str:
 def render_trade(t: ClosedTrade) -> str:
     return (
         f"{t.trade_id:<28} {t.symbol:<10} {fmt_time(t.entry_time_ms)} -> {fmt_time(t.exit_time_ms)} "
-        f"{t.entry_price:,.4g} -> {t.exit_price:,.4g} pnl {t.pnl:+,.2f} ({t.pnl_pct:+.2%}) "
+        f"{price(t.entry_price)} -> {price(t.exit_price)} pnl {t.pnl:+,.2f} ({t.pnl_pct:+.2%}) "
         f"fees {t.fees:,.2f} exit {t.exit_reason}"
     )

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from trading.config import Settings
+from workflows.search_attributes import DEV_SERVER_FLAGS
 
 
 class SetupError(RuntimeError):
@@ -76,6 +77,7 @@ def dev_server_command(settings: Settings, db_file: Path, ui: bool = True) -> li
         "journal_mode=WAL",
         "--log-level",
         "error",
+        *DEV_SERVER_FLAGS,  # the engine's search attributes (workflows/search_attributes.py)
     ]
     if ui:
         cmd += ["--ui-port", str(settings.temporal_ui_port)]

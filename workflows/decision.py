@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         Wake,
     )
     from trading.orders import client_order_id
+    from trading.protective_stop import stop_loss_level
     from trading.reconcile import ReconcileSummary
     from trading.regime_crypto import CryptoRegime, CryptoRegimeRequest
     from trading.risk import check_order
@@ -81,7 +82,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import activity_api as api
     from workflows import decision_books as books
+    from workflows import ui_text
     from workflows.position import PositionWorkflow
+    from workflows.search_attributes import OCW_DECIDED_BY
 
 WAKE_IDS_KEPT = 500
 GATE_ONLY_PREFIXES = ("zscore:", "timer:", "condition:", "watchdog")
@@ -145,6 +148,9 @@ class DecisionWorkflow:
         self._updates = 0
         self._entry: DecisionLogEntry | None = None  # the log entry of the item at work
         self._unjournaled: list[Incident] = []
+        self._why = ""  # the reasoning of the decision being applied (position summaries)
+        self._shown_decided_by: str | None = None  # search attribute and memo last set
+        self._shown_positions: list[str] | None = None
 
     # ------------------------------------------------------------ signals (enqueue only)
 
@@ -284,7 +290,7 @@ class DecisionWorkflow:
         self._s.queue.append(
             WorkItem(kind="adopt", holding=req.holding, received_ms=self._now_ms())
         )
-        return f"adopting {req.holding.qty:.8g} {req.holding.symbol} ({req.reason})"
+        return f"adopting {ui_text.qty(req.holding.qty)} {req.holding.symbol} ({req.reason})"
 
     @adopt.validator
     def _validate_adopt(self, req: AdoptRequest) -> None:
@@ -390,8 +396,14 @@ class DecisionWorkflow:
         handled = 0
         while True:
             await workflow.wait_condition(
-                lambda n=handled: bool(s.queue or self._unjournaled) or self._should_continue(n)
+                lambda n=handled: (
+                    bool(s.queue or self._unjournaled or self._ui_stale())
+                    or self._should_continue(n)
+                )
             )
+            if not (s.queue or self._unjournaled) and not self._should_continue(handled):
+                self._show()  # a position opened or closed by a signal: the UI's links
+                continue
             if s.queue:
                 item = books.next_work_item(s)
                 self._busy = True
@@ -402,6 +414,7 @@ class DecisionWorkflow:
                     self._entry = None
                 handled += 1
             await self._contained("bookkeeping", self._bookkeeping())
+            self._show()
             if self._should_continue(handled):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 s.counters.continued_as_new += 1
@@ -525,7 +538,9 @@ class DecisionWorkflow:
         s.counters.positions_opened += 1
         s.last_prices.setdefault(h.symbol, h.avg_entry)
         await self._start_watcher(pos, next_seq=2)
-        self._note(f"{h.symbol} adopted {h.qty:.8g} @ {h.avg_entry:.8g} -> {position_id}")
+        self._note(
+            f"{h.symbol} adopted {ui_text.qty(h.qty)} @ {ui_text.price(h.avg_entry)} -> {position_id}"
+        )
 
     async def _adopt(self, h: AdoptedHolding) -> None:
         """Reconciliation's adoption: the holding enters the books at its price (equity
@@ -534,7 +549,7 @@ class DecisionWorkflow:
         if h.symbol in s.positions:
             self._note(f"{h.symbol}: not adopted, a position tracks it already")
             return
-        self._open_entry("adopt", [f"reconciled: adopt {h.qty:.8g} {h.symbol}"])
+        self._open_entry("adopt", [f"reconciled: adopt {ui_text.qty(h.qty)} {h.symbol}"])
         await self._adopt_holding(h, flagged=True)
         books.mark_to_market(s)
         s.portfolio.peak_equity = max(s.portfolio.peak_equity, s.portfolio.equity)
@@ -597,6 +612,7 @@ class DecisionWorkflow:
         log.source = decision.source
         log.rejected = list(decision.rejected)
         for d in decision.decisions:
+            self._why = d.reasoning
             note = await self._apply(
                 d.ticker, d.action, d.position_pct, d.signal_weights, view, wake, stale
             )
@@ -730,7 +746,9 @@ class DecisionWorkflow:
         s.counters.positions_opened += 1
         await self._start_watcher(pos, entry=fill, symbol_regime=symbol_regime)
         self._mark()
-        return f"{symbol} BUY {fill.qty:.6g} @ {fill.price:.6g} -> {position_id}"
+        return (
+            f"{symbol} BUY {ui_text.qty(fill.qty)} @ {ui_text.price(fill.price)} -> {position_id}"
+        )
 
     def _position_input(
         self,
@@ -771,6 +789,7 @@ class DecisionWorkflow:
             llm_eval_interval_s=cfg.scaled_s(cfg.llm.position_eval_interval_s),
             llm_call_timeout_s=cfg.llm.call_timeout_s,
             exchange_stops=cfg.exchange_stops,
+            search_attributes=cfg.search_attributes,
         )
 
     async def _start_watcher(
@@ -782,12 +801,30 @@ class DecisionWorkflow:
     ) -> None:
         """Start the position's workflow (idempotent by workflow id); a start that fails for
         good is an incident and the position is looked up on the next cycle."""
+        inp = self._position_input(pos, next_seq, entry, symbol_regime)
+        opened_by = "reconciliation (adopted)" if pos.adopted else ui_text.who(self._s.decided_by)
+        why = self._why if entry is not None else ("adopted" if pos.adopted else "watcher")
         try:
             await self._activity(
                 api.START_POSITION,
                 StartPosition(
                     workflow_id=pos.workflow_id,
-                    input=self._position_input(pos, next_seq, entry, symbol_regime),
+                    input=inp,
+                    summary=ui_text.position_summary(
+                        pos.symbol,
+                        pos.qty,
+                        pos.avg_entry,
+                        stop_loss_level(pos.avg_entry, inp.params),
+                        opened_by,
+                        why,
+                    ),
+                    details=ui_text.position_details(
+                        pos.position_id,
+                        workflow.info().workflow_id,
+                        self._s.config.account,
+                        pos.entry_time_ms,
+                        why,
+                    ),
                 ),
                 api.START_CALL,
             )
@@ -808,7 +845,7 @@ class DecisionWorkflow:
         if not await self._tell_position(pos, PositionWorkflow.add, order):
             pos.pending_add_notional = max(0.0, pos.pending_add_notional - sizing.notional)
             return f"{pos.symbol} ADD: not delivered to {pos.position_id}"
-        return f"{pos.symbol} ADD {sizing.qty:.6g} requested on {pos.position_id}"
+        return f"{pos.symbol} ADD {ui_text.qty(sizing.qty)} requested on {pos.position_id}"
 
     async def _add_request(self, position_id: str) -> None:
         s = self._s
@@ -1200,15 +1237,56 @@ class DecisionWorkflow:
         result_type: type | None = None,
         market: bool = False,
     ):
-        """One activity call with its declared options, on the trading (or market) queue."""
+        """One activity call with its declared options, on the trading (or market) queue,
+        with a summary the Temporal UI shows."""
         cfg = self._s.config
         return await workflow.execute_activity(
             name,
             arg,
             task_queue=cfg.market_task_queue if market else cfg.trading_task_queue,
             result_type=result_type,
+            summary=_activity_summary(name, arg),
             **call.kwargs(),
         )
+
+    def _ui_stale(self) -> bool:
+        """The memo's position links are behind the books (only with search attributes on:
+        without them the loop wakes as it always did)."""
+        s = self._s
+        if not s.config.search_attributes or self._shown_positions is None:
+            return False
+        return sorted(f"ocw-position-{p.position_id}" for p in s.positions.values()) != (
+            self._shown_positions
+        )
+
+    def _show(self) -> None:
+        """The UI's view of the account now (no history cost), and its search attributes and
+        memo when they changed (the memo lists the open positions' workflows)."""
+        s = self._s
+        p = s.portfolio
+        positions = [(x.position_id, x.symbol, x.qty) for x in s.positions.values()]
+        workflow.set_current_details(
+            ui_text.account_now(
+                p.equity,
+                p.cash,
+                books.exposure_value(s) / p.equity if p.equity > 0 else 0.0,
+                p.drawdown,
+                positions,
+                s.decided_by,
+                s.gate.next_check_seconds,
+                p.halt_reason if p.entries_blocked else None,
+            )
+        )
+        if not s.config.search_attributes:
+            return
+        decided = ui_text.decided_by_value(s.decided_by)
+        if decided != self._shown_decided_by:
+            workflow.upsert_search_attributes([OCW_DECIDED_BY.value_set(decided)])
+            self._shown_decided_by = decided
+        ids = sorted(f"ocw-position-{pid}" for pid, _, _ in positions)
+        if ids != self._shown_positions:
+            workflow.upsert_memo({"positions": ids})
+            self._shown_positions = ids
 
     def _apply_agent_settings(self, decision: AgentDecision) -> None:
         s = self._s
@@ -1288,3 +1366,17 @@ class DecisionWorkflow:
     @staticmethod
     def _now_ms() -> int:
         return int(workflow.time() * 1000)
+
+
+def _activity_summary(name: str, arg: object) -> str:
+    """One line per activity in the UI: what it does, to what."""
+    if isinstance(arg, OrderRequest):
+        return f"place {arg.side.value} {ui_text.qty(arg.qty)} {arg.symbol} ({arg.reason})"
+    if isinstance(arg, DecideRequest):
+        who = "Claude" if name == api.LLM_DECIDE else "rule policy"
+        return f"{who}: decide {len(arg.market.symbols)} symbols"
+    if isinstance(arg, StartPosition):
+        return f"start {arg.input.state.symbol} position {arg.workflow_id}"
+    if isinstance(arg, MarketViewRequest):
+        return f"market view {', '.join(arg.symbols)} {arg.interval}"
+    return name.replace("_", " ")

@@ -42,8 +42,8 @@ with workflow.unsafe.imports_passed_through():
         StopState,
     )
     from trading.orders import client_order_id
-    from trading.protective_stop import should_move, stop_level
-    from trading.safety import check_safety
+    from trading.protective_stop import should_move, stop_level, stop_loss_level
+    from trading.safety import check_safety, net_pnl_pct
     from trading.snapshot import PositionMark, RegimeReading, SnapshotContext
     from trading.state import (
         ERROR_TEXT_MAX,
@@ -64,6 +64,8 @@ with workflow.unsafe.imports_passed_through():
         PricesResult,
     )
     from workflows import activity_api as api
+    from workflows import ui_text
+    from workflows.search_attributes import OCW_EXIT_REASON, OCW_POSITION_STATUS
 
 BTC = "BTC/USDT"
 QTY_RTOL = 1e-9  # a fill within this of the asked quantity is the whole of it
@@ -91,6 +93,8 @@ class PositionWorkflow:
         self._inp: PositionInput | None = inp
         self._agent: asyncio.Task[None] | None = None
         self._check_now = False  # a reconciliation asked for a safety check now
+        # the status the search attribute holds (set OPEN at start by ``start_position``)
+        self._shown_status: str | None = inp.state.status.value
         self._alarms: set[int] = set()  # deadlines (workflow ms) with a timer running
         self._ringing: set[asyncio.Task[None]] = set()
 
@@ -162,6 +166,7 @@ class PositionWorkflow:
         await self._protect()
         ticks = 0
         while s.status != PositionStatus.CLOSED:
+            self._show()
             if s.close_books and not s.exit_requested:
                 await self._close_books(s.close_books)
                 continue
@@ -195,8 +200,42 @@ class PositionWorkflow:
                     or self._now_ms() >= due
                 )
             )
+        self._show()
         await self._stop_agent()
         return s.trade
+
+    def _show(self) -> None:
+        """The UI's view of the position now (no history cost); its search attributes when
+        its status changes (only on a server that has them)."""
+        s = self._state
+        params = self._input.params
+        safety = check_safety(s.avg_entry, s.peak_price, s.last_price, params, 0.0)
+        value = s.qty * s.last_price * (1 - params.fee_rate)
+        pnl = (s.trade.pnl if s.trade else value - s.cost) if s.cost > 0 else 0.0
+        workflow.set_current_details(
+            ui_text.position_now(
+                s.symbol,
+                s.trade.qty if s.trade else s.qty,
+                s.avg_entry,
+                s.trade.exit_price if s.trade else s.last_price,
+                pnl,
+                s.trade.pnl_pct
+                if s.trade
+                else net_pnl_pct(s.avg_entry, s.last_price, params.fee_rate),
+                stop_loss_level(s.avg_entry, params),
+                safety.trail_price,
+                s.stop.stop_price if s.stop is not None and s.stop.working else None,
+                s.last_verdict,
+                s.status.value + (f" ({s.exit_reason})" if s.exit_reason else ""),
+            )
+        )
+        if not self._input.search_attributes or s.status.value == self._shown_status:
+            return
+        updates = [OCW_POSITION_STATUS.value_set(s.status.value)]
+        if s.exit_reason:
+            updates.append(OCW_EXIT_REASON.value_set(s.exit_reason))
+        workflow.upsert_search_attributes(updates)
+        self._shown_status = s.status.value
 
     def _arm(self, due_ms: int) -> None:
         """A timer that wakes the loop at ``due_ms``, never cancelled: an exit or an add that
@@ -207,8 +246,12 @@ class PositionWorkflow:
             return
         self._alarms.add(due_ms)
 
+        label = "safety check" if due_ms == self._state.next_safety_ms else "agent check"
+
         async def ring() -> None:
-            await workflow.sleep(timedelta(milliseconds=max(1, due_ms - self._now_ms())))
+            await workflow.sleep(
+                timedelta(milliseconds=max(1, due_ms - self._now_ms())), summary=label
+            )
             self._alarms.discard(due_ms)
 
         task = asyncio.create_task(ring())
@@ -239,6 +282,7 @@ class PositionWorkflow:
             res = await workflow.execute_activity(
                 api.MARKET_PRICES,
                 PricesRequest(symbols=[s.symbol]),
+                summary=f"price of {s.symbol}",
                 task_queue=self._input.market_task_queue,
                 result_type=PricesResult,
                 **call.kwargs(),
@@ -313,6 +357,7 @@ class PositionWorkflow:
             view = await workflow.execute_activity(
                 api.MARKET_VIEW,
                 MarketViewRequest(symbols=symbols, interval="1h"),
+                summary=f"1h features of {', '.join(symbols)}",
                 task_queue=self._input.market_task_queue,
                 result_type=MarketView,
                 **api.MARKET_CALL.kwargs(),
@@ -326,6 +371,7 @@ class PositionWorkflow:
             verdict = await workflow.execute_activity(
                 api.EVALUATE_POSITION,
                 request,
+                summary=f"scorer: evaluate {s.symbol}",
                 task_queue=self._input.trading_task_queue,
                 result_type=PositionVerdict,
                 **api.EVALUATE_CALL.kwargs(),
@@ -378,6 +424,7 @@ class PositionWorkflow:
             verdict = await workflow.execute_activity(
                 api.LLM_EVALUATE_POSITION,
                 request,
+                summary=f"Claude: evaluate {s.symbol}",
                 task_queue=self._input.trading_task_queue,
                 result_type=PositionVerdict,
                 **api.llm_call(self._input.llm_call_timeout_s, api.LLM_EVALUATE_RETRY).kwargs(),
@@ -425,6 +472,7 @@ class PositionWorkflow:
             fill = await workflow.execute_activity(
                 api.PLACE_ORDER,
                 order,
+                summary=f"place {side.value} {ui_text.qty(qty)} {s.symbol} ({reason})",
                 task_queue=self._input.trading_task_queue,
                 result_type=Fill,
                 **api.ORDER_CALL.kwargs(),
@@ -537,6 +585,7 @@ class PositionWorkflow:
             await workflow.execute_activity(
                 api.JOURNAL_TRADE,
                 JournalTrade(account=s.account, trade=trade),
+                summary=f"journal trade {s.position_id}",
                 task_queue=self._input.trading_task_queue,
                 **api.JOURNAL_CALL.kwargs(),
             )
@@ -593,6 +642,7 @@ class PositionWorkflow:
             state = await workflow.execute_activity(
                 api.PLACE_STOP,
                 request,
+                summary=f"exchange stop SELL {ui_text.qty(s.qty)} {s.symbol} @ {ui_text.price(level)}",
                 task_queue=self._input.trading_task_queue,
                 result_type=StopState,
                 **api.STOP_CALL.kwargs(),
@@ -619,6 +669,7 @@ class PositionWorkflow:
             state = await workflow.execute_activity(
                 api.STOP_STATUS,
                 self._stop_ref(s.stop),
+                summary=f"read exchange stop @ {ui_text.price(s.stop.stop_price)}",
                 task_queue=self._input.trading_task_queue,
                 result_type=StopState,
                 **api.STOP_READ_CALL.kwargs(),
@@ -641,6 +692,7 @@ class PositionWorkflow:
             state = await workflow.execute_activity(
                 api.CANCEL_STOP,
                 self._stop_ref(s.stop),
+                summary=f"cancel exchange stop @ {ui_text.price(s.stop.stop_price)}",
                 task_queue=self._input.trading_task_queue,
                 result_type=StopState,
                 **api.STOP_CALL.kwargs(),

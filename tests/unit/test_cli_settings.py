@@ -1,0 +1,22 @@
+"""``ocw settings``: every setting with its value and source, secrets masked."""
+
+from __future__ import annotations
+
+from trading.config import Settings
+from workers.cli import settings_sources
+
+
+def test_every_setting_shows_its_value_and_source_and_no_secret(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("OCW_ACCOUNT=fromfile\n")
+    monkeypatch.setenv("OCW_SYMBOLS", "BTC/USDT,ETH/USDT")
+    monkeypatch.setenv("BINANCE_SECRET_KEY", "very-secret-value-123")
+    rows = {name: (value, source) for name, value, source in settings_sources(Settings())}
+    assert rows["OCW_SYMBOLS"] == ('["BTC/USDT", "ETH/USDT"]', "env OCW_SYMBOLS")
+    assert rows["OCW_ACCOUNT"] == ("fromfile", ".env OCW_ACCOUNT")
+    assert rows["OCW_MODE"] == ("paper", "default")
+    assert rows["OCW_HOME"][0] == ".ocw"
+    assert rows["BINANCE_SECRET_KEY"] == ("set (hidden)", "env BINANCE_SECRET_KEY")
+    assert "LIVE_TRADING" in rows  # read under its documented name
+    assert all("very-secret-value-123" not in v for v, _ in rows.values())
+    assert len(rows) == len(Settings.model_fields)
