@@ -54,7 +54,7 @@ INTERVAL_SECONDS: dict[str, int] = {
     "1d": 86400,
 }
 
-SECRET_FIELDS = {"binance_api_key", "binance_api_secret"}
+SECRET_FIELDS = {"binance_api_key", "binance_api_secret", "api_token"}
 
 
 def interval_seconds(interval: str) -> int:
@@ -114,6 +114,13 @@ class Settings(BaseSettings):
 
     # Temporal UI: the engine's search attributes (registered by the worker or `ocw setup`)
     search_attributes: bool = True
+
+    # dashboard and REST API (`ocw dashboard`): read-only unless OCW_API_TOKEN is set
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8765, ge=1, le=65535)
+    api_token: SecretStr | None = Field(
+        default=None, description="enables the control endpoints (Bearer token)"
+    )
 
     # execution
     fee_rate: FeeRate = 0.001

@@ -340,6 +340,60 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return run_until_stopped(main)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """``ocw dashboard``: the web page and its REST API, on 127.0.0.1 unless told otherwise."""
+    import uvicorn
+
+    from workers.api import create_app
+    from workers.temporal_env import connect
+
+    overrides: dict[str, object] = {}
+    if args.port:
+        overrides["dashboard_port"] = args.port
+    if args.host:
+        overrides["dashboard_host"] = args.host
+    settings = load_settings(overrides)
+    _port_free(settings.dashboard_host, settings.dashboard_port)
+
+    async def main(stop: asyncio.Event) -> int:
+        client = await connect(settings)
+        token = settings.api_token.get_secret_value() if settings.api_token else None
+        app = create_app(client, settings, token=token)
+        config = uvicorn.Config(
+            app,
+            host=settings.dashboard_host,
+            port=settings.dashboard_port,
+            log_level="warning",
+        )
+        server = uvicorn.Server(config)
+        print(
+            f"dashboard on http://{settings.dashboard_host}:{settings.dashboard_port}/ "
+            f"(API /api, schema /docs; control {'on' if token else 'off: set OCW_API_TOKEN'})",
+            flush=True,
+        )
+        serving = asyncio.create_task(server.serve())
+        await asyncio.wait(
+            [serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        server.should_exit = True
+        await serving
+        return 0
+
+    return run_until_stopped(main)
+
+
+def _port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        if sock.connect_ex((host, port)) == 0:
+            raise SetupError(
+                f"port {port} on {host} is taken: stop what uses it or pass --port "
+                "(or OCW_DASHBOARD_PORT)"
+            )
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     """``ocw setup``: prepare a Temporal server for the engine (its search attributes)."""
     from workers.search_setup import register_search_attributes
@@ -474,6 +528,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the raw status as JSON")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("dashboard", help="the web dashboard and its REST API (127.0.0.1:8765)")
+    p.add_argument("--port", type=int, default=None, help="default OCW_DASHBOARD_PORT, 8765")
+    p.add_argument("--host", default=None, help="default OCW_DASHBOARD_HOST, 127.0.0.1")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("setup", help="register the engine's search attributes on the server")
     p.set_defaults(func=cmd_setup)

@@ -1,0 +1,328 @@
+"""What the dashboard, the REST API and the MCP server show: one set of read-only views.
+
+Every view is read afresh from the source of truth on each call: Temporal queries (the
+DecisionWorkflow's status, each PositionWorkflow's status, the learner's posteriors) and the
+journal (decisions, trades, incidents). Nothing is cached, so nothing can lie after a restart.
+The listener's health comes from its status file (``signals/listener_status.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from pydantic import Field
+from temporalio.client import Client
+
+from activities.journal import Journal
+from trading.config import Settings
+from trading.learner import PosteriorTable
+from trading.models import ClosedTrade, Model
+from trading.protective_stop import stop_loss_level
+from trading.safety import check_safety, net_pnl_pct
+from trading.state import PositionState, StatusView
+from workflows.decision import DecisionWorkflow
+from workflows.position import PositionWorkflow
+
+
+class PositionView(Model):
+    position_id: str
+    workflow_id: str
+    symbol: str
+    qty: float
+    avg_entry: float
+    last_price: float
+    cost: float
+    pnl: float  # net of the exit fee, as if sold at the last price
+    pnl_pct: float
+    stop: float | None  # the safety layer's stop-loss level
+    trail: float | None  # the trailing stop, once active
+    exchange_stop: float | None  # the stop resting at the exchange, if any
+    status: str
+    last_verdict: str | None = None
+    last_score: float | None = None
+    entry_time_ms: int
+    adopted: bool = False
+    exit_requested: bool = False
+    answered: bool = True  # its workflow answered the query
+
+
+class EquityPoint(Model):
+    time_ms: int
+    equity: float
+
+
+class MetricsView(Model):
+    """The equity curve (from the journal's closed trades, then the live mark), drawdown."""
+
+    initial_cash: float
+    equity: float
+    cash: float
+    drawdown: float
+    peak_equity: float
+    realized_pnl: float
+    fees_paid: float
+    n_trades: int
+    wins: int
+    losses: int
+    curve: list[EquityPoint] = Field(default_factory=list)
+    benchmark: list[EquityPoint] = Field(default_factory=list)  # buy and hold, where known
+
+
+class DecisionView(Model):
+    decision_id: str
+    market_time_ms: int | None
+    source: str  # who decided: llm / rule / ...
+    wake_reasons: list[str]
+    reasoning: list[str]  # per ticker: action and why
+    executed: list[str]
+
+
+class LLMView(Model):
+    enabled: bool
+    decided_by: str
+    breaker: str
+    breaker_phase: str
+    spent_today_usd: float
+    daily_budget_usd: float | None
+    calls_today: int
+
+
+class RegimeInfo(Model):
+    crypto: str
+    crypto_probability: float | None
+    macro: str
+    exposure_scale: float
+    trail_multiplier: float
+
+
+class Overview(Model):
+    """Everything the dashboard's first screen needs in one call."""
+
+    account: str
+    mode: str
+    time_ms: int
+    equity: float
+    cash: float
+    exposure: float
+    drawdown: float
+    halted: str | None
+    positions: list[PositionView]
+    llm: LLMView | None
+    regimes: RegimeInfo | None
+    reliabilities: dict[str, float]
+    gate: dict[str, Any]
+    listener: dict[str, Any]
+    reconcile: dict[str, Any] | None
+    incidents: list[dict[str, Any]]
+    counters: dict[str, Any]
+
+
+class Views:
+    """The views of one account, read through a Temporal client and the journal."""
+
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    @property
+    def _handle(self):  # noqa: ANN202 - a WorkflowHandle
+        return self.client.get_workflow_handle(self.settings.decision_workflow_id)
+
+    def _journal(self) -> Journal | None:
+        path = self.settings.paths()["journal_db"]
+        return Journal(path) if path.exists() else None
+
+    async def status(self) -> StatusView:
+        return await self._handle.query(DecisionWorkflow.status)
+
+    async def positions(self, view: StatusView | None = None) -> list[PositionView]:
+        view = view or await self.status()
+        return list(await asyncio.gather(*(self._position(p, view) for p in view.positions)))
+
+    async def _position(self, pos: Any, view: StatusView) -> PositionView:
+        params = view.config.position_params() if view.config is not None else None
+        state: PositionState | None = None
+        try:
+            state = await self.client.get_workflow_handle(pos.workflow_id).query(
+                PositionWorkflow.status
+            )
+        except Exception:  # noqa: BLE001 - shown as not answering
+            state = None
+        last = state.last_price if state else pos.last_price
+        entry = state.avg_entry if state else pos.avg_entry
+        qty = state.qty if state else pos.qty
+        cost = state.cost if state else pos.cost
+        fee = params.fee_rate if params else 0.001
+        trail = None
+        stop = None
+        if params is not None and entry > 0 and last > 0:
+            peak = state.peak_price if state else max(entry, last)
+            trail = check_safety(entry, max(peak, last), last, params, 0.0).trail_price
+            stop = stop_loss_level(entry, params)
+        value = qty * last * (1 - fee)
+        return PositionView(
+            position_id=pos.position_id,
+            workflow_id=pos.workflow_id,
+            symbol=pos.symbol,
+            qty=qty,
+            avg_entry=entry,
+            last_price=last,
+            cost=cost,
+            pnl=value - cost,
+            pnl_pct=net_pnl_pct(entry, last, fee) if entry > 0 and last > 0 else 0.0,
+            stop=stop,
+            trail=trail,
+            exchange_stop=(
+                state.stop.stop_price if state and state.stop and state.stop.working else None
+            ),
+            status=state.status.value if state else "UNKNOWN",
+            last_verdict=state.last_verdict if state else None,
+            last_score=state.last_score if state else None,
+            entry_time_ms=pos.entry_time_ms,
+            adopted=pos.adopted,
+            exit_requested=pos.exit_requested,
+            answered=state is not None,
+        )
+
+    async def overview(self) -> Overview:
+        view = await self.status()
+        p = view.portfolio
+        positions = await self.positions(view)
+        exposure = sum(x.qty * x.last_price for x in positions)
+        llm = None
+        if view.llm is not None:
+            llm = LLMView(
+                enabled=view.llm.enabled,
+                decided_by=view.llm.decided_by,
+                breaker=view.llm.breaker,
+                breaker_phase=view.llm.breaker_phase,
+                spent_today_usd=view.llm.spend.day_usd,
+                daily_budget_usd=view.llm.daily_budget_usd,
+                calls_today=view.llm.spend.day_calls,
+            )
+        regimes = None
+        if view.regimes is not None:
+            r = view.regimes
+            regimes = RegimeInfo(
+                crypto=r.crypto,
+                crypto_probability=r.crypto_probability,
+                macro=r.macro,
+                exposure_scale=r.exposure_scale,
+                trail_multiplier=r.trail_multiplier,
+            )
+        return Overview(
+            account=view.account,
+            mode=view.config.mode if view.config else self.settings.mode,
+            time_ms=int(time.time() * 1000),
+            equity=p.equity,
+            cash=p.cash,
+            exposure=exposure / p.equity if p.equity > 0 else 0.0,
+            drawdown=p.drawdown,
+            halted=p.halt_reason if p.entries_blocked else None,
+            positions=positions,
+            llm=llm,
+            regimes=regimes,
+            reliabilities=view.reliabilities,
+            gate=view.gate.model_dump(mode="json"),
+            listener=self.listener(),
+            reconcile=view.reconcile.model_dump(mode="json") if view.reconcile else None,
+            incidents=[i.model_dump(mode="json") for i in view.incidents],
+            counters=view.counters.model_dump(mode="json"),
+        )
+
+    def listener(self) -> dict[str, Any]:
+        """The listener's last status (its file; issue 13 moves it into Temporal), with its
+        age: a status older than a few write intervals means the listener is down."""
+        from signals.listener_status import read_status, status_path
+
+        try:
+            status = read_status(status_path(self.settings.home))
+        except ValueError as err:
+            return {"state": "unreadable", "error": str(err)}
+        if status is None:
+            return {"state": "no status file (is `ocw listen` running?)"}
+        age_s = max(0.0, time.time() - status.written_at_ms / 1000)
+        state = "up" if age_s <= 3 * status.every_s + 5 else "silent"
+        return {
+            "state": state,
+            "age_s": round(age_s, 1),
+            "mode": status.mode,
+            "market_time_ms": status.market_time_ms,
+            "wakes_sent": status.wakes_sent,
+            "wake_failures": status.wake_failures,
+            "account_missing": status.account_missing,
+            "stale_series": status.stale_series,
+            "gate": status.gate,
+        }
+
+    async def trades(self, limit: int = 200) -> list[ClosedTrade]:
+        journal = self._journal()
+        if journal is None:
+            return []
+        trades = await asyncio.to_thread(journal.trades, self.settings.account)
+        return trades[-limit:]
+
+    async def decisions(self, limit: int = 50) -> list[DecisionView]:
+        journal = self._journal()
+        if journal is None:
+            return []
+        records = await asyncio.to_thread(journal.decisions, self.settings.account)
+        out = []
+        for rec in records[-limit:]:
+            out.append(
+                DecisionView(
+                    decision_id=rec.decision_id,
+                    market_time_ms=rec.market_time_ms,
+                    source=rec.source,
+                    wake_reasons=rec.wake_reasons,
+                    reasoning=[
+                        f"{d.ticker} {d.action.value}: {d.reasoning}".rstrip(": ")
+                        for d in rec.decision.decisions
+                    ],
+                    executed=rec.executed,
+                )
+            )
+        return out
+
+    async def metrics(self) -> MetricsView:
+        view = await self.status()
+        p = view.portfolio
+        initial = view.config.initial_cash if view.config else self.settings.initial_cash
+        trades = await self.trades(limit=10_000)
+        curve: list[EquityPoint] = []
+        if trades:
+            equity = initial
+            curve.append(EquityPoint(time_ms=trades[0].entry_time_ms, equity=equity))
+            for t in sorted(trades, key=lambda t: t.exit_time_ms):
+                equity += t.pnl
+                curve.append(EquityPoint(time_ms=t.exit_time_ms, equity=equity))
+        curve.append(EquityPoint(time_ms=int(time.time() * 1000), equity=p.equity))
+        wins = sum(1 for t in trades if t.pnl > 0)
+        return MetricsView(
+            initial_cash=initial,
+            equity=p.equity,
+            cash=p.cash,
+            drawdown=p.drawdown,
+            peak_equity=p.peak_equity,
+            realized_pnl=p.realized_pnl,
+            fees_paid=p.fees_paid,
+            n_trades=len(trades),
+            wins=wins,
+            losses=len(trades) - wins,
+            curve=curve,
+        )
+
+    async def learner(self) -> PosteriorTable:
+        return await self._handle.query(DecisionWorkflow.learner)
+
+    async def regimes(self) -> RegimeInfo | None:
+        return (await self.overview()).regimes
+
+    async def incidents(self, limit: int = 50) -> list[dict[str, Any]]:
+        journal = self._journal()
+        if journal is None:
+            return []
+        rows = await asyncio.to_thread(journal.incidents, self.settings.account)
+        return rows[-limit:]
