@@ -193,14 +193,25 @@ def cmd_trades(args: argparse.Namespace) -> int:
         journal.export_csv(args.kind, sys.stdout, account=account)
         return 0
     summary = journal.summary(account) if account else None
-    for row in getattr(journal, args.kind)(account):
+    rows = getattr(journal, args.kind)(account)
+    if args.json or not sys.stdout.isatty():  # a pipe gets one JSON object a line
+        for row in rows:
+            print(
+                row.model_dump_json()
+                if hasattr(row, "model_dump_json")
+                else json.dumps(row, default=str)
+            )
+        if summary and args.kind == "trades":
+            print(json.dumps(summary, default=str))
+        return 0
+    from workers.journal_table import render
+
+    print(render(args.kind, rows))
+    if summary and args.kind == "trades" and rows:
         print(
-            row.model_dump_json()
-            if hasattr(row, "model_dump_json")
-            else json.dumps(row, default=str)
+            f"{summary['n_trades']} trades, {summary['wins']} won ({summary['win_rate']:.0%}), "
+            f"pnl {summary['total_pnl']:+,.2f}, fees {summary['total_fees']:,.2f}"
         )
-    if summary:
-        print(json.dumps(summary, default=str))
     return 0
 
 
@@ -550,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("trades", help="read the trade journal")
     p.add_argument("--csv", action="store_true", help="export as CSV to stdout")
+    p.add_argument("--json", action="store_true", help="one JSON object a line (a pipe's default)")
     p.add_argument(
         "--kind",
         choices=["fills", "trades", "decisions", "incidents", "income", "reconciliations"],
@@ -598,8 +610,12 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except KeyboardInterrupt:
         code = 130
-    sys.stdout.flush()
-    sys.stderr.flush()
+    except BrokenPipeError:  # `ocw trades | head`: the reader left, nothing to report
+        code = 0
+    with contextlib.suppress(BrokenPipeError):
+        sys.stdout.flush()
+    with contextlib.suppress(BrokenPipeError):
+        sys.stderr.flush()
     os._exit(code)
 
 
