@@ -327,9 +327,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     settings = load_settings()
 
     async def main(stop: asyncio.Event) -> int:
-        client = await connect(settings)
-        broker = build_broker(settings)
+        broker = build_broker(settings)  # a mode that cannot run is refused before anything
         try:
+            client = await connect(settings)
             report = await run_reconcile(
                 client,
                 settings,
@@ -338,6 +338,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 source="cli",
                 journal=Journal(settings.paths()["journal_db"]),
             )
+        except SetupError:
+            raise
         except Exception as err:  # noqa: BLE001 - one clear line, not a traceback
             raise SetupError(f"reconciliation failed: {type(err).__name__}: {err}") from None
         finally:

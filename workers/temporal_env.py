@@ -48,9 +48,18 @@ async def connect(settings: Settings, attempts: int = 1, delay_s: float = 1.0) -
                 await asyncio.sleep(delay_s)
     raise SetupError(
         f"cannot reach Temporal at {settings.temporal_address} "
-        f"(namespace {settings.temporal_namespace!r}): {last}. "
+        f"(namespace {settings.temporal_namespace!r}): {_why(last)}. "
         "Start it with `ocw server` or set OCW_TEMPORAL_ADDRESS."
     )
+
+
+def _why(err: Exception | None) -> str:
+    """The gist of a connection error (the SDK's text nests transport errors)."""
+    text = str(err or "no answer")
+    for gist in ("Connection refused", "timed out", "dns error", "No route to host"):
+        if gist.lower() in text.lower():
+            return gist.lower()
+    return text[:160]
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -45,7 +45,7 @@ def build_activities(settings: Settings, client: Client) -> TradingActivities:
 
 
 async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
-    client = await connect(settings, attempts=30)
+    client = await connect(settings, attempts=5)  # no server: one clear line in ~5 s
     activities = build_activities(settings, client)
     exchange = exchange_of(activities)
     if exchange is not None:
