@@ -84,14 +84,42 @@ async def download(
     step = interval_seconds(interval) * 1000
     path = csv_path(out_dir, symbol, interval)
     existing: list[Bar] = []
+    created = False
     if path.exists() and path.stat().st_size > 0:
         _cut_torn_line(path)
         existing = load_ohlcv_csv(path, symbol, interval)
     else:
         write_ohlcv_csv([], path)  # the header
+        created = True
     cursor = max(start_ms, existing[-1].open_time + step) if existing else start_ms
     written = 0
     now = int(time.time() * 1000) if now_ms is None else now_ms
+    try:
+        await _fetch_into(rest, path, symbol, interval, cursor, end_ms, step, now)
+    except BaseException:
+        if created and not load_ohlcv_csv(path, symbol, interval):
+            path.unlink(missing_ok=True)  # a failed first run leaves no header-only file
+        raise
+    final = load_ohlcv_csv(path, symbol, interval)  # validates every row written
+    written = len(final) - len(existing)
+    if created and not final:
+        path.unlink(missing_ok=True)
+    return DownloadResult(
+        symbol=symbol,
+        path=str(path),
+        rows_before=len(existing),
+        rows_written=written,
+        rows_total=len(final),
+        first=format_timestamp(final[0].open_time) if final else None,
+        last=format_timestamp(final[-1].open_time) if final else None,
+        gaps=_gaps(final, step),
+    )
+
+
+async def _fetch_into(
+    rest, path: Path, symbol: str, interval: str, cursor: int, end_ms: int, step: int, now: int
+) -> None:
+    written = 0
     with path.open("a", newline="") as handle:
         while cursor < end_ms:
             page = await rest.fetch_ohlcv_page(
@@ -110,17 +138,6 @@ async def download(
             log.info(
                 "%s %s: %d rows, up to %s", symbol, interval, written, format_timestamp(cursor)
             )
-    final = load_ohlcv_csv(path, symbol, interval)  # validates every row written
-    return DownloadResult(
-        symbol=symbol,
-        path=str(path),
-        rows_before=len(existing),
-        rows_written=written,
-        rows_total=len(final),
-        first=format_timestamp(final[0].open_time) if final else None,
-        last=format_timestamp(final[-1].open_time) if final else None,
-        gaps=_gaps(final, step),
-    )
 
 
 async def run_download(args: argparse.Namespace) -> list[DownloadResult]:

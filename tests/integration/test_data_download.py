@@ -127,3 +127,18 @@ async def test_cli_downloads_every_symbol(generated, tmp_path: Path) -> None:
     )
     with pytest.raises(SetupError, match="not a spot market"):
         await asyncio.to_thread(args.func, args)
+
+
+async def test_a_failed_first_download_leaves_no_header_only_file(
+    generated, tmp_path: Path
+) -> None:
+    server, bars = generated
+    server.fail(418, retry_after=120, count=5)  # banned from the first page on
+    start, end = bars["BTC/USDT"][0].open_time, bars["BTC/USDT"][100].open_time
+    rest = rest_for(server)
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whatever the ban raises, the file is gone
+            await download(rest, "BTC/USDT", "1h", start, end, tmp_path)
+    finally:
+        await rest.close()
+    assert not csv_path(tmp_path, "BTC/USDT", "1h").exists()

@@ -191,7 +191,14 @@ def walk_forward(
     if not folds:
         raise ValueError("no test window between start and end")
     if folds[0].train_start_ms < int(data.timeline[0]):
-        raise ValueError("the first training window starts before the data")
+        from datetime import UTC, datetime, timedelta
+
+        first = datetime.fromtimestamp(int(data.timeline[0]) / 1000, UTC)
+        earliest = (first + timedelta(days=train_days)).strftime("%Y-%m-%d")
+        raise ValueError(
+            f"the first training window ({train_days} days before --start) starts before the "
+            f"data ({first:%Y-%m-%d}): the earliest valid --start is {earliest}"
+        )
     sizing = {(p.default_position_pct, p.max_position_pct) for p in sets}
     if len(sizing) != 1:
         raise ValueError("grid sets must share default_position_pct and max_position_pct")
