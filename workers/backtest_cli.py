@@ -13,10 +13,13 @@ import csv
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from trading.backtest.data import BacktestData, prepare_data
 from trading.backtest.engine import BacktestResult, Hooks, run_backtest
@@ -36,6 +39,7 @@ from trading.market_data import (
 )
 from trading.models import Bar
 from workers.temporal_env import SetupError
+from workflows.ui_text import when
 
 DEFAULT_SYMBOLS = "BTC/USDT,ETH/USDT,SOL/USDT"
 SCORER_INTERVAL = "1h"  # the live agent layer reads 1h features (workflows/position.py)
@@ -175,40 +179,180 @@ def write_trades_csv(result: BacktestResult, path: Path) -> None:
             )
 
 
+def _dates(times_ms: np.ndarray) -> list[datetime]:
+    return [datetime.fromtimestamp(int(t) / 1000, UTC) for t in times_ms]
+
+
+def basket_curve(result: BacktestResult) -> np.ndarray | None:
+    """Equal-weight buy-and-hold of every symbol from its first open (NaN bars carried)."""
+    curves = []
+    for sym, closes in result.closes.items():
+        first = result.first_open.get(sym)
+        if not first:
+            continue
+        filled = pd.Series(closes).ffill().fillna(first).to_numpy()
+        curves.append(filled / first)
+    if not curves:
+        return None
+    return result.params.initial_cash * np.mean(curves, axis=0)
+
+
+def halt_lines(result: BacktestResult) -> list[str]:
+    """A plain line per stretch the drawdown halt froze entries."""
+    lines = []
+    end_ms = int(result.times[-1]) + 1 if len(result.times) else 0
+    for first, last in result.halt_spans:
+        stop = last if last is not None else end_ms
+        days = (stop - first) / 86_400_000
+        if last is None:
+            lines.append(
+                f"the drawdown halt froze entries from {when(first)} to the end "
+                f"({days:.0f} days with no new position; OCW_DRAWDOWN_COOLOFF_HOURS lifts it)"
+            )
+        else:
+            lines.append(
+                f"the drawdown halt froze entries from {when(first)} to {when(last)} "
+                f"({days:.0f} days)"
+            )
+    return lines
+
+
+def by_symbol_rows(result: BacktestResult) -> list[dict[str, object]]:
+    rows = []
+    for sym in result.symbols:
+        trades = [t for t in result.trades if t.symbol == sym]
+        wins = sum(1 for t in trades if t.pnl > 0)
+        first, closes = result.first_open.get(sym), result.closes.get(sym)
+        seen = pd.Series(closes).dropna() if closes is not None else pd.Series(dtype=float)
+        last = float(seen.iloc[-1]) if len(seen) else None
+        rows.append(
+            {
+                "symbol": sym,
+                "trades": len(trades),
+                "win_rate": wins / len(trades) if trades else 0.0,
+                "pnl": sum(t.pnl for t in trades),
+                "fees": sum(t.fees for t in trades),
+                "buy_and_hold": (last / first - 1) if first and last else None,
+            }
+        )
+    return rows
+
+
+def exits_by_reason(result: BacktestResult) -> dict[str, int]:
+    return dict(Counter(t.exit_reason for t in result.trades).most_common())
+
+
+def format_breakdown(result: BacktestResult) -> str:
+    lines = ["per symbol:"]
+    for r in by_symbol_rows(result):
+        bh = f"{r['buy_and_hold']:+.1%}" if r["buy_and_hold"] is not None else "–"
+        lines.append(
+            f"  {r['symbol']:<10} {r['trades']:>4} trades  win {r['win_rate']:>4.0%}  "
+            f"pnl {r['pnl']:>+11,.2f}  fees {r['fees']:>9,.2f}  buy-and-hold {bh}"
+        )
+    reasons = exits_by_reason(result)
+    if reasons:
+        lines.append("exits by reason: " + ", ".join(f"{k} {v}" for k, v in reasons.items()))
+    lines += halt_lines(result)
+    return "\n".join(lines)
+
+
 def write_equity_png(result: BacktestResult, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    days = (result.times - result.times[0]) / 86_400_000
+    dates = _dates(result.times)
     equity = result.equity
     peaks = np.maximum.accumulate(np.concatenate(([result.params.initial_cash], equity)))[1:]
     drawdown = equity / peaks - 1.0
     fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        2, 1, figsize=(11, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
-    top.plot(days, equity, label="strategy", color="tab:blue")
+    top.plot(dates, equity, label="strategy", color="tab:blue")
     btc = result.closes.get("BTC/USDT")
     if btc is not None and "BTC/USDT" in result.first_open:
         top.plot(
-            days,
+            dates,
             result.params.initial_cash * btc / result.first_open["BTC/USDT"],
             label="BTC buy-and-hold",
             color="tab:orange",
             alpha=0.7,
         )
+    basket = basket_curve(result)
+    if basket is not None and len(result.closes) > 1:
+        top.plot(dates, basket, label="equal-weight basket", color="tab:gray", alpha=0.8)
+    for first, last in result.halt_spans:
+        stop = last if last is not None else int(result.times[-1])
+        for ax in (top, bottom):
+            ax.axvspan(
+                datetime.fromtimestamp(first / 1000, UTC),
+                datetime.fromtimestamp(stop / 1000, UTC),
+                color="tab:red",
+                alpha=0.08,
+                label="drawdown halt" if ax is top and first == result.halt_spans[0][0] else None,
+            )
     top.set_ylabel("equity (quote)")
     top.set_title(title)
     top.legend(loc="best")
     top.grid(alpha=0.3)
-    bottom.fill_between(days, drawdown * 100, 0, color="tab:red", alpha=0.4)
+    bottom.fill_between(dates, drawdown * 100, 0, color="tab:red", alpha=0.4)
     bottom.set_ylabel("drawdown %")
-    bottom.set_xlabel(f"days from {format_timestamp(int(result.times[0]) + 1)}")
     bottom.grid(alpha=0.3)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(mdates.AutoDateLocator()))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def write_price_pngs(result: BacktestResult, out: Path) -> list[Path]:
+    """Per symbol: its close with every entry (▲) and exit (▼) of the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    dates = _dates(result.times)
+    written = []
+    for sym in result.symbols:
+        closes = result.closes.get(sym)
+        if closes is None:
+            continue
+        trades = [t for t in result.trades if t.symbol == sym]
+        fig, ax = plt.subplots(figsize=(11, 4))
+        ax.plot(dates, closes, color="tab:gray", linewidth=0.8, label=f"{sym} close")
+        if trades:
+            ax.scatter(
+                _dates(np.array([t.entry_time_ms for t in trades])),
+                [t.entry_price for t in trades],
+                marker="^",
+                color="tab:green",
+                s=30,
+                label="entry",
+                zorder=3,
+            )
+            ax.scatter(
+                _dates(np.array([t.exit_time_ms for t in trades])),
+                [t.exit_price for t in trades],
+                marker="v",
+                color="tab:red",
+                s=30,
+                label="exit",
+                zorder=3,
+            )
+        ax.set_title(f"{sym}: {len(trades)} trades")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(mdates.AutoDateLocator()))
+        fig.tight_layout()
+        path = out / f"price_{sym.replace('/', '')}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 def write_report(
@@ -219,7 +363,13 @@ def write_report(
     extra_metrics: dict[str, object] | None = None,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    payload = {**metrics.model_dump(mode="json"), **(extra_metrics or {})}
+    payload = {
+        **metrics.model_dump(mode="json"),
+        "by_symbol": by_symbol_rows(result),
+        "exits_by_reason": exits_by_reason(result),
+        "halts": [{"from_ms": a, "to_ms": b} for a, b in result.halt_spans],
+        **(extra_metrics or {}),
+    }
     (out / "metrics.json").write_text(json.dumps(payload, indent=2))
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     write_trades_csv(result, out / "trades.csv")
@@ -229,6 +379,13 @@ def write_report(
         for t, e, x in zip(result.times, result.equity, result.exposure, strict=True):
             writer.writerow([format_timestamp(int(t) + 1), repr(float(e)), repr(float(x))])
     write_equity_png(result, out / "equity.png", f"{', '.join(result.symbols)} {result.interval}")
+    write_price_pngs(result, out)
+    with (out / "by_symbol.csv").open("w", newline="") as handle:
+        rows = by_symbol_rows(result)
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["symbol"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "breakdown.txt").write_text(format_breakdown(result) + "\n")
 
 
 def _progress(total: int, quiet: bool, desc: str):
@@ -398,6 +555,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if llm is not None:
         rows += llm_rows(llm.report)
     print(format_table(rows))
+    print(format_breakdown(result))
     print(f"{t1 - t0} bars x {len(symbols)} symbols in {seconds:.2f} s")
     if args.out:
         out = Path(args.out)

@@ -50,6 +50,16 @@ def test_backtest_writes_a_reproducible_report(generated_dir, tmp_path) -> None:
     with (out / "trades.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == metrics["trades"] > 0
     assert (out / "equity.png").read_bytes()[:4] == b"\x89PNG"
+    # what a trader reads next: per symbol, exits by reason, prices with the trades on them
+    assert "per symbol:" in first.stdout and "exits by reason:" in first.stdout
+    for sym in metrics["by_symbol"]:
+        png = out / f"price_{sym['symbol'].replace('/', '')}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG", png
+    assert sum(r["trades"] for r in metrics["by_symbol"]) == metrics["trades"]
+    assert sum(metrics["exits_by_reason"].values()) == metrics["trades"]
+    assert (out / "by_symbol.csv").read_text().startswith("symbol,trades,win_rate,pnl")
+    halted = [line for line in first.stdout.splitlines() if "drawdown halt froze" in line]
+    assert len(halted) == len(metrics["halts"])
     second = ocw(*args, "--out", str(tmp_path / "b"))
     assert second.returncode == 0, second.stderr
     assert (tmp_path / "b" / "metrics.json").read_text() == (out / "metrics.json").read_text()

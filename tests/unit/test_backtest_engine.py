@@ -237,11 +237,16 @@ def test_drawdown_cooloff_lifts_a_flat_halt(data) -> None:
     halted_at = _first_halt(frozen, 0.05)
     assert halted_at is not None, "the scenario must halt"
     assert all(t.entry_time_ms <= halted_at + 4 * H for t in frozen.trades)
+    # the report can say so: one stretch, from the first halted mark, still on at the end
+    assert len(frozen.halt_spans) == 1 and frozen.halt_spans[0][1] is None
+    assert halted_at <= frozen.halt_spans[0][0] <= halted_at + 4 * H
 
     relaxed = run_backtest(
         data, strict.model_copy(update={"drawdown_cooloff_hours": 72.0}), _start(data)
     )
     assert relaxed.cooloffs >= 1
+    assert len(relaxed.halt_spans) >= relaxed.cooloffs
+    assert all(end is not None for _, end in relaxed.halt_spans[: relaxed.cooloffs])
     later = [t for t in relaxed.trades if t.entry_time_ms > halted_at + 72 * H]
     assert later, "trading resumes after the cool-off"
     first_after = min(t.entry_time_ms for t in later)

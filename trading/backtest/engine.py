@@ -109,6 +109,9 @@ class BacktestResult:
     fees_paid: float = 0.0
     adds: int = 0  # ADD orders filled (agent layer)
     cooloffs: int = 0  # drawdown halts lifted by the opt-in cool-off
+    # (first, last) market close (ms) of each stretch the drawdown halt froze entries; the last
+    # one is still on at the end when its end is None
+    halt_spans: list[tuple[int, int | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -162,6 +165,8 @@ class Backtester:
         self._expo = 0.0  # exposure value at the last mark
         self._halted_since: int | None = None  # market time the halt was first marked
         self.cooloffs = 0  # halts lifted by the opt-in cool-off
+        self._was_halted = False
+        self.halt_spans: list[tuple[int, int | None]] = []
         halt = params.drawdown_halt_pct
         self._halt_valid = math.isfinite(halt) and halt > 0  # drawdown_update's own guard
         self.fees_paid = 0.0
@@ -361,6 +366,12 @@ class Backtester:
             self._halt_clock(step, equity)
         else:
             self._halted_since = None
+        if self.halted != self._was_halted:  # a halt begins or ends: for the report
+            if self.halted:
+                self.halt_spans.append((int(self.closes_ms[step]), None))
+            elif self.halt_spans:
+                self.halt_spans[-1] = (self.halt_spans[-1][0], int(self.closes_ms[step]))
+            self._was_halted = self.halted
         return equity
 
     def _halt_clock(self, step: int, equity: float) -> None:
@@ -705,6 +716,7 @@ class Backtester:
             fees_paid=self.fees_paid,
             adds=self.adds,
             cooloffs=self.cooloffs,
+            halt_spans=list(self.halt_spans),
         )
 
 
