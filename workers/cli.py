@@ -407,6 +407,18 @@ def _port_free(host: str, port: int) -> None:
             )
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """``ocw mcp``: the read-only views as an MCP server (stdio, or streamable HTTP on
+    127.0.0.1 with --http); control tools only with OCW_MCP_CONTROL=true (workers/mcp_server.py)."""
+    from workers.mcp_server import claude_desktop_config, run_mcp
+
+    settings = load_settings()
+    if args.print_config:
+        print(claude_desktop_config(settings))
+        return 0
+    return run_until_stopped(lambda stop: run_mcp(settings, stop, http=args.http, port=args.port))
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     """``ocw setup``: prepare a Temporal server for the engine (its search attributes)."""
     from workers.search_setup import register_search_attributes
@@ -546,6 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="default OCW_DASHBOARD_PORT, 8765")
     p.add_argument("--host", default=None, help="default OCW_DASHBOARD_HOST, 127.0.0.1")
     p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("mcp", help="MCP server for Claude Desktop / Code (stdio; --http on 8766)")
+    p.add_argument("--http", action="store_true", help="streamable HTTP on 127.0.0.1, path /mcp")
+    p.add_argument("--port", type=int, default=8766, help="HTTP port (default 8766)")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the Claude Desktop config entry"
+    )
+    p.set_defaults(func=cmd_mcp)
 
     p = sub.add_parser("setup", help="register the engine's search attributes on the server")
     p.set_defaults(func=cmd_setup)
