@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from typing import Any
 
 from pydantic import Field
@@ -24,6 +25,8 @@ from trading.safety import check_safety, net_pnl_pct
 from trading.state import PositionState, StatusView
 from workflows.decision import DecisionWorkflow
 from workflows.position import PositionWorkflow
+
+QUERY_TIMEOUT = timedelta(seconds=10)  # a workflow no worker serves answers nothing: say so
 
 
 class PositionView(Model):
@@ -135,7 +138,7 @@ class Views:
         return Journal(path) if path.exists() else None
 
     async def status(self) -> StatusView:
-        return await self._handle.query(DecisionWorkflow.status)
+        return await self._handle.query(DecisionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
 
     async def positions(self, view: StatusView | None = None) -> list[PositionView]:
         view = view or await self.status()
@@ -146,7 +149,7 @@ class Views:
         state: PositionState | None = None
         try:
             state = await self.client.get_workflow_handle(pos.workflow_id).query(
-                PositionWorkflow.status
+                PositionWorkflow.status, rpc_timeout=QUERY_TIMEOUT
             )
         except Exception:  # noqa: BLE001 - shown as not answering
             state = None
@@ -315,7 +318,7 @@ class Views:
         )
 
     async def learner(self) -> PosteriorTable:
-        return await self._handle.query(DecisionWorkflow.learner)
+        return await self._handle.query(DecisionWorkflow.learner, rpc_timeout=QUERY_TIMEOUT)
 
     async def regimes(self) -> RegimeInfo | None:
         return (await self.overview()).regimes
