@@ -46,6 +46,7 @@ class PositionView(Model):
     last_verdict: str | None = None
     last_score: float | None = None
     entry_time_ms: int
+    last_price_ms: int | None = None  # market time of the last price
     adopted: bool = False
     exit_requested: bool = False
     answered: bool = True  # its workflow answered the query
@@ -184,6 +185,7 @@ class Views:
             last_verdict=state.last_verdict if state else None,
             last_score=state.last_score if state else None,
             entry_time_ms=pos.entry_time_ms,
+            last_price_ms=state.last_price_ms if state else None,
             adopted=pos.adopted,
             exit_requested=pos.exit_requested,
             answered=state is not None,
@@ -194,6 +196,7 @@ class Views:
         p = view.portfolio
         positions = await self.positions(view)
         exposure = sum(x.qty * x.last_price for x in positions)
+        equity = p.cash + exposure  # marked at the positions' latest prices, not the last cycle
         llm = None
         if view.llm is not None:
             llm = LLMView(
@@ -219,9 +222,9 @@ class Views:
             account=view.account,
             mode=view.config.mode if view.config else self.settings.mode,
             time_ms=int(time.time() * 1000),
-            equity=p.equity,
+            equity=equity,
             cash=p.cash,
-            exposure=exposure / p.equity if p.equity > 0 else 0.0,
+            exposure=exposure / equity if equity > 0 else 0.0,
             drawdown=p.drawdown,
             halted=p.halt_reason if p.entries_blocked else None,
             positions=positions,
@@ -294,6 +297,8 @@ class Views:
         p = view.portfolio
         initial = view.config.initial_cash if view.config else self.settings.initial_cash
         trades = await self.trades(limit=10_000)
+        positions = await self.positions(view)
+        live = p.cash + sum(x.qty * x.last_price for x in positions)
         curve: list[EquityPoint] = []
         if trades:
             equity = initial
@@ -301,11 +306,17 @@ class Views:
             for t in sorted(trades, key=lambda t: t.exit_time_ms):
                 equity += t.pnl
                 curve.append(EquityPoint(time_ms=t.exit_time_ms, equity=equity))
-        curve.append(EquityPoint(time_ms=int(time.time() * 1000), equity=p.equity))
+        # the live mark on the market's clock (a replay's is not the wall clock)
+        times = [x.last_price_ms for x in positions if x.last_price_ms]
+        if view.last_decision is not None and view.last_decision.market_time_ms:
+            times.append(view.last_decision.market_time_ms)
+        times += [c.time_ms for c in curve]
+        now_ms = max(times) if times and view.config and view.config.mode == "replay" else None
+        curve.append(EquityPoint(time_ms=now_ms or int(time.time() * 1000), equity=live))
         wins = sum(1 for t in trades if t.pnl > 0)
         return MetricsView(
             initial_cash=initial,
-            equity=p.equity,
+            equity=live,
             cash=p.cash,
             drawdown=p.drawdown,
             peak_equity=p.peak_equity,
