@@ -263,6 +263,17 @@ class Counters(Model):
     watchers_replaced: int = 0  # positions whose PositionWorkflow was gone and restarted
 
 
+class EquityMark(Model):
+    """One point of the account's equity curve (market time), with buy-and-hold beside it."""
+
+    time_ms: int
+    equity: float
+    benchmark: float | None = None  # equal weight of the universe, bought at the first mark
+
+
+EQUITY_MARKS_KEPT = 400  # halved (every other one dropped) when full: bounded state
+
+
 class DecisionState(Model):
     config: EngineConfig
     last_reconcile: ReconcileSummary | None = None  # the exchange against these books
@@ -280,6 +291,8 @@ class DecisionState(Model):
     counters: Counters = Field(default_factory=Counters)
     last_market_time_ms: int | None = None
     last_prices: dict[str, float] = Field(default_factory=dict)
+    equity_marks: list[EquityMark] = Field(default_factory=list)  # one per decision cycle
+    benchmark_base: dict[str, float] = Field(default_factory=dict)  # prices at the first mark
     breaker: BreakerState = Field(default_factory=BreakerState)
     llm_spend: LLMSpend = Field(default_factory=LLMSpend)
     regimes: RegimeView = Field(default_factory=RegimeView)
@@ -354,6 +367,7 @@ class StatusView(Model):
     incidents: list[Incident] = Field(default_factory=list)  # the last few contained failures
     config: EngineConfig | None = None
     reconcile: ReconcileSummary | None = None
+    equity_marks: list[EquityMark] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------- position workflow

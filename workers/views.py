@@ -58,7 +58,8 @@ class EquityPoint(Model):
 
 
 class MetricsView(Model):
-    """The equity curve (from the journal's closed trades, then the live mark), drawdown."""
+    """The equity curve (the account's marks per decision cycle, then the live mark) against
+    the equal-weight buy-and-hold of its universe, and drawdown."""
 
     initial_cash: float
     equity: float
@@ -300,7 +301,15 @@ class Views:
         positions = await self.positions(view)
         live = p.cash + sum(x.qty * x.last_price for x in positions)
         curve: list[EquityPoint] = []
-        if trades:
+        benchmark: list[EquityPoint] = []
+        if view.equity_marks:  # the account's own curve, one mark per decision cycle
+            curve = [EquityPoint(time_ms=m.time_ms, equity=m.equity) for m in view.equity_marks]
+            benchmark = [
+                EquityPoint(time_ms=m.time_ms, equity=m.benchmark)
+                for m in view.equity_marks
+                if m.benchmark is not None
+            ]
+        elif trades:  # an account from before the marks: its closed trades
             equity = initial
             curve.append(EquityPoint(time_ms=trades[0].entry_time_ms, equity=equity))
             for t in sorted(trades, key=lambda t: t.exit_time_ms):
@@ -326,6 +335,7 @@ class Views:
             wins=wins,
             losses=len(trades) - wins,
             curve=curve,
+            benchmark=benchmark,
         )
 
     async def learner(self) -> PosteriorTable:

@@ -371,6 +371,7 @@ class DecisionWorkflow:
             incidents=s.incidents[-10:],
             config=s.config,
             reconcile=s.last_reconcile,
+            equity_marks=s.equity_marks,
         )
 
     @workflow.query
@@ -571,6 +572,7 @@ class DecisionWorkflow:
         finally:
             entry.done = True
             s.counters.wakes_handled += 1 + item.folded
+            books.record_equity_mark(s)
 
     async def _decide_and_act(self, log: DecisionLogEntry, wake: Wake, cycle: int) -> None:
         s = self._s

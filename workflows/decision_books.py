@@ -20,9 +20,11 @@ from trading.snapshot import (
     SnapshotContext,
 )
 from trading.state import (
+    EQUITY_MARKS_KEPT,
     RECENT_TRADES_KEPT,
     AccountView,
     DecisionState,
+    EquityMark,
     WorkItem,
 )
 
@@ -203,3 +205,27 @@ def fold_wakes(items: list[WorkItem]) -> WorkItem:
         wake_id=(first.wake.wake_id if first.wake else None),
     )
     return first.model_copy(update={"wake": wake, "folded": folded - 1})
+
+
+def record_equity_mark(s: DecisionState) -> None:
+    """Append the equity at the last market time, with the equal-weight buy-and-hold of the
+    universe since the first mark (its base prices are fixed then); thin the history by half
+    when it is full, so the state stays bounded whatever the run's length."""
+    if s.last_market_time_ms is None:
+        return
+    if not s.benchmark_base:
+        s.benchmark_base = {k: v for k, v in s.last_prices.items() if v > 0}
+    ratios = [
+        s.last_prices[k] / base
+        for k, base in s.benchmark_base.items()
+        if s.last_prices.get(k, 0) > 0 and base > 0
+    ]
+    start_equity = s.equity_marks[0].equity if s.equity_marks else s.portfolio.equity
+    benchmark = start_equity * sum(ratios) / len(ratios) if ratios else None
+    mark = EquityMark(time_ms=s.last_market_time_ms, equity=s.portfolio.equity, benchmark=benchmark)
+    if s.equity_marks and s.equity_marks[-1].time_ms == mark.time_ms:
+        s.equity_marks[-1] = mark
+    else:
+        s.equity_marks.append(mark)
+    if len(s.equity_marks) > EQUITY_MARKS_KEPT:
+        s.equity_marks = [*s.equity_marks[:-1:2], s.equity_marks[-1]]
