@@ -203,6 +203,8 @@ def reach_commands(settings: Settings) -> list[str]:
         "reach the demo from another terminal:",
         f"  {env} .venv/bin/ocw status",
         f"  {env} .venv/bin/ocw trades",
+        f"  {env} .venv/bin/ocw dashboard     # then http://127.0.0.1:{settings.dashboard_port}/",
+        f"  {env} .venv/bin/ocw mcp --print-config   # for Claude Desktop",
         f"  .venv/bin/temporal workflow list --address {settings.temporal_address} "
         f"--query \"OcwAccount='{settings.account}'\"",
         f"  .venv/bin/temporal workflow describe --address {settings.temporal_address} "
