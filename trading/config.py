@@ -267,6 +267,11 @@ class Settings(BaseSettings):
     # move to the normal queue after this long (the SDK's default is 10 s; every position's
     # safety check waits that long after a crash)
     sticky_schedule_to_start_s: float = Field(default=4.0, gt=0, le=60)
+    # the trading worker's sticky cache and slots: every open position is a cached workflow
+    # (issue 14 measured cache evictions past ~1,000 positions at the SDK's default of 1,000)
+    worker_max_cached_workflows: int = Field(default=1000, ge=10, le=100_000)
+    worker_max_concurrent_workflow_tasks: int | None = Field(default=None, ge=1, le=10_000)
+    worker_max_concurrent_activities: int = Field(default=20, ge=1, le=10_000)
 
     # upgrades (docs/upgrades.md): opt-in Worker Versioning of the trading worker
     worker_deployment_name: str | None = Field(

@@ -71,7 +71,13 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
             regimes.macro_regime,  # the crypto regime is fitted by the listener, beside its bars
             *learner.all(),
         ],
-        max_concurrent_activities=20,
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_cached_workflows=settings.worker_max_cached_workflows,
+        **(
+            {"max_concurrent_workflow_tasks": settings.worker_max_concurrent_workflow_tasks}
+            if settings.worker_max_concurrent_workflow_tasks
+            else {}
+        ),
         sticky_queue_schedule_to_start_timeout=timedelta(
             seconds=settings.sticky_schedule_to_start_s
         ),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -38,7 +37,9 @@ pytestmark = pytest.mark.integration
 
 BTC, ETH = SYMBOLS
 FAST = PositionParams(safety_interval_s=1.0, agent_interval_s=600.0)
-STICKY = timedelta(seconds=1)  # a restarted worker picks its workflows up at once
+# no sticky cache: a worker restarted in the same process picks its workflows up at once
+# (a sticky queue of the stopped worker can hold a timer's task; cf. test_learning_workflow)
+NO_CACHE = {"max_cached_workflows": 0}
 
 
 class SimMarket(FakeMarket):
@@ -118,7 +119,7 @@ async def test_entry_stop_trail_outage_and_reconciliation(dev_env, sim, tmp_path
     ]
     raw = binance_client("spot", api_key=sim.api_key, secret=sim.secret, base_url=sim.base_url)
     try:
-        async with rig.worker(keep=True, sticky_queue_schedule_to_start_timeout=STICKY):
+        async with rig.worker(keep=True, **NO_CACHE):
             handle = await rig.start(position=FAST, exchange_stops=True)
             await handle.signal(DecisionWorkflow.wake, Wake(reason="w1"))
             state: DecisionState = await until(handle, lambda s: BTC in s.positions, what="entry")
@@ -146,7 +147,7 @@ async def test_entry_stop_trail_outage_and_reconciliation(dev_env, sim, tmp_path
         sim.set_price(BTC, trail_stop.stop_price * 0.995)
         assert sim.ledger.qty(trail_stop.client_order_id) == Decimal(str(trail_stop.qty))
 
-        async with rig.worker(sticky_queue_schedule_to_start_timeout=STICKY):
+        async with rig.worker(**NO_CACHE):
             ps = await until(ph, lambda p: p.status == "CLOSED", what="stop booked")
             assert ps.exit_reason == "exchange_stop" and ps.trade is not None
             sells = [f for f in ps.fills if f.side == "SELL"]
