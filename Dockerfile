@@ -7,10 +7,7 @@ COPY signals signals
 COPY activities activities
 COPY workflows workflows
 COPY workers workers
-RUN pip install --no-cache-dir . \
-    && useradd --create-home --uid 10001 ocw \
-    && mkdir -p /data && chown ocw:ocw /data
-USER ocw
+RUN pip install --no-cache-dir .
 ENV OCW_HOME=/data
 VOLUME ["/data"]
 ENTRYPOINT ["ocw"]
