@@ -413,14 +413,13 @@ class ExchangeBroker:
         return order
 
     def _fee_to_quote(self, fee: float, asset: str, price: float) -> float | None:
-        rules = next(iter(self._rules.values()), None)
-        quotes = {r.quote for r in self._rules.values()}
-        if asset in quotes or rules is None:
+        """A trade's fee in quote: as is in the quote asset, at the trade's price in its base
+        asset; None for any other (e.g. BNB: estimated from the fee rate)."""
+        if not self._rules or asset in {r.quote for r in self._rules.values()}:
             return fee
-        for r in self._rules.values():
-            if asset == r.base:
-                return fee * price
-        return None  # e.g. BNB: estimated from the fee rate
+        if asset in {r.base for r in self._rules.values()}:
+            return fee * price
+        return None
 
     def _fill(self, order: Order, req: OrderRequest, rules: MarketRules) -> Fill:
         filled = order.filled_qty

@@ -9,6 +9,7 @@ futures ``cumQuote``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,12 +19,13 @@ from trading.order_state import OrderFilled, OrderLookedUp, parse_venue_status
 FeeToQuote = Callable[[float, str, float], float | None]
 
 
-def _num(value: Any) -> float:
+def num(value: Any) -> float:
+    """A venue's number (text or float) as a float; 0 for missing, unreadable or not finite."""
     try:
         x = float(value)
     except (TypeError, ValueError):
         return 0.0
-    return x if x == x and x not in (float("inf"), float("-inf")) else 0.0
+    return x if math.isfinite(x) else 0.0
 
 
 def looked_up(order: Mapping[str, Any], client_order_id: str, now_ms: int) -> OrderLookedUp:
@@ -34,10 +36,10 @@ def looked_up(order: Mapping[str, Any], client_order_id: str, now_ms: int) -> Or
     raw_status = info.get("status") or order.get("status")
     if venue_id in (None, "") or not raw_status:
         raise ValueError(f"order {client_order_id}: answer without an id or a status")
-    executed = _num(info.get("executedQty", order.get("filled")))
-    quote = _num(info.get("cummulativeQuoteQty", info.get("cumQuote", order.get("cost"))))
+    executed = num(info.get("executedQty", order.get("filled")))
+    quote = num(info.get("cummulativeQuoteQty", info.get("cumQuote", order.get("cost"))))
     if executed > 0 and quote <= 0:  # a venue that sent no quote total: price it at the average
-        quote = executed * _num(info.get("avgPrice") or order.get("average"))
+        quote = executed * num(info.get("avgPrice") or order.get("average"))
     if executed <= 0 or quote <= 0:
         executed = quote = 0.0
     return OrderLookedUp(
@@ -68,11 +70,11 @@ def trade_fills(
     for t in trades:
         if not own_answer and str(t.get("order")) != venue_order_id:
             continue
-        qty, price = _num(t.get("amount")), _num(t.get("price"))
+        qty, price = num(t.get("amount")), num(t.get("price"))
         if qty <= 0 or price <= 0:
             raise ValueError(f"order {client_order_id}: trade {t.get('id')} without qty or price")
         fee = t.get("fee") or {}
-        cost, asset = _num(fee.get("cost")), str(fee.get("currency") or "")
+        cost, asset = num(fee.get("cost")), str(fee.get("currency") or "")
         in_quote = fee_to_quote(cost, asset, price) if cost else 0.0
         fills.append(
             OrderFilled(

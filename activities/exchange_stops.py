@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import ccxt
 
 from activities.ccxt_binance import is_final_refusal, short_error
-from activities.exchange_events import looked_up
+from activities.exchange_events import looked_up, num
 from signals.rest_budget import RestUnavailable
 from trading.market_rules import check_order, stop_limit_price
 from trading.models import OrderRequest, Side, StopRef, StopRequest, StopState, StopStatus
@@ -193,12 +193,12 @@ class ExchangeStops:
             status, _ = _ALGO_STATUS.get(str(info["algoStatus"]).upper(), (None, False))
             if status is None:
                 raise ValueError(f"unknown algo status {info['algoStatus']!r}")
-            executed = _num(info.get("executedQty"))
+            executed = num(info.get("executedQty"))
             child = str(info.get("actualOrderId") or "")
             venue_id = child or str(info.get("algoId") or raw.get("id"))
             if status == VenueStatus.FILLED and executed < ref.qty * (1 - 1e-9):
                 status = VenueStatus.EXPIRED if executed == 0 else VenueStatus.CANCELED
-            avg = _num(info.get("avgPrice"))
+            avg = num(info.get("avgPrice"))
             snapshot = OrderLookedUp(
                 client_order_id=ref.client_order_id,
                 time_ms=now,
@@ -287,10 +287,3 @@ def _state(ref: StopRef, status: StopStatus, reason: str) -> StopState:
         qty=ref.qty,
         reason=reason[:300],
     )
-
-
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0

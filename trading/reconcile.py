@@ -50,6 +50,7 @@ class BookPosition(Model):
     position_id: str
     symbol: str
     qty: float
+    workflow_id: str = ""  # its PositionWorkflow (the one told to look, or to close its books)
     stop_client_order_id: str | None = None  # its working exchange-side stop, if any
     running: bool = True  # its PositionWorkflow runs
     busy: bool = False  # an exit or an add is under way: its order may be in flight

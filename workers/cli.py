@@ -358,7 +358,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     import uvicorn
 
     from workers.api import create_app
-    from workers.temporal_env import connect
+    from workers.temporal_env import connect, ensure_can_listen
 
     overrides: dict[str, object] = {}
     if args.port:
@@ -366,7 +366,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if args.host:
         overrides["dashboard_host"] = args.host
     settings = load_settings(overrides)
-    _port_free(settings.dashboard_host, settings.dashboard_port)
+    ensure_can_listen(
+        settings.dashboard_host,
+        settings.dashboard_port,
+        "stop what uses it or pass --port (or OCW_DASHBOARD_PORT)",
+    )
 
     async def main(stop: asyncio.Event) -> int:
         client = await connect(settings)
@@ -393,18 +397,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         return 0
 
     return run_until_stopped(main)
-
-
-def _port_free(host: str, port: int) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        if sock.connect_ex((host, port)) == 0:
-            raise SetupError(
-                f"port {port} on {host} is taken: stop what uses it or pass --port "
-                "(or OCW_DASHBOARD_PORT)"
-            )
 
 
 def cmd_mcp(args: argparse.Namespace) -> int:

@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -53,7 +52,7 @@ from trading.config import Settings
 from trading.learner import PosteriorTable
 from trading.models import ClosedTrade, Wake
 from workers.account import warm_update
-from workers.temporal_env import SetupError, connect
+from workers.temporal_env import SetupError, connect, ensure_can_listen
 from workers.views import DecisionView, MetricsView, Overview, PositionView, RegimeInfo, Views
 from workflows.decision import ControlRequest, DecisionWorkflow
 
@@ -506,17 +505,6 @@ def _add_control_tools(server: MCPServer, engine: Engine) -> None:
 # ------------------------------------------------------------------ running
 
 
-def _check_port(port: int) -> None:
-    with socket.socket() as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError as err:
-            raise SetupError(
-                f"cannot listen on {HOST}:{port} ({err.strerror}): is another `ocw mcp --http` "
-                "running? Pick another port with --port."
-            ) from None
-
-
 class _UvicornServer:
     """uvicorn without its own signal handling: the CLI's stop event ends it."""
 
@@ -549,7 +537,9 @@ async def run_mcp(
     """Serve until the client goes (stdio: its end of stdin closes) or ``stop`` is set."""
     server = build_server(settings)
     if http:
-        _check_port(port)
+        ensure_can_listen(
+            HOST, port, "is another `ocw mcp --http` running? Pick another port with --port."
+        )
         uv = _UvicornServer(server.streamable_http_app(host=HOST), port)
         task = asyncio.create_task(uv.serve())
         print(

@@ -30,7 +30,6 @@ from trading.reconcile import (
 from trading.state import (
     AdoptedHolding,
     AdoptRequest,
-    OpenPosition,
     PositionState,
     StatusView,
 )
@@ -65,6 +64,7 @@ async def gather(
         positions.append(
             BookPosition(
                 position_id=pos.position_id,
+                workflow_id=pos.workflow_id,
                 symbol=pos.symbol,
                 qty=pos.qty,
                 stop_client_order_id=stop_id,
@@ -116,6 +116,7 @@ async def run_reconcile(
     if dry_run:
         return report
     by_id = {o.client_order_id: o for o in inp.open_orders}
+    watchers = {p.position_id: p.workflow_id for p in inp.positions}
     for action in report.actions:
         try:
             if action.kind == "cancel":
@@ -123,12 +124,7 @@ async def run_reconcile(
                 await broker.cancel_order(order)
                 action.done = True
             elif action.kind in ("check", "close"):
-                wid = next(
-                    p.workflow_id
-                    for p in (await _positions(client, wid))
-                    if p.position_id == action.target
-                )
-                handle = client.get_workflow_handle(wid)
+                handle = client.get_workflow_handle(watchers[action.target])
                 if action.kind == "check":
                     await handle.signal(PositionWorkflow.check_now)
                 else:
@@ -165,11 +161,6 @@ async def run_reconcile(
     except Exception as err:  # noqa: BLE001 - the report is still printed and logged
         log.error("reconciliation not handed to the account: %s", err)
     return report
-
-
-async def _positions(client: Client, workflow_id: str) -> list[OpenPosition]:
-    view = await client.get_workflow_handle(workflow_id).query(DecisionWorkflow.status)
-    return view.positions
 
 
 INCOME_LOOKBACK_MS = 7 * 86_400_000  # the first round reads a week of funding

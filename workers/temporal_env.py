@@ -62,6 +62,18 @@ def _why(err: Exception | None) -> str:
     return text[:160]
 
 
+def ensure_can_listen(host: str, port: int, hint: str) -> None:
+    """One clear line (a SetupError) when ``host:port`` cannot be listened on: taken, or not
+    allowed. ``hint`` says what to do about it."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise SetupError(
+                f"cannot listen on {host}:{port} (port {port}: {err.strerror}): {hint}"
+            ) from None
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)

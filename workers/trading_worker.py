@@ -71,16 +71,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
             regimes.macro_regime,  # the crypto regime is fitted by the listener, beside its bars
             *learner.all(),
         ],
-        max_concurrent_activities=settings.worker_max_concurrent_activities,
-        max_cached_workflows=settings.worker_max_cached_workflows,
-        **(
-            {"max_concurrent_workflow_tasks": settings.worker_max_concurrent_workflow_tasks}
-            if settings.worker_max_concurrent_workflow_tasks
-            else {}
-        ),
-        sticky_queue_schedule_to_start_timeout=timedelta(
-            seconds=settings.sticky_schedule_to_start_s
-        ),
+        **worker_tuning(settings),
         **worker_versioning_options(settings),
     )
     log.info(
@@ -129,6 +120,20 @@ async def _reconcile_later(
         return
     except TimeoutError:
         await reconcile_forever(client, settings, activities.broker, stop, activities.journal)
+
+
+def worker_tuning(settings: Settings) -> dict[str, object]:
+    """The trading worker's cache, slots and sticky timeout, from the settings."""
+    options: dict[str, object] = {
+        "max_concurrent_activities": settings.worker_max_concurrent_activities,
+        "max_cached_workflows": settings.worker_max_cached_workflows,
+        "sticky_queue_schedule_to_start_timeout": timedelta(
+            seconds=settings.sticky_schedule_to_start_s
+        ),
+    }
+    if settings.worker_max_concurrent_workflow_tasks:
+        options["max_concurrent_workflow_tasks"] = settings.worker_max_concurrent_workflow_tasks
+    return options
 
 
 def paper_of(activities: TradingActivities) -> PaperBroker | None:

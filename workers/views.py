@@ -209,16 +209,7 @@ class Views:
                 daily_budget_usd=view.llm.daily_budget_usd,
                 calls_today=view.llm.spend.day_calls,
             )
-        regimes = None
-        if view.regimes is not None:
-            r = view.regimes
-            regimes = RegimeInfo(
-                crypto=r.crypto,
-                crypto_probability=r.crypto_probability,
-                macro=r.macro,
-                exposure_scale=r.exposure_scale,
-                trail_multiplier=r.trail_multiplier,
-            )
+        regimes = _regimes(view)
         return Overview(
             account=view.account,
             mode=view.config.mode if view.config else self.settings.mode,
@@ -342,7 +333,7 @@ class Views:
         return await self._handle.query(DecisionWorkflow.learner, rpc_timeout=QUERY_TIMEOUT)
 
     async def regimes(self) -> RegimeInfo | None:
-        return (await self.overview()).regimes
+        return _regimes(await self.status())  # the account's own answer: no position queried
 
     async def incidents(self, limit: int = 50) -> list[dict[str, Any]]:
         journal = self._journal()
@@ -350,3 +341,16 @@ class Views:
             return []
         rows = await asyncio.to_thread(journal.incidents, self.settings.account)
         return rows[-limit:]
+
+
+def _regimes(view: StatusView) -> RegimeInfo | None:
+    r = view.regimes
+    if r is None:
+        return None
+    return RegimeInfo(
+        crypto=r.crypto,
+        crypto_probability=r.crypto_probability,
+        macro=r.macro,
+        exposure_scale=r.exposure_scale,
+        trail_multiplier=r.trail_multiplier,
+    )

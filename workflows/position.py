@@ -638,18 +638,14 @@ class PositionWorkflow:
             market_time_ms=s.last_price_ms,
             account=s.account,
         )
-        try:
-            state = await workflow.execute_activity(
-                api.PLACE_STOP,
-                request,
-                summary=f"exchange stop SELL {ui_text.qty(s.qty)} {s.symbol} @ {ui_text.price(level)}",
-                task_queue=self._input.trading_task_queue,
-                result_type=StopState,
-                **api.STOP_CALL.kwargs(),
-            )
-        except ActivityError as err:
-            s.stop_errors += 1
-            self._incident("exchange stop", err)
+        state = await self._stop_activity(
+            api.PLACE_STOP,
+            request,
+            f"exchange stop SELL {ui_text.qty(s.qty)} {s.symbol} @ {ui_text.price(level)}",
+            api.STOP_CALL,
+            "exchange stop",
+        )
+        if state is None:
             return
         s.stop_orders += 1
         if not state.working:
@@ -665,18 +661,14 @@ class PositionWorkflow:
         s = self._state
         if s.stop is None or not s.stop.working:
             return
-        try:
-            state = await workflow.execute_activity(
-                api.STOP_STATUS,
-                self._stop_ref(s.stop),
-                summary=f"read exchange stop @ {ui_text.price(s.stop.stop_price)}",
-                task_queue=self._input.trading_task_queue,
-                result_type=StopState,
-                **api.STOP_READ_CALL.kwargs(),
-            )
-        except ActivityError as err:
-            s.stop_errors += 1
-            self._incident("exchange stop read", err)
+        state = await self._stop_activity(
+            api.STOP_STATUS,
+            self._stop_ref(s.stop),
+            f"read exchange stop @ {ui_text.price(s.stop.stop_price)}",
+            api.STOP_READ_CALL,
+            "exchange stop read",
+        )
+        if state is None:
             return
         if state.working:
             s.stop = state
@@ -688,23 +680,35 @@ class PositionWorkflow:
         What it sold before it went is booked."""
         s = self._state
         assert s.stop is not None
-        try:
-            state = await workflow.execute_activity(
-                api.CANCEL_STOP,
-                self._stop_ref(s.stop),
-                summary=f"cancel exchange stop @ {ui_text.price(s.stop.stop_price)}",
-                task_queue=self._input.trading_task_queue,
-                result_type=StopState,
-                **api.STOP_CALL.kwargs(),
-            )
-        except ActivityError as err:
-            s.stop_errors += 1
-            self._incident("exchange stop cancel", err)
-            return False
-        if state.working:
+        state = await self._stop_activity(
+            api.CANCEL_STOP,
+            self._stop_ref(s.stop),
+            f"cancel exchange stop @ {ui_text.price(s.stop.stop_price)}",
+            api.STOP_CALL,
+            "exchange stop cancel",
+        )
+        if state is None or state.working:
             return False
         await self._stop_ended(state, cancelled=True)
         return True
+
+    async def _stop_activity(
+        self, name: str, arg: object, summary: str, call: api.CallOptions, where: str
+    ) -> StopState | None:
+        """One stop activity; its final failure is counted and an incident (None)."""
+        try:
+            return await workflow.execute_activity(
+                name,
+                arg,
+                summary=summary,
+                task_queue=self._input.trading_task_queue,
+                result_type=StopState,
+                **call.kwargs(),
+            )
+        except ActivityError as err:
+            self._state.stop_errors += 1
+            self._incident(where, err)
+            return None
 
     async def _stop_ended(self, state: StopState, cancelled: bool = False) -> None:
         s = self._state

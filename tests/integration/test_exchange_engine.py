@@ -205,6 +205,9 @@ async def test_entry_stop_trail_outage_and_reconciliation(dev_env, sim, tmp_path
                 dev_env.client, settings, broker, dry_run=False, workflow_id=handle.id
             )
             assert [a.kind for a in report.actions] == ["check"]  # its stop is gone: look
+            # the account (not the position told to look) holds this round's summary
+            status = await handle.query(DecisionWorkflow.status)
+            assert status.reconcile is not None and status.reconcile.time_ms == report.time_ms
             await until(aph, lambda p: p.stop is None and p.stop_errors >= 1, what="stop gone")
             report = await run_reconcile(
                 dev_env.client, settings, broker, dry_run=False, workflow_id=handle.id

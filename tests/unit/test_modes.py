@@ -60,3 +60,19 @@ def test_testnet_needs_the_keys_and_builds_the_exchange_broker(tmp_path, monkeyp
     assert demo.exchange.urls["api"]["fapiPrivate"].startswith("https://demo-fapi.binance.com")
     live = Settings(_env_file=None, home=tmp_path, mode="live", live_trading=True)
     assert build_broker(live).exchange.urls["api"]["private"].startswith("https://api.binance.com")
+
+
+def test_the_trading_worker_is_tuned_from_the_settings(monkeypatch):
+    from datetime import timedelta
+
+    from workers.trading_worker import worker_tuning
+
+    monkeypatch.setenv("OCW_WORKER_MAX_CACHED_WORKFLOWS", "4000")
+    monkeypatch.setenv("OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", "50")
+    options = worker_tuning(Settings(_env_file=None))
+    assert options["max_cached_workflows"] == 4000
+    assert options["max_concurrent_workflow_tasks"] == 50
+    assert options["max_concurrent_activities"] == 20
+    assert options["sticky_queue_schedule_to_start_timeout"] == timedelta(seconds=4)
+    monkeypatch.delenv("OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS")
+    assert "max_concurrent_workflow_tasks" not in worker_tuning(Settings(_env_file=None))
