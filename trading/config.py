@@ -54,7 +54,15 @@ INTERVAL_SECONDS: dict[str, int] = {
     "1d": 86400,
 }
 
-SECRET_FIELDS = {"binance_api_key", "binance_api_secret", "api_token"}
+SECRET_FIELDS = {
+    "binance_api_key",
+    "binance_api_secret",
+    "api_token",
+    "temporal_api_key",
+    "db_url",
+    "telegram_bot_token",
+    "alert_webhook_url",
+}
 
 
 def interval_seconds(interval: str) -> int:
@@ -85,6 +93,26 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233
+    # Temporal Cloud or a remote server (docs/deploy.md): an API key, or mTLS with a client
+    # certificate; TLS is on whenever either is set (or OCW_TEMPORAL_TLS=true)
+    temporal_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OCW_TEMPORAL_API_KEY", "TEMPORAL_API_KEY", "temporal_api_key"
+        ),
+        description="Temporal Cloud API key (sent as a Bearer token over TLS)",
+    )
+    temporal_tls: bool | None = Field(
+        default=None, description="TLS to Temporal; unset = on when a key or client cert is set"
+    )
+    temporal_tls_cert: Path | None = Field(default=None, description="mTLS client certificate")
+    temporal_tls_key: Path | None = Field(default=None, description="mTLS client private key")
+    temporal_tls_ca: Path | None = Field(
+        default=None, description="CA of the server's certificate (default: the system's)"
+    )
+    temporal_tls_server_name: str | None = Field(
+        default=None, description="the name in the server's certificate, if not the host"
+    )
     trading_task_queue: str = "ocw-trading"
     market_task_queue: str = "ocw-market"
     account: str = "paper"
@@ -273,6 +301,44 @@ class Settings(BaseSettings):
     worker_max_concurrent_workflow_tasks: int | None = Field(default=None, ge=1, le=10_000)
     worker_max_concurrent_activities: int = Field(default=20, ge=1, le=10_000)
 
+    # operations (docs/deploy.md): the journal's database, metrics, health and alerts
+    db_url: SecretStr | None = Field(
+        default=None,
+        description="journal, learner and LLM store: postgresql://user:pass@host/db; "
+        "unset = SQLite files in OCW_HOME",
+    )
+    worker_metrics: str | None = Field(
+        default=None, description="host:port of the trading worker's Prometheus endpoint"
+    )
+    listener_metrics: str | None = Field(
+        default=None, description="host:port of the listener's Prometheus endpoint"
+    )
+    monitor_every_s: float = Field(
+        default=30.0, ge=5, le=3600, description="health checks of the listener and worker"
+    )
+    telegram_bot_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OCW_TELEGRAM_BOT_TOKEN", "TELEGRAM_BOT_TOKEN", "telegram_bot_token"
+        ),
+    )
+    telegram_chat_id: str | None = Field(default=None, description="where alerts go")
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org", description="the Bot API's base URL"
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        default=None, description="alerts as JSON POSTs to this URL"
+    )
+    alert_kinds: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["all"], description="which alerts to send (comma list or all)"
+    )
+    alert_max_per_hour: int = Field(
+        default=30, ge=1, le=3600, description="per destination; the rest are summarised"
+    )
+    alert_stale_feed_s: float = Field(
+        default=300.0, gt=0, description="a feed this old raises a stale-feed alert"
+    )
+
     # upgrades (docs/upgrades.md): opt-in Worker Versioning of the trading worker
     worker_deployment_name: str | None = Field(
         default=None,
@@ -297,7 +363,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("symbols", "intervals", mode="before")
+    @field_validator("symbols", "intervals", "alert_kinds", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         """Accept ``BTC/USDT,ETH/USDT`` as well as a JSON list from the environment."""
