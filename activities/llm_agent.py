@@ -61,6 +61,7 @@ from activities.llm_cache import (
     cache_key,
     utf8_clean,
 )
+from trading import metrics
 from trading.agent_contract import (
     DECISION_TOOL,
     EVALUATION_TOOL,
@@ -527,6 +528,12 @@ class LLMActivities:
         """Store the account's breaker (upsert, idempotent). False, logged, when the store
         fails: the workflow still holds the state and saves it again on the next change."""
         account = ledger_account(req.account)
+        metrics.set_gauge(
+            _meter(),
+            metrics.LLM_BREAKER_OPEN,
+            0.0 if req.breaker.phase == "closed" else 1.0,
+            account=req.account,
+        )
         try:
             await asyncio.to_thread(
                 self.store.save_breaker, account, req.breaker.model_dump(mode="json")
@@ -675,6 +682,13 @@ class LLMActivities:
             answer.cost_usd,
             answer.estimated,
         )
+        try:
+            spent, _ = await asyncio.to_thread(
+                self.store.day_spend, ledger_account(call.account), day_key(call.market_time_ms)
+            )
+        except Exception:  # noqa: BLE001 - a metric never fails a paid call
+            return
+        metrics.set_gauge(_meter(), metrics.LLM_DAY_SPEND, spent, account=call.account)
 
     async def _best_effort(self, what: str, fn: Any, *args: Any) -> None:
         try:
@@ -757,6 +771,9 @@ class LLMActivities:
     ) -> ApplicationError:
         """An unanswered call (nothing to pay): logged, journaled, returned to be raised."""
         log.warning("llm %s call failed: %s (%s)", call.kind, error.message, error.type)
+        metrics.add(
+            _meter(), metrics.LLM_CALLS, account=call.account, kind=call.kind, outcome="failed"
+        )
         record = CallRecord(
             call_id=call.call_id,
             kind=call.kind,
@@ -881,3 +898,12 @@ class LLMActivities:
             error=error,
         )
         await self._best_effort("journal", self.store.record_call, record)
+        outcome = "replayed" if answer.replayed else ("unusable" if error else "ok")
+        metrics.add(
+            _meter(), metrics.LLM_CALLS, account=call.account, kind=call.kind, outcome=outcome
+        )
+
+
+def _meter() -> Any:
+    """The activity's metric meter (None outside an activity: tests call methods directly)."""
+    return activity.metric_meter() if activity.in_activity() else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -25,6 +26,7 @@ from activities.broker import Broker, as_broker
 from activities.heartbeat import heartbeats
 from activities.journal import Journal
 from activities.paper_broker import PaperBroker
+from trading import metrics
 from trading.models import (
     AgentDecision,
     ClosedTrade,
@@ -167,7 +169,9 @@ class TradingActivities:
 
         The journal's copy of the fill comes after and never fails the order: the broker holds
         the fill; a journal outage is logged (``ocw reconcile`` and the chaos audit compare)."""
+        started = time.monotonic()
         fill = await self.broker.place_order(req)
+        _order_metrics(req, fill, time.monotonic() - started)
         try:
             await asyncio.to_thread(self.journal.record_fill, req.account, fill)
         except Exception as err:  # noqa: BLE001 - bookkeeping must not fail a filled order
@@ -260,3 +264,15 @@ class TradingActivities:
     async def journal_incident(self, rec: JournalIncident) -> bool:
         log.warning("incident %s: %s: %s", rec.account, rec.incident.where, rec.incident.error)
         return await asyncio.to_thread(self.journal.record_incident, rec)
+
+
+def _order_metrics(req: OrderRequest, fill: Fill, elapsed_s: float) -> None:
+    """Fills, refusals and the round trip on the worker's Prometheus endpoint."""
+    meter = activity.metric_meter() if activity.in_activity() else None
+    side = str(getattr(fill.side, "value", fill.side))
+    status = str(getattr(fill.status, "value", fill.status))
+    if status == "REJECTED":
+        metrics.add(meter, metrics.REJECTED, account=req.account, side=side)
+    else:
+        metrics.add(meter, metrics.FILLS, account=req.account, side=side, status=status)
+    metrics.observe(meter, metrics.ORDER_RTT, elapsed_s, account=req.account)

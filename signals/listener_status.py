@@ -32,6 +32,7 @@ class ListenerStatus(Model):
     started_at_ms: int
     pid: int
     mode: str
+    host: str = ""  # the machine it runs on (the monitor reads it from any host)
     every_s: float = 5.0
     market_time_ms: int | None = None
     gate: dict[str, Any] = Field(default_factory=dict)

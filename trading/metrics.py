@@ -84,11 +84,9 @@ RECONCILE_MISMATCHES = _m(
 ALERTS = _m("ocw_alerts", "counter", "alerts sent", "", ("kind", "destination", "outcome"))
 
 # the listener
-GATE_TICKS = _m(
-    "ocw_gate_ticks", "counter", "closed bars the gate scored", "", ("interval",), "listener"
-)
+GATE_TICKS = _m("ocw_gate_ticks", "counter", "kline updates the gate scored", "", (), "listener")
 GATE_WAKES = _m(
-    "ocw_gate_wakes", "counter", "wake reasons per gate layer", "", ("layer",), "listener"
+    "ocw_gate_wakes", "counter", "wakes sent, per gate layer they carry", "", ("layer",), "listener"
 )
 WAKES_SENT = _m("ocw_wakes_sent", "counter", "wake signals delivered", "", (), "listener")
 WAKE_FAILURES = _m("ocw_wake_failures", "counter", "wake signals that failed", "", (), "listener")

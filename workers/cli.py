@@ -146,7 +146,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from signals.listener_status import render_status_file
+    from workers.health_view import listener_text
     from workers.status_view import render_status
     from workers.temporal_env import connect
     from workflows.decision import DecisionWorkflow
@@ -159,7 +159,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             view = await handle.query(DecisionWorkflow.status)
         except Exception as err:  # noqa: BLE001 - reported as a user-level problem
-            print(render_status_file(settings.home))  # the listener's side is still worth seeing
+            print(await listener_text(client, settings))  # the listener's side is worth seeing
             if "Workflow Task in failed state" in str(err):
                 raise SetupError(
                     f"{settings.decision_workflow_id} runs but its workflow task keeps failing "
@@ -172,7 +172,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             ) from None
         print(view.model_dump_json(indent=2) if args.json else render_status(view))
         if not args.json:
-            print(render_status_file(settings.home))  # gate counters, stream, sentiment
+            print(await listener_text(client, settings))  # gate counters, stream, sentiment
         return 0
 
     return run_until_stopped(main)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
+from activities.listener_health import ListenerHealthActivities
 from activities.regimes import RegimeActivities
 from signals.bar_store import BarStore
 from signals.binance_rest import BinanceRest
@@ -34,10 +36,12 @@ from signals.replay_server import ReplayServer, load_replay_bars
 from signals.rest_budget import RestBudget
 from signals.sentiment import SentimentFeeds
 from signals.wake_dispatcher import WakeDispatcher
+from trading import metrics
 from trading.config import Settings, interval_seconds
 from trading.market_data import resample
 from trading.models import Bar
 from workers.account import warm_update
+from workers.telemetry import CounterDeltas, install_metrics, process_meter
 from workers.temporal_env import connect
 from workflows.decision import DecisionWorkflow, SpeedRequest
 
@@ -161,6 +165,7 @@ class ListenerService:
             )
             await self.server.start()
             url = self.server.url
+        install_metrics(settings.listener_metrics, "listener")  # before the client's runtime
         self.client = await connect(settings, attempts=30)
         self.dispatcher = WakeDispatcher(
             self.client,
@@ -203,7 +208,11 @@ class ListenerService:
         worker = Worker(
             self.client,
             task_queue=settings.market_task_queue,
-            activities=[*market.all(), regimes.crypto_regime],
+            activities=[
+                *market.all(),
+                regimes.crypto_regime,
+                *ListenerHealthActivities(self.listener_status).all(),  # the monitor's probe
+            ],
             max_concurrent_activities=50,
         )
         tasks: list[asyncio.Task] = []
@@ -216,6 +225,7 @@ class ListenerService:
                 tasks.append(asyncio.create_task(self._set_replay_clock(stop), name="clock"))
             self.started_at_ms = int(time.time() * 1000)
             tasks.append(asyncio.create_task(self.status_writer.run(), name="status-file"))
+            tasks.append(asyncio.create_task(self._export_metrics(), name="metrics"))
             tasks += self._live_data_tasks(stop)
             if self.server is not None:
                 tasks.append(
@@ -355,6 +365,46 @@ class ListenerService:
             watchdog = max(watchdog, 3 * gap)
         return watchdog
 
+    async def _export_metrics(self) -> None:
+        """The listener's counters and feed ages on its Prometheus endpoint, every few s."""
+        if not self.settings.listener_metrics:
+            return
+        deltas = CounterDeltas()
+        while True:
+            try:
+                self._metrics_once(process_meter(), deltas)
+            except Exception as err:  # noqa: BLE001 - metrics never stop the listener
+                log.warning("listener metrics not exported: %s", err)
+            await asyncio.sleep(min(5.0, self.settings.listener_status_s))
+
+    def _metrics_once(self, meter: object, deltas: CounterDeltas) -> None:
+        counters = self.gate.counters
+        deltas.export(meter, metrics.GATE_TICKS, counters.ticks)
+        for layer, count in counters.woken_by_layer.items():
+            deltas.export(meter, metrics.GATE_WAKES, count, {"layer": layer})
+        if self.dispatcher is not None:
+            deltas.export(meter, metrics.WAKES_SENT, self.dispatcher.sent)
+            deltas.export(meter, metrics.WAKE_FAILURES, self.dispatcher.failures)
+        stats = self.stream.stats if self.stream else None
+        up = bool(stats and stats.connects > stats.disconnects)
+        metrics.set_gauge(meter, metrics.FEED_CONNECTED, 1.0 if up else 0.0)
+        known = [
+            (symbol, interval, self.store.last_event_ms(symbol, interval))
+            for symbol in self.store.symbols()
+            for interval in self.store.intervals(symbol)
+        ]
+        if self.server is None:  # live: the wall clock; a replay runs on its own clock
+            clock = int(time.time() * 1000)
+        else:
+            clock = max((t for *_, t in known if t is not None), default=0)
+        for symbol, interval, last in known:
+            if last is None:
+                continue
+            age_s = max(0.0, (clock - last) / 1000 - interval_seconds(interval))
+            metrics.set_gauge(
+                meter, metrics.FEED_STALENESS, age_s, series=f"{symbol} {interval}"
+            )
+
     def listener_status(self) -> ListenerStatus:
         """Counters for the status file (``ocw status``)."""
         market_ms, stale, series = store_staleness(self.store)
@@ -364,6 +414,7 @@ class ListenerService:
             written_at_ms=int(time.time() * 1000),
             started_at_ms=self.started_at_ms,
             pid=os.getpid(),
+            host=socket.gethostname(),
             mode=self.settings.mode,
             every_s=self.status_writer.every_s,
             market_time_ms=market_ms,

@@ -18,6 +18,7 @@ from temporalio.client import Client
 from activities.broker import Broker
 from activities.exchange_broker import ExchangeBroker
 from activities.journal import Journal
+from trading import metrics
 from trading.config import Settings
 from trading.models import VenueOrder
 from trading.reconcile import (
@@ -190,6 +191,7 @@ async def reconcile_forever(
     while not stop.is_set():
         try:
             report = await run_reconcile(client, settings, broker, dry_run=False, journal=journal)
+            record_metrics(report)
             for line in report.lines():
                 (log.info if report.ok else log.warning)("%s", line)
             if journal is not None:
@@ -202,3 +204,21 @@ async def reconcile_forever(
             await asyncio.wait_for(stop.wait(), settings.reconcile_every_s)
         except TimeoutError:
             continue
+
+
+def record_metrics(report: ReconcileReport) -> None:
+    """One round on the worker's Prometheus endpoint: each action and each unresolved
+    difference counts as a mismatch, labelled by what was done about it."""
+    from workers.telemetry import process_meter
+
+    meter = process_meter()
+    metrics.add(meter, metrics.RECONCILE_RUNS, account=report.account)
+    for action in report.actions:
+        metrics.add(meter, metrics.RECONCILE_MISMATCHES, account=report.account, action=action.kind)
+    metrics.add(
+        meter,
+        metrics.RECONCILE_MISMATCHES,
+        len(report.mismatches),
+        account=report.account,
+        action="unresolved",
+    )

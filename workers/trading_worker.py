@@ -22,7 +22,9 @@ from activities.trading import TradingActivities
 from trading.config import Settings
 from workers.account import configure_when_ready, ensure_account
 from workers.brokers import build_broker
+from workers.monitor import ensure_monitor
 from workers.reconcile import reconcile_forever
+from workers.telemetry import install_metrics
 from workers.temporal_env import SetupError, connect
 from workers.versioning import (
     current_build,
@@ -32,6 +34,7 @@ from workers.versioning import (
     worker_versioning_options,
 )
 from workflows.decision import DecisionWorkflow
+from workflows.monitor import MonitorWorkflow
 from workflows.position import PositionWorkflow
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ def build_activities(settings: Settings, client: Client) -> TradingActivities:
 
 
 async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
+    install_metrics(settings.worker_metrics, "worker")  # before the client's runtime
     client = await connect(settings, attempts=5)  # no server: one clear line in ~5 s
     activities = build_activities(settings, client)
     exchange = exchange_of(activities)
@@ -64,7 +68,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
     worker = Worker(
         client,
         task_queue=settings.trading_task_queue,
-        workflows=[DecisionWorkflow, PositionWorkflow],
+        workflows=[DecisionWorkflow, PositionWorkflow, MonitorWorkflow],
         activities=[
             *activities.all(),
             *llm.all(),
@@ -164,4 +168,8 @@ async def own_account(
         return
     if state.created:
         log.info("account %s created (%s)", settings.account, state.workflow_id)
+    try:
+        await ensure_monitor(client, settings)
+    except Exception as err:  # noqa: BLE001 - the account trades without its monitor
+        log.error("monitor of %s not started: %s", settings.account, err)
     await configure_when_ready(client, settings, stop)

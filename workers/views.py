@@ -3,7 +3,7 @@
 Every view is read afresh from the source of truth on each call: Temporal queries (the
 DecisionWorkflow's status, each PositionWorkflow's status, the learner's posteriors) and the
 journal (decisions, trades, incidents). Nothing is cached, so nothing can lie after a restart.
-The listener's health comes from its status file (``signals/listener_status.py``).
+The listener's health comes from the monitor's query (``workers/health_view.py``).
 """
 
 from __future__ import annotations
@@ -224,15 +224,40 @@ class Views:
             regimes=regimes,
             reliabilities=view.reliabilities,
             gate=view.gate.model_dump(mode="json"),
-            listener=self.listener(),
+            listener=await self.listener(),
             reconcile=view.reconcile.model_dump(mode="json") if view.reconcile else None,
             incidents=[i.model_dump(mode="json") for i in view.incidents],
             counters=view.counters.model_dump(mode="json"),
         )
 
-    def listener(self) -> dict[str, Any]:
-        """The listener's last status (its file; issue 13 moves it into Temporal), with its
-        age: a status older than a few write intervals means the listener is down."""
+    async def listener(self) -> dict[str, Any]:
+        """The listener's health as the monitor last saw it through Temporal (any host); the
+        listener's local status file only when no monitor runs."""
+        from workers.monitor import monitor_health
+
+        try:
+            health = await monitor_health(self.client, self.settings)
+        except Exception:  # noqa: BLE001 - no monitor: the local file, if any
+            return self._listener_file()
+        status = health.listener or {}
+        checked = health.listener_checked_ms or 0
+        return {
+            "state": health.listener_state,
+            "source": "temporal",
+            "age_s": round(max(0.0, time.time() - checked / 1000), 1) if checked else None,
+            "error": health.listener_error,
+            "host": status.get("host"),
+            "mode": status.get("mode"),
+            "market_time_ms": status.get("market_time_ms"),
+            "wakes_sent": status.get("wakes_sent", 0),
+            "wake_failures": status.get("wake_failures", 0),
+            "account_missing": status.get("account_missing", False),
+            "stale_series": status.get("stale_series", []),
+            "gate": status.get("gate", {}),
+        }
+
+    def _listener_file(self) -> dict[str, Any]:
+        """The listener's status file beside this process (one host, older engines)."""
         from signals.listener_status import read_status, status_path
 
         try:
@@ -245,6 +270,7 @@ class Views:
         state = "up" if age_s <= 3 * status.every_s + 5 else "silent"
         return {
             "state": state,
+            "source": "file",
             "age_s": round(age_s, 1),
             "mode": status.mode,
             "market_time_ms": status.market_time_ms,

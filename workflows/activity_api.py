@@ -21,6 +21,7 @@ MARKET_CONTEXT = "market_context"  # derivatives + liquidations + sentiment for 
 MARKET_SENTIMENT = "market_sentiment"  # SentimentReading (signals/sentiment.py); never fails
 MARKET_DERIVATIVES = "market_derivatives"  # DerivativesRequest -> DerivativesView (derivatives.py)
 MARKET_DAILY_BARS = "market_daily_bars"  # DailyBarsRequest -> DailyBarsResult (bar_store.py)
+LISTENER_HEALTH = "listener_health"  # -> ListenerStatus (signals/listener_status.py), as JSON
 
 # served by the trading worker (trading task queue)
 DECIDE = "decide"
@@ -34,6 +35,7 @@ POSITION_STATUS = "position_status"  # Temporal's and the broker's word on a sil
 PLACE_STOP = "place_stop"  # StopRequest -> StopState: the exchange-side protective stop
 STOP_STATUS = "stop_status"  # StopRef -> StopState
 CANCEL_STOP = "cancel_stop"  # StopRef -> StopState (what it sold before it went)
+MONITOR_CHECK = "monitor_check"  # CheckRequest -> CheckReport (trading/monitor.py): alerts
 
 # served by the trading worker: regimes and the learner (issue 5)
 MACRO_REGIME = "macro_regime"
@@ -220,6 +222,25 @@ LEARNER_TIMEOUT = timedelta(seconds=30)
 # bounded: a learner outage must not hold the decision loop; the item is queued again
 LEARNER_CALL = CallOptions(
     timedelta(seconds=15), LEARNER_RETRY, schedule_to_close=timedelta(seconds=60)
+)
+
+
+# the monitor (workflows/monitor.py): the listener's probe is one try, answered within seconds
+# (a queue nobody polls means the listener is gone); the alert check retries a few times and
+# is then skipped until the next check, never stalling the monitor
+LISTENER_PROBE_CALL = CallOptions(
+    timedelta(seconds=5),
+    RetryPolicy(maximum_attempts=1),
+    schedule_to_close=timedelta(seconds=10),
+)
+MONITOR_CHECK_CALL = CallOptions(
+    timedelta(seconds=60),
+    RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        maximum_interval=timedelta(seconds=10),
+        maximum_attempts=3,
+    ),
+    heartbeat=HEARTBEAT,
 )
 
 

@@ -23,7 +23,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from trading import circuit_breaker as breaker
-    from trading import learner, llm_budget
+    from trading import learner, llm_budget, metrics
     from trading.config import interval_seconds
     from trading.learner import LearnerState, LearnerUpdateRequest, PosteriorTable
     from trading.llm_budget import BreakerSave, LedgerRequest, LedgerView
@@ -1266,6 +1266,7 @@ class DecisionWorkflow:
         memo when they changed (the memo lists the open positions' workflows)."""
         s = self._s
         p = s.portfolio
+        self._record_metrics()
         positions = [(x.position_id, x.symbol, x.qty) for x in s.positions.values()]
         workflow.set_current_details(
             ui_text.account_now(
@@ -1289,6 +1290,23 @@ class DecisionWorkflow:
         if ids != self._shown_positions:
             workflow.upsert_memo({"positions": ids})
             self._shown_positions = ids
+
+    def _record_metrics(self) -> None:
+        """The account's books on the worker's Prometheus endpoint (silent while replaying)."""
+        s = self._s
+        p = s.portfolio
+        meter = workflow.metric_meter()
+        account = s.config.account
+        gauges = (
+            (metrics.EQUITY, p.equity),
+            (metrics.CASH, p.cash),
+            (metrics.EXPOSURE, books.exposure_value(s) / p.equity if p.equity > 0 else 0.0),
+            (metrics.DRAWDOWN, p.drawdown),
+            (metrics.HALTED, 1.0 if p.entries_blocked else 0.0),
+            (metrics.OPEN_POSITIONS, float(len(s.positions))),
+        )
+        for defn, value in gauges:
+            metrics.set_gauge(meter, defn, value, account=account)
 
     def _apply_agent_settings(self, decision: AgentDecision) -> None:
         s = self._s

@@ -28,6 +28,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from trading import metrics
     from trading.models import (
         ClosedTrade,
         Fill,
@@ -178,6 +179,13 @@ class PositionWorkflow:
                 continue
             now = self._now_ms()
             if now >= s.next_safety_ms or self._check_now:
+                if not self._check_now:  # how late the timer let this check run
+                    metrics.observe(
+                        workflow.metric_meter(),
+                        metrics.SAFETY_LAG,
+                        (now - s.next_safety_ms) / 1000,
+                        account=s.account,
+                    )
                 self._check_now = False
                 s.next_safety_ms = now + self._safety_ms()
                 await self._safety_tick()
@@ -202,6 +210,9 @@ class PositionWorkflow:
             )
         self._show()
         await self._stop_agent()
+        metrics.add(
+            workflow.metric_meter(), metrics.EXITS, account=s.account, reason=s.exit_reason or "?"
+        )
         return s.trade
 
     def _show(self) -> None:

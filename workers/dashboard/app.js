@@ -535,11 +535,11 @@
 
   function renderListener(l) {
     const state = (l && l.state) || "unknown";
-    const cls = state === "up" ? "ok" : state === "silent" ? "warn" : "muted";
+    const cls = state === "up" ? "ok" : state === "silent" || state === "gone" ? "warn" : "muted";
     const entries = [["state", state, cls]];
     for (const [k, v] of Object.entries(l || {})) {
       if (k === "state") continue;
-      if (k === "age_s") entries.push(["status age", seconds(v)]);
+      if (k === "age_s") entries.push(["checked", seconds(v)]);
       else if (k === "market_time_ms") entries.push(["market time", when(v)]);
       else entries.push([k.replaceAll("_", " "), show(v)]);
     }
