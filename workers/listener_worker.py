@@ -401,9 +401,7 @@ class ListenerService:
             if last is None:
                 continue
             age_s = max(0.0, (clock - last) / 1000 - interval_seconds(interval))
-            metrics.set_gauge(
-                meter, metrics.FEED_STALENESS, age_s, series=f"{symbol} {interval}"
-            )
+            metrics.set_gauge(meter, metrics.FEED_STALENESS, age_s, series=f"{symbol} {interval}")
 
     def listener_status(self) -> ListenerStatus:
         """Counters for the status file (``ocw status``)."""
