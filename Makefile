@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean backtests
+.PHONY: install demo test lint clean backtests lock
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ test: install
 
 backtests: install  ## regenerate docs/backtests.md from ../shared/data
 	$(BIN)/python bench/backtests_doc.py $(ARGS)
+
+lock: install  ## regenerate deploy/constraints.txt (the image's pins) from the venv
+	$(BIN)/python deploy/lock.py
 
 lint: install
 	$(BIN)/ruff check .
