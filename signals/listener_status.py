@@ -48,6 +48,8 @@ class ListenerStatus(Model):
     sentiment: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # live only: bootstrap, gap repair, REST budget, derivatives, liquidations (issue 3)
     live: dict[str, Any] = Field(default_factory=dict)
+    # who polls the trading task queue, as this listener sees it (workers/worker_watch.py)
+    trading_worker: dict[str, Any] = Field(default_factory=dict)
 
 
 def status_path(home: Path) -> Path:
@@ -186,6 +188,14 @@ def render_listener_status(status: ListenerStatus, at_ms: int | None = None) -> 
             age = info.get("age_s")
             parts.append(f"{name} {state}" + (f" ({age:.0f} s old)" if age is not None else ""))
         lines.append("  sentiment: " + "; ".join(parts))
+    watch = status.trading_worker
+    if watch:
+        age = watch.get("last_poll_age_s")
+        lines.append(
+            f"  trading worker: {watch.get('state', '?')} (queue {watch.get('task_queue')}, "
+            + ("never polled" if age is None else f"last poll {age:.0f} s ago")
+            + ")"
+        )
     lines += _live_lines(status.live)
     return "\n".join(lines)
 

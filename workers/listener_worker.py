@@ -18,6 +18,7 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
+from activities.alerts import AlertSender
 from activities.listener_health import ListenerHealthActivities
 from activities.regimes import RegimeActivities
 from signals.bar_store import BarStore
@@ -37,12 +38,14 @@ from signals.rest_budget import RestBudget
 from signals.sentiment import SentimentFeeds
 from signals.wake_dispatcher import WakeDispatcher
 from trading import metrics
+from trading.alerts import worker_alert
 from trading.config import Settings, interval_seconds
 from trading.market_data import resample
 from trading.models import Bar
 from workers.account import warm_update
 from workers.telemetry import CounterDeltas, install_metrics, process_meter
 from workers.temporal_env import connect
+from workers.worker_watch import WorkerWatch
 from workflows.decision import DecisionWorkflow, SpeedRequest
 
 log = logging.getLogger(__name__)
@@ -128,6 +131,7 @@ class ListenerService:
         # what bootstrap and gap repair brought, for the status file (issue 3 live run)
         self.bootstrap_report: RepairReport | None = None
         self.repaired_bars = 0
+        self.worker_watch: WorkerWatch | None = None
 
     def prepare_replay(self) -> ReplayPlan:
         opts = self.replay_options
@@ -226,6 +230,7 @@ class ListenerService:
             self.started_at_ms = int(time.time() * 1000)
             tasks.append(asyncio.create_task(self.status_writer.run(), name="status-file"))
             tasks.append(asyncio.create_task(self._export_metrics(), name="metrics"))
+            tasks.append(asyncio.create_task(self._watch_worker(), name="worker-watch"))
             tasks += self._live_data_tasks(stop)
             if self.server is not None:
                 tasks.append(
@@ -365,6 +370,41 @@ class ListenerService:
             watchdog = max(watchdog, 3 * gap)
         return watchdog
 
+    async def _watch_worker(self) -> None:
+        """Is anyone polling the trading task queue? The one alert the monitor, which runs
+        on that worker, cannot send (``workers/worker_watch.py``)."""
+        assert self.client is not None
+        try:
+            sender = AlertSender.from_settings(self.settings)
+        except ValueError as err:
+            log.error("alerts off in the listener: %s", err)
+            return
+
+        async def tell(change: str, key: str, detail: dict[str, object]) -> None:
+            gone = change == "worker_gone"
+            since = int(key.rpartition(":")[2] or 0) or int(time.time() * 1000)
+            alert = worker_alert(
+                self.settings.account,
+                gone,
+                since,
+                now_ms=int(time.time() * 1000),
+                detail=str(detail.get("detail") or "") or None,
+            )
+            if sender.configured:
+                await sender.send_now([alert])
+            log.warning("trading worker %s", "GONE" if gone else "back")
+
+        self.worker_watch = WorkerWatch(
+            self.client,
+            self.settings.trading_task_queue,
+            self.settings.monitor_every_s,
+            tell,
+        )
+        try:
+            await self.worker_watch.run()
+        finally:
+            sender.close()
+
     async def _export_metrics(self) -> None:
         """The listener's counters and feed ages on its Prometheus endpoint, every few s."""
         if not self.settings.listener_metrics:
@@ -428,6 +468,7 @@ class ListenerService:
             gate_sync=vars(self.gate_sync.stats) if self.gate_sync else {},
             sentiment=self.sentiment.status(),
             live=self._live_status(),
+            trading_worker=self.worker_watch.status() if self.worker_watch else {},
         )
 
     def _live_status(self) -> dict[str, object]:

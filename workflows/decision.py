@@ -573,6 +573,13 @@ class DecisionWorkflow:
             entry.done = True
             s.counters.wakes_handled += 1 + item.folded
             books.record_equity_mark(s)
+            metrics.add(
+                workflow.metric_meter(),
+                metrics.DECISIONS,
+                account=s.config.account,
+                decided_by=entry.source or "none",
+                outcome="acted" if entry.actions else "held",
+            )
 
     async def _decide_and_act(self, log: DecisionLogEntry, wake: Wake, cycle: int) -> None:
         s = self._s
