@@ -1,8 +1,10 @@
-"""Append-only trade journal: decisions, fills and closed trades, one SQLite file.
+"""Append-only trade journal: decisions, fills and closed trades, one SQLite file or PostgreSQL.
 
-Every write is ``INSERT OR IGNORE`` on a natural key (decision id, client order id, trade id),
-so an activity retried after a crash records each event exactly once. The file is shared
-between the trading worker and the CLI, hence WAL mode and a busy timeout.
+Every write is ``INSERT OR IGNORE`` (Postgres: ``ON CONFLICT DO NOTHING``) on a natural key
+(decision id, client order id, trade id), so an activity retried after a crash records each
+event exactly once, whichever host retries it. The embedded default is ``journal.db`` under
+OCW_HOME, shared by the trading worker and the CLI (WAL mode and a busy timeout); with
+``OCW_DB_URL`` every host's workers write one PostgreSQL journal (``activities/db.py``).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import sqlite3
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from activities.paper_broker import connect
+from pydantic import SecretStr
+
+from activities.db import Database, Target, exists, target_for
+from trading.config import Settings
 from trading.models import AgentDecision, ClosedTrade, DecisionRecord, Fill, IncomeEntry
 from trading.reconcile import ReconcileReport
 from trading.state import JournalIncident
@@ -202,24 +205,29 @@ def ms_to_iso(ms: int | None) -> str:
 class Journal:
     """Idempotent writer and reader of the journal tables."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = Path(db_path)
-        self._lock = threading.Lock()
-        self._conn = connect(self.db_path)
-        self._conn.row_factory = sqlite3.Row
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for stmt in _SCHEMA:
-                    self._conn.execute(stmt)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def __init__(self, target: Path | str | SecretStr) -> None:
+        """``target``: the SQLite file, or a PostgreSQL URL (a SecretStr)."""
+        self.db = Database(target, "journal")
+        self.db_path = self.db.path  # None on PostgreSQL
+        self.db.create_schema(_SCHEMA)
+
+    @staticmethod
+    def target_of(settings: Settings) -> Target:
+        return target_for(settings, settings.paths()["journal_db"])
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Journal:
+        """The journal of these settings: PostgreSQL with OCW_DB_URL, else ``journal.db``."""
+        return cls(cls.target_of(settings))
+
+    @classmethod
+    def existing(cls, settings: Settings) -> Journal | None:
+        """``from_settings``, or None while the embedded file does not exist yet."""
+        target = cls.target_of(settings)
+        return cls(target) if exists(target) else None
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.db.close()
 
     def __enter__(self) -> Journal:
         return self
@@ -232,13 +240,8 @@ class Journal:
     def _insert(self, table: str, values: dict[str, Any]) -> bool:
         """One ``INSERT OR IGNORE`` (atomic on its own); True when a row was added."""
         cols = _COLUMNS[table]
-        sql = (
-            f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) "
-            f"VALUES ({', '.join('?' for _ in cols)})"
-        )
-        with self._lock:
-            cur = self._conn.execute(sql, tuple(values[c] for c in cols))
-        return cur.rowcount == 1
+        sql = self.db.dialect.insert_ignore(table, cols)
+        return self.db.execute(sql, [values[c] for c in cols]).rowcount == 1
 
     def record_decision(self, rec: DecisionRecord) -> bool:
         return self._insert(
@@ -349,9 +352,8 @@ class Journal:
         if account is not None:
             sql += " WHERE account = ?"
             args = (account,)
-        sql += f" ORDER BY {_TIME_KEY[kind]}, rowid"
-        with self._lock:
-            return [dict(r) for r in self._conn.execute(sql, args).fetchall()]
+        sql += f" ORDER BY {_TIME_KEY[kind]} NULLS FIRST, {self.db.dialect.insertion_order}"
+        return self.db.execute(sql, args).rows
 
     def decisions(self, account: str | None = None) -> list[DecisionRecord]:
         return [
@@ -385,36 +387,38 @@ class Journal:
     def summary(self, account: str | None = None) -> dict[str, Any]:
         """Trade statistics; a trade is a win when its net pnl > 0, otherwise a loss."""
         sql = (
-            "SELECT COUNT(*), COALESCE(SUM(pnl > 0), 0), COALESCE(SUM(pnl), 0.0), "
-            "COALESCE(SUM(fees), 0.0) FROM trades"
+            "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN pnl > 0 THEN 1 ELSE 0 END), 0) AS wins, "
+            "COALESCE(SUM(pnl), 0.0) AS pnl, COALESCE(SUM(fees), 0.0) AS fees FROM trades"
         )
         args: tuple[str, ...] = ()
         if account is not None:
             sql += " WHERE account = ?"
             args = (account,)
         where = " WHERE account = ?" if account is not None else ""
+        field = self.db.dialect.json_field
         llm_sql = (
-            "SELECT source, COUNT(*), "
-            "COALESCE(SUM(json_extract(decision, '$.llm.cost_usd')), 0.0), "
-            "COALESCE(SUM(json_extract(decision, '$.llm.input_tokens')), 0), "
-            "COALESCE(SUM(json_extract(decision, '$.llm.output_tokens')), 0) "
+            "SELECT source, COUNT(*) AS n, "
+            f"COALESCE(SUM({field('decision', ('llm', 'cost_usd'), 'DOUBLE PRECISION')}), 0.0) "
+            "AS cost, "
+            f"COALESCE(SUM({field('decision', ('llm', 'input_tokens'), 'BIGINT')}), 0) AS tin, "
+            f"COALESCE(SUM({field('decision', ('llm', 'output_tokens'), 'BIGINT')}), 0) AS tout "
             f"FROM decisions{where} GROUP BY source"
         )
-        with self._lock:
-            n, wins, total_pnl, total_fees = self._conn.execute(sql, args).fetchone()
-            by_source = self._conn.execute(llm_sql, args).fetchall()
+        totals = self.db.execute(sql, args).rows[0]
+        by_source = self.db.execute(llm_sql, args).rows
+        n, wins = int(totals["n"]), int(totals["wins"])
         return {
             "n_trades": n,
             "wins": wins,
             "losses": n - wins,
-            "total_pnl": float(total_pnl),
-            "total_fees": float(total_fees),
+            "total_pnl": float(totals["pnl"]),
+            "total_fees": float(totals["fees"]),
             "win_rate": wins / n if n else 0.0,
-            "decisions_by_source": {src: cnt for src, cnt, *_ in by_source},
-            "llm_decision_cost_usd": float(sum(row[2] for row in by_source)),
+            "decisions_by_source": {r["source"]: int(r["n"]) for r in by_source},
+            "llm_decision_cost_usd": float(sum(float(r["cost"]) for r in by_source)),
             "llm_decision_tokens": {
-                "input": int(sum(row[3] for row in by_source)),
-                "output": int(sum(row[4] for row in by_source)),
+                "input": int(sum(int(r["tin"]) for r in by_source)),
+                "output": int(sum(int(r["tout"]) for r in by_source)),
             },
         }
 

@@ -2,8 +2,9 @@
 
 The learner's state lives in the DecisionWorkflow (Temporal keeps it durable); this activity
 computes the next state with ``trading.learner.update`` (idempotent by trade id) and appends one
-row per trade to ``learner.db`` under OCW_HOME for later analysis (reliabilities and posteriors
-after each trade). ``INSERT OR IGNORE`` on the trade id: a retried activity writes once.
+row per trade to ``learner.db`` under OCW_HOME, or to the PostgreSQL database of
+``OCW_DB_URL`` (``activities/db.py``), for later analysis (reliabilities and posteriors after
+each trade). ``INSERT OR IGNORE`` on the trade id: a retried activity writes once.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from temporalio import activity
 
-from activities.paper_broker import connect
+from activities.db import DB_ERRORS, Database, target_for
 from trading.config import Settings
 from trading.learner import (
     GLOBAL,
@@ -83,19 +83,21 @@ def learner_params_from(settings: Settings) -> LearnerParams:
 
 
 class LearnerStore:
-    """Append-only snapshots of the learner, one row per trade (WAL, multi-process safe)."""
+    """Append-only snapshots of the learner, one row per trade (multi-process, multi-host)."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = Path(db_path)
-        self._conn = connect(self.db_path)
-        self._lock = threading.Lock()
-        with self._lock:
-            for stmt in _SCHEMA:
-                self._conn.execute(stmt)
+    def __init__(self, target: Path | str | SecretStr) -> None:
+        """``target``: the SQLite file, or a PostgreSQL URL (a SecretStr)."""
+        self.db = Database(target, "learner")
+        self.db_path = self.db.path  # None on PostgreSQL
+        self.db.create_schema(_SCHEMA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LearnerStore:
+        """PostgreSQL with OCW_DB_URL, else ``learner.db`` under OCW_HOME."""
+        return cls(target_for(settings, settings.home / "learner.db"))
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.db.close()
 
     def record(self, req: LearnerUpdateRequest, state: LearnerState) -> bool:
         """One snapshot of ``state`` after ``req.trade``; True when a row was added."""
@@ -117,13 +119,8 @@ class LearnerStore:
             "n_trades": state.n_trades,
             "recorded_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
         }
-        sql = (
-            f"INSERT OR IGNORE INTO learner_updates ({', '.join(_COLUMNS)}) "
-            f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
-        )
-        with self._lock:
-            cur = self._conn.execute(sql, [row[c] for c in _COLUMNS])
-            return cur.rowcount == 1
+        sql = self.db.dialect.insert_ignore("learner_updates", _COLUMNS)
+        return self.db.execute(sql, [row[c] for c in _COLUMNS]).rowcount == 1
 
     def rows(self, account: str | None = None) -> list[dict[str, Any]]:
         """Snapshots oldest first (by exit time), JSON columns decoded."""
@@ -132,12 +129,9 @@ class LearnerStore:
         if account is not None:
             sql += " WHERE account = ?"
             args.append(account)
-        sql += " ORDER BY exit_time_ms, trade_id"
-        with self._lock:
-            raw = self._conn.execute(sql, args).fetchall()
+        sql += f" ORDER BY exit_time_ms, {self.db.dialect.bytewise('trade_id')}"
         out = []
-        for values in raw:
-            row = dict(zip(_COLUMNS, values, strict=True))
+        for row in self.db.execute(sql, args).rows:
             for col in ("signal_weights", "reliabilities", "posteriors"):
                 row[col] = json.loads(row[col])
             out.append(row)
@@ -150,7 +144,7 @@ class LearnerActivities:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LearnerActivities:
-        return cls(LearnerStore(settings.home / "learner.db"))
+        return cls(LearnerStore.from_settings(settings))
 
     def all(self) -> list:
         return [self.learner_update]
@@ -163,6 +157,6 @@ class LearnerActivities:
             log.info("learner: trade %s already learned", req.trade.trade_id)
         try:
             await asyncio.to_thread(self.store.record, req, state)
-        except sqlite3.Error as exc:  # the snapshot is for analysis: learning goes on
+        except DB_ERRORS as exc:  # the snapshot is for analysis: learning goes on
             log.warning("learner snapshot of %s not written: %s", req.trade.trade_id, exc)
         return state

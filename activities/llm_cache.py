@@ -1,4 +1,6 @@
-"""LLM call storage in one SQLite file under OCW_HOME: record/replay cache, call journal, run spend.
+"""LLM call storage in one SQLite file under OCW_HOME, or in the PostgreSQL database of
+``OCW_DB_URL`` (``activities/db.py``; the daily spend and the breakers then hold across hosts):
+record/replay cache, call journal, run spend.
 
 * The cache makes LLM backtests and replays reproducible: an answer is stored under a hash of
   (call kind, model, prompt version, system prompt + tools, rendered snapshot), so the same run
@@ -21,16 +23,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
-import threading
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
-from activities.paper_broker import connect
+from activities.db import Database, target_for
+from trading.config import Settings
 from trading.models import Model
 
 JOURNAL_MAX_BYTES = 64_000  # per prompt and per answer in the call journal
@@ -139,6 +140,23 @@ _SCHEMA = (
 )
 
 
+_CACHE_COLUMNS = ("key", "kind", "model", "content", "usage", "cost_usd", "recorded_at")
+_CALL_COLUMNS = (
+    "call_id",
+    "kind",
+    "model",
+    "cache_key",
+    "market_time_ms",
+    "prompt",
+    "answer",
+    "usage",
+    "cost_usd",
+    "replayed",
+    "error",
+    "recorded_at",
+)
+
+
 def cache_key(kind: str, model: str, prompt_version: str, prefix: str, prompt: str) -> str:
     """sha256 over everything that decides the answer (the static prefix hashed as a whole)."""
     prefix_hash = hashlib.sha256(prefix.encode()).hexdigest()
@@ -151,26 +169,26 @@ def _now_iso() -> str:
 
 
 class LLMStore:
-    """Cache, journal and run spend; thread-safe (activities run SQLite work in threads)."""
+    """Cache, journal and run spend; thread-safe (activities run database work in threads)."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = Path(db_path)
-        self._lock = threading.Lock()
-        self._conn = connect(self.db_path)
-        self._conn.row_factory = sqlite3.Row
-        with self._lock:
-            for stmt in _SCHEMA:
-                self._conn.execute(stmt)
+    def __init__(self, target: Path | str | SecretStr) -> None:
+        """``target``: the SQLite file, or a PostgreSQL URL (a SecretStr)."""
+        self.db = Database(target, "LLM store")
+        self.db_path = self.db.path  # None on PostgreSQL
+        self.db.create_schema(_SCHEMA)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LLMStore:
+        """PostgreSQL with OCW_DB_URL, else ``llm.db`` (or OCW_LLM_CACHE_PATH) under OCW_HOME."""
+        return cls(target_for(settings, settings.paths()["llm_db"]))
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.db.close()
 
     # ------------------------------------------------------------ cache
 
     def get(self, key: str) -> CachedAnswer | None:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM llm_cache WHERE key = ?", (key,)).fetchone()
+        row = self.db.execute("SELECT * FROM llm_cache WHERE key = ?", (key,)).one()
         if row is None:
             return None
         return CachedAnswer(
@@ -184,20 +202,18 @@ class LLMStore:
 
     def put(self, answer: CachedAnswer) -> None:
         """Store (or replace, in record mode) the answer under its key."""
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO llm_cache (key, kind, model, content, usage, cost_usd, "
-                "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    answer.key,
-                    answer.kind,
-                    answer.model,
-                    utf8_clean(json.dumps(answer.content, ensure_ascii=False)),
-                    json.dumps(answer.usage),
-                    answer.cost_usd,
-                    _now_iso(),
-                ),
-            )
+        self.db.execute(
+            self.db.dialect.upsert("llm_cache", _CACHE_COLUMNS, "key"),
+            (
+                answer.key,
+                answer.kind,
+                answer.model,
+                utf8_clean(json.dumps(answer.content, ensure_ascii=False)),
+                json.dumps(answer.usage),
+                answer.cost_usd,
+                _now_iso(),
+            ),
+        )
 
     # ------------------------------------------------------------ journal
 
@@ -205,31 +221,28 @@ class LLMStore:
         """Append one call; idempotent by call id (a retried activity writes once per attempt).
 
         Prompt and answer are stored bounded and UTF-8 clean (see ``bounded``)."""
-        with self._lock:
-            cur = self._conn.execute(
-                "INSERT OR IGNORE INTO llm_calls (call_id, kind, model, cache_key, market_time_ms, "
-                "prompt, answer, usage, cost_usd, replayed, error, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    utf8_clean(rec.call_id),
-                    rec.kind,
-                    rec.model,
-                    rec.cache_key,
-                    rec.market_time_ms,
-                    bounded(rec.prompt),
-                    bounded(rec.answer),
-                    json.dumps(rec.usage),
-                    rec.cost_usd,
-                    int(rec.replayed),
-                    utf8_clean(rec.error)[:ERROR_MAX_CHARS],
-                    _now_iso(),
-                ),
-            )
-        return cur.rowcount == 1
+        result = self.db.execute(
+            self.db.dialect.insert_ignore("llm_calls", _CALL_COLUMNS),
+            (
+                utf8_clean(rec.call_id),
+                rec.kind,
+                rec.model,
+                rec.cache_key,
+                rec.market_time_ms,
+                bounded(rec.prompt),
+                bounded(rec.answer),
+                json.dumps(rec.usage),
+                rec.cost_usd,
+                int(rec.replayed),
+                utf8_clean(rec.error)[:ERROR_MAX_CHARS],
+                _now_iso(),
+            ),
+        )
+        return result.rowcount == 1
 
     def calls(self) -> list[CallRecord]:
-        with self._lock:
-            rows = self._conn.execute("SELECT * FROM llm_calls ORDER BY rowid").fetchall()
+        order = self.db.dialect.insertion_order
+        rows = self.db.execute(f"SELECT * FROM llm_calls ORDER BY {order}").rows
         return [
             CallRecord(
                 call_id=r["call_id"],
@@ -250,25 +263,23 @@ class LLMStore:
     # ------------------------------------------------------------ run spend
 
     def run_spent(self, run_id: str) -> float:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT spent_usd FROM llm_runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
+        row = self.db.execute("SELECT spent_usd FROM llm_runs WHERE run_id = ?", (run_id,)).one()
         return float(row["spent_usd"]) if row else 0.0
 
     def add_run_spend(self, run_id: str, cost_usd: float) -> float:
         """Add one call's cost to the run; returns the run's new total."""
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO llm_runs (run_id, spent_usd, calls) VALUES (?, ?, 1) "
-                "ON CONFLICT(run_id) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, "
-                "calls = calls + 1",
-                (run_id, cost_usd),
-            )
-            row = self._conn.execute(
-                "SELECT spent_usd FROM llm_runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-        return float(row["spent_usd"])
+        sql = self.db.dialect.upsert(
+            "llm_runs",
+            ("run_id", "spent_usd", "calls"),
+            "run_id",
+            {
+                "spent_usd": "llm_runs.spent_usd + excluded.spent_usd",
+                "calls": "llm_runs.calls + 1",
+            },
+        )
+        # an increment: not retried on a fresh connection (the first one may have committed)
+        self.db.execute(sql, (run_id, cost_usd, 1), idempotent=False)
+        return self.run_spent(run_id)
 
     # ------------------------------------------------------------ spend ledger and breaker
 
@@ -276,50 +287,46 @@ class LLMStore:
         self, call_id: str, account: str, day: str, cost_usd: float, estimated: bool = False
     ) -> bool:
         """One paid call's cost on the account's day; idempotent by call id."""
-        with self._lock:
-            cur = self._conn.execute(
-                "INSERT OR IGNORE INTO llm_ledger (call_id, account, day, cost_usd, estimated, "
-                "recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    utf8_clean(call_id),
-                    utf8_clean(account),
-                    day,
-                    max(0.0, float(cost_usd)),
-                    int(estimated),
-                    _now_iso(),
-                ),
-            )
-        return cur.rowcount == 1
+        sql = self.db.dialect.insert_ignore(
+            "llm_ledger", ("call_id", "account", "day", "cost_usd", "estimated", "recorded_at")
+        )
+        result = self.db.execute(
+            sql,
+            (
+                utf8_clean(call_id),
+                utf8_clean(account),
+                day,
+                max(0.0, float(cost_usd)),
+                int(estimated),
+                _now_iso(),
+            ),
+        )
+        return result.rowcount == 1
 
     def day_spend(self, account: str, day: str) -> tuple[float, int]:
         """Dollars and paid calls of the account on that day."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT COALESCE(SUM(cost_usd), 0.0) AS usd, COUNT(*) AS calls FROM llm_ledger "
-                "WHERE account = ? AND day = ?",
-                (utf8_clean(account), day),
-            ).fetchone()
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0.0) AS usd, COUNT(*) AS calls FROM llm_ledger "
+            "WHERE account = ? AND day = ?",
+            (utf8_clean(account), day),
+        ).rows[0]
         return float(row["usd"]), int(row["calls"])
 
     def save_breaker(self, account: str, state: dict[str, Any]) -> None:
         """The account's breaker state (upsert: the last save wins)."""
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO llm_breakers (account, state, saved_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(account) DO UPDATE SET state = excluded.state, "
-                "saved_at = excluded.saved_at",
-                (
-                    utf8_clean(account),
-                    utf8_clean(json.dumps(state, ensure_ascii=False)),
-                    _now_iso(),
-                ),
-            )
+        self.db.execute(
+            self.db.dialect.upsert("llm_breakers", ("account", "state", "saved_at"), "account"),
+            (
+                utf8_clean(account),
+                utf8_clean(json.dumps(state, ensure_ascii=False)),
+                _now_iso(),
+            ),
+        )
 
     def breaker(self, account: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT state FROM llm_breakers WHERE account = ?", (utf8_clean(account),)
-            ).fetchone()
+        row = self.db.execute(
+            "SELECT state FROM llm_breakers WHERE account = ?", (utf8_clean(account),)
+        ).one()
         if row is None:
             return None
         try:

@@ -5,6 +5,10 @@ ever placed (rejected ones too), keyed by ``client_order_id``. ``place_order`` r
 ``BEGIN IMMEDIATE`` transaction: it first looks the id up and, when known, returns the stored
 Fill unchanged. A retried activity, a worker killed with SIGKILL mid-call and restarted, or two
 processes racing on the same id therefore fill at most once.
+
+The paper broker stays single-host: its file is always SQLite under OCW_HOME, even when
+``OCW_DB_URL`` puts the journal, learner snapshots and LLM store in PostgreSQL
+(``activities/db.py``). Run the paper account's workers on one host (or use an exchange).
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ CDN at run time.
 from __future__ import annotations
 
 import hmac
-import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +22,7 @@ from pydantic import BaseModel
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
+from activities.db import DB_ERRORS
 from trading.config import Settings
 from trading.learner import PosteriorTable
 from trading.models import ClosedTrade, Wake
@@ -57,7 +57,7 @@ def create_app(client: Client, settings: Settings, token: str | None = None) -> 
             content={"detail": f"{type(err).__name__}: {str(err)[:300]}"},
         )
 
-    for kind in (RPCError, WorkflowQueryFailedError, sqlite3.Error, OSError):
+    for kind in (RPCError, WorkflowQueryFailedError, *DB_ERRORS, OSError):
         app.add_exception_handler(kind, _unavailable)
 
     @app.get("/api/overview", response_model=Overview, tags=["read"])

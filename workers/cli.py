@@ -23,6 +23,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from activities.db import DatabaseUnavailable
 from trading.config import Settings
 from workers.temporal_env import SetupError
 
@@ -183,11 +184,11 @@ def cmd_trades(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     db = settings.paths()["journal_db"]
-    if not db.exists():
+    if settings.db_url is None and not db.exists():
         raise SetupError(
             f"no journal at {db}: nothing has traded yet under OCW_HOME={settings.home}"
         )
-    journal = Journal(db)
+    journal = Journal.from_settings(settings)
     account = None if args.all_accounts else settings.account
     if args.csv:
         journal.export_csv(args.kind, sys.stdout, account=account)
@@ -336,7 +337,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 broker,
                 dry_run=args.dry_run,
                 source="cli",
-                journal=Journal(settings.paths()["journal_db"]),
+                journal=Journal.from_settings(settings),
             )
         except SetupError:
             raise
@@ -611,6 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     from workers.backtest_cli import add_parsers as add_backtest_parsers
 
     add_backtest_parsers(sub)  # backtest, optimize (SPEC §10)
+
+    from workers.alerts_cli import add_parser as add_alerts_parser
+
+    add_alerts_parser(sub)  # alerts test (Telegram, webhook)
     return parser
 
 
@@ -619,7 +624,7 @@ def main(argv: list[str] | None = None) -> None:
     _setup_logging(args.verbose)
     try:
         code = args.func(args)
-    except SetupError as err:
+    except (SetupError, DatabaseUnavailable) as err:
         print(f"ocw: {err}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:

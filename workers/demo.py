@@ -344,7 +344,7 @@ def _summary(
 
     assert isinstance(view, StatusView)
     p = view.portfolio
-    journal = Journal(settings.paths()["journal_db"]).summary(settings.account)
+    journal = Journal.from_settings(settings).summary(settings.account)
     first = {s: bars[0].open for s, bars in plan.replay.items() if bars}
     last = {s: bars[-1].close for s, bars in plan.replay.items() if bars}
     bh = sum(last[s] / first[s] for s in first) / len(first) - 1 if first else 0.0

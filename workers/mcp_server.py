@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Annotated, Any, TypeVar
@@ -48,6 +47,8 @@ from temporalio.client import (
 )
 from temporalio.service import RPCStatusCode
 
+from activities.db import DB_ERRORS, DatabaseUnavailable, describe
+from activities.journal import Journal
 from trading.config import Settings
 from trading.learner import PosteriorTable
 from trading.models import ClosedTrade, Wake
@@ -212,8 +213,11 @@ class Engine:
                     "is `ocw worker` running?"
                 )
             return f"{what}: Temporal said {err.status.name}: {err.message[:300]}"
-        if isinstance(err, sqlite3.Error):
-            return f"{what}: the journal {s.paths()['journal_db']} is unreadable: {text[:200]}"
+        if isinstance(err, DatabaseUnavailable):  # it names the database already
+            return f"{what}: {text[:400]}"
+        if isinstance(err, DB_ERRORS):
+            where_db = describe(Journal.target_of(s))
+            return f"{what}: the journal {where_db} is unreadable: {text[:200]}"
         return f"{what} failed: {type(err).__name__}: {text[:300]}"
 
 

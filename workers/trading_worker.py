@@ -10,12 +10,14 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.alerts import AlertSender
 from activities.broker import PaperVenue
 from activities.exchange_broker import ExchangeBroker
 from activities.journal import Journal
 from activities.learner_store import LearnerActivities
 from activities.llm_agent import LLMActivities, LLMConfig
 from activities.llm_cache import LLMStore
+from activities.monitor import MonitorActivities, deliver_with
 from activities.paper_broker import PaperBroker
 from activities.regimes import RegimeActivities
 from activities.trading import TradingActivities
@@ -43,8 +45,7 @@ RECONCILE_FIRST_S = 5.0  # after start: the account is created and configured by
 
 
 def build_activities(settings: Settings, client: Client) -> TradingActivities:
-    paths = settings.paths()
-    return TradingActivities(build_broker(settings), Journal(paths["journal_db"]), client)
+    return TradingActivities(build_broker(settings), Journal.from_settings(settings), client)
 
 
 async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
@@ -62,9 +63,16 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
                 f"cannot load markets or set up the account: {type(err).__name__}: {err}"
             ) from None
         log.info("trading through %s (%s orders)", exchange.kind, settings.order_type)
-    llm = LLMActivities(LLMConfig.from_settings(settings), LLMStore(settings.paths()["llm_db"]))
+    llm = LLMActivities(LLMConfig.from_settings(settings), LLMStore.from_settings(settings))
     regimes = RegimeActivities.from_settings(settings)
     learner = LearnerActivities.from_settings(settings)
+    try:
+        sender = AlertSender.from_settings(settings)
+    except ValueError as err:
+        raise SetupError(f"alerts: {err}") from None
+    monitor = MonitorActivities(
+        client, activities.journal, deliver_with(sender), settings.alert_stale_feed_s
+    )
     worker = Worker(
         client,
         task_queue=settings.trading_task_queue,
@@ -74,6 +82,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
             *llm.all(),
             regimes.macro_regime,  # the crypto regime is fitted by the listener, beside its bars
             *learner.all(),
+            *monitor.all(),
         ],
         **worker_tuning(settings),
         **worker_versioning_options(settings),
@@ -108,6 +117,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
     finally:
+        sender.close()
         await llm.aclose()
         await activities.broker.close()
 

@@ -130,14 +130,16 @@ class Views:
     def __init__(self, client: Client, settings: Settings) -> None:
         self.client = client
         self.settings = settings
+        self._journal_db: Journal | None = None  # a connection, not a cache: reads are live
 
     @property
     def _handle(self):  # noqa: ANN202 - a WorkflowHandle
         return self.client.get_workflow_handle(self.settings.decision_workflow_id)
 
     def _journal(self) -> Journal | None:
-        path = self.settings.paths()["journal_db"]
-        return Journal(path) if path.exists() else None
+        if self._journal_db is None:  # opened on first use (the file may not exist yet)
+            self._journal_db = Journal.existing(self.settings)
+        return self._journal_db
 
     async def status(self) -> StatusView:
         return await self._handle.query(DecisionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)

@@ -225,6 +225,16 @@ async def test_errors_are_one_clear_line(dev_env, tmp_path):
         assert "cannot reach Temporal at 127.0.0.1:" in text and "ocw server" in text
 
 
+async def test_a_journal_database_error_is_one_line_without_the_password(dev_env, tmp_path):
+    secret, port = "pw-not-shown-4711", free_port()
+    url = f"postgresql://ocw:{secret}@127.0.0.1:{port}/ocw"
+    s = Settings(account="x", home=tmp_path, db_url=url)
+    async with Client(build_server(s, client=dev_env.client, control=False)) as client:
+        text = error_text(await client.call_tool("trades", {}))
+    assert f"trades: cannot reach the journal database at 127.0.0.1:{port}/ocw: " in text
+    assert secret not in text and "postgresql://" not in text
+
+
 async def test_stdio_subprocess(account):
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "workers.cli", "mcp"], env=account.env(), cwd=REPO

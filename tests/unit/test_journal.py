@@ -1,4 +1,7 @@
-"""Journal: idempotent writes, time-ordered reads, CSV export and summary numbers."""
+"""Journal: idempotent writes, time-ordered reads, CSV export and summary numbers.
+
+Every test runs on both back ends: the SQLite file and a PostgreSQL server (``tests/pg_server.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from activities.journal import Journal, ms_to_iso
+from tests.pg_server import db_target
 from trading.models import (
     Action,
     AgentDecision,
@@ -25,9 +30,15 @@ from trading.models import (
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | SecretStr:
+    """Where the journal lives: a SQLite file, or a fresh schema on the test PostgreSQL."""
+    return db_target(request, tmp_path / "j" / "journal.db")
+
+
 @pytest.fixture
-def journal(tmp_path: Path):
-    j = Journal(tmp_path / "j" / "journal.db")
+def journal(target: Path | SecretStr):
+    j = Journal(target)
     yield j
     j.close()
 
@@ -87,7 +98,7 @@ def make_decision(did: str, t: int | None, account: str = "paper") -> DecisionRe
     )
 
 
-def test_writes_are_idempotent(journal: Journal, tmp_path: Path) -> None:
+def test_writes_are_idempotent(journal: Journal, target: Path | SecretStr) -> None:
     rec, fill, trade = make_decision("d1", T0), make_fill("pos-1-1", T0), make_trade("pos-1", 10.0)
     assert journal.record_decision(rec) is True
     assert journal.record_decision(rec) is False
@@ -97,7 +108,7 @@ def test_writes_are_idempotent(journal: Journal, tmp_path: Path) -> None:
     assert journal.record_trade("paper", trade) is False
 
     # A second connection (another process, e.g. a restarted worker) sees the same rows.
-    with Journal(tmp_path / "j" / "journal.db") as other:
+    with Journal(target) as other:
         assert other.record_fill("paper", fill) is False
         assert other.decisions() == [rec]
         assert other.fills() == [fill]

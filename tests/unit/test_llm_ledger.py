@@ -1,12 +1,17 @@
-"""The LLM store's spend ledger, saved breakers and bounded journal; the ledger's pure models."""
+"""The LLM store's spend ledger, saved breakers and bounded journal; the ledger's pure models.
+
+The store's tests run on both back ends: the SQLite file and PostgreSQL (``tests/pg_server.py``).
+"""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from activities.llm_agent import parse_message, parse_usage
 from activities.llm_cache import (
@@ -17,6 +22,7 @@ from activities.llm_cache import (
     bounded,
     utf8_clean,
 )
+from tests.pg_server import db_target
 from trading.circuit_breaker import BreakerState
 from trading.llm_budget import (
     ACCOUNT_MAX_CHARS,
@@ -31,12 +37,19 @@ from trading.llm_pricing import TokenUsage
 DAY1, DAY2 = "2025-03-01", "2025-03-02"
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | SecretStr:
+    return db_target(request, tmp_path / "llm.db")
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> LLMStore:
-    return LLMStore(tmp_path / "llm.db")
+def store(target: Path | SecretStr) -> Iterator[LLMStore]:
+    s = LLMStore(target)
+    yield s
+    s.close()
 
 
-def test_spend_is_summed_per_account_and_day_and_idempotent_per_call(store, tmp_path) -> None:
+def test_spend_is_summed_per_account_and_day_and_idempotent_per_call(store, target) -> None:
     assert store.day_spend("paper", DAY1) == (0.0, 0)
     assert store.add_spend("c1", "paper", DAY1, 0.25)
     assert not store.add_spend("c1", "paper", DAY1, 0.25)  # a retried write counts once
@@ -48,7 +61,9 @@ def test_spend_is_summed_per_account_and_day_and_idempotent_per_call(store, tmp_
     assert store.day_spend("paper", DAY2) == (1.0, 1)
     assert store.day_spend("other", DAY1) == (5.0, 1)
     store.close()
-    assert LLMStore(tmp_path / "llm.db").day_spend("paper", DAY1)[1] == 3  # on disk
+    again = LLMStore(target)  # on disk (or on the server)
+    assert again.day_spend("paper", DAY1)[1] == 3
+    again.close()
 
 
 def test_breakers_are_upserted_per_account(store) -> None:
@@ -61,7 +76,7 @@ def test_breakers_are_upserted_per_account(store) -> None:
 
 
 def test_a_corrupt_breaker_row_reads_as_none(store) -> None:
-    store._conn.execute(
+    store.db.execute(
         "INSERT INTO llm_breakers (account, state, saved_at) VALUES ('paper', '{oops', 'now')"
     )
     assert store.breaker("paper") is None

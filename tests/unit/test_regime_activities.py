@@ -11,6 +11,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.learner_store import LearnerActivities, LearnerStore, learner_params_from
 from activities.regimes import FRED_KEY_ENV, RegimeActivities, scrub
+from tests.pg_server import db_target
 from trading.config import Settings
 from trading.learner import LearnerUpdateRequest, new_state, update
 from trading.macro import SERIES_IDS, MacroRequest
@@ -258,8 +259,13 @@ def closed(trade_id: str, pnl_pct: float) -> ClosedTrade:
     )
 
 
-async def test_learner_update_is_idempotent_and_snapshots_once(tmp_path) -> None:
-    store = LearnerStore(tmp_path / "learner.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def learner_target(request: pytest.FixtureRequest, tmp_path):
+    return db_target(request, tmp_path / "learner.db")  # the SQLite file or a Postgres schema
+
+
+async def test_learner_update_is_idempotent_and_snapshots_once(learner_target) -> None:
+    store = LearnerStore(learner_target)
     acts = LearnerActivities(store)
     env = ActivityEnvironment()
     req = LearnerUpdateRequest(
@@ -281,6 +287,6 @@ async def test_learner_update_is_idempotent_and_snapshots_once(tmp_path) -> None
     assert rows[0]["regime"] == "high" and rows[0]["set_used"] == "global"
     assert rows[0]["posteriors"]["high"]["n"] == 1
     assert rows[0]["reliabilities"]["trend"] > 0.5 and rows[0]["n_trades"] == 1
-    journal_mode = store._conn.execute("PRAGMA journal_mode").fetchone()[0]
-    assert journal_mode == "wal"
+    if store.db_path is not None:
+        assert store.db.execute("PRAGMA journal_mode").rows[0]["journal_mode"] == "wal"
     store.close()
