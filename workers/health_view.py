@@ -43,6 +43,9 @@ def render_health(health: MonitorHealth, now_ms: int | None = None) -> str:
     lines = [head + f"; the monitor checks every {health.every_s:g} s"]
     if status is not None:
         body = render_listener_status(status, at_ms=status.written_at_ms).splitlines()[1:]
+        if health.listener_state != "up":
+            lines.append(f"  its last status ({_ago(status.written_at_ms, now_ms)}):")
+            body = ["  " + line for line in body]
         lines += body
     check = health.last_check
     if check is not None:
