@@ -12,17 +12,19 @@
   taken as "already delivered"; 408, 425, 429 (``Retry-After``) and 5xx are retried, any other
   status is final.
 
-Exactly once, as far as it can be had: a sent-log (:class:`AlertLog`, SQLite in
-``$OCW_HOME/alerts.db`` for now) keeps ``(destination, alert key)`` of every alert sent or
-suppressed, so an alert re-emitted after a restart or resent by a retried activity is reported
-``duplicate`` and not sent again. Before a send the sender *claims* the pair for a short lease,
-so two processes never send the same alert at once (the loser is told to retry later, by when
-the pair is sent or the lease of a crashed sender has run out). One window stays
+Exactly once, as far as it can be had: a sent-log (:class:`AlertLog`: :class:`DbAlertLog`,
+the SQLite file ``$OCW_HOME/alerts.db``, or with ``OCW_DB_URL`` the PostgreSQL database every
+host shares) keeps ``(destination, alert key)`` of every alert sent or suppressed, so an alert
+re-emitted after a restart or resent by a retried activity is reported ``duplicate`` and not
+sent again. Before a send the sender *claims* the pair for a short lease, so two processes, on
+one host or several, never send the same alert at once (the loser is told to retry later, by
+when the pair is sent or the lease of a crashed sender has run out). One window stays
 at-least-once: a destination that accepted a message whose answer was lost (connection dropped
 after the request was processed) sees the retry as a new message. The webhook gets the same
 ``Idempotency-Key`` and can drop it; Telegram has no idempotency key and shows it twice.
 
-The hourly rate limit per destination counts the sends in the same log (it survives restarts);
+The hourly rate limit per destination counts the sends in the same log (it survives restarts
+and is shared by the hosts; two sending at the same instant may each take the last slot);
 alerts over it are logged as suppressed and go out folded into one summary alert when the
 window has room (see ``trading/alerts.py``). A summary is due at the start of any send, so a
 caller that sends nothing for a while may call ``send_now([])`` to flush it.
@@ -42,8 +44,6 @@ import email.utils
 import logging
 import math
 import os
-import sqlite3
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
@@ -51,11 +51,11 @@ from pathlib import Path
 from typing import Literal, Protocol, get_args
 
 import httpx
-from pydantic import Field
+from pydantic import Field, SecretStr
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.paper_broker import connect
+from activities.db import Database, Target, target_for
 from trading.alerts import (
     WINDOW_MS,
     Alert,
@@ -228,69 +228,66 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS alert_log_window ON alert_log (destination, state, at_ms)",
 )
+_COLS = ("destination", "key", "kind", "account", "severity", "title", "state", "at_ms")
+_SETTLE_CHUNK = 500  # keys per UPDATE (SQLite's bound-parameter limit)
 
 
-class SqliteAlertLog:
-    """The sent-log in one SQLite file (``$OCW_HOME/alerts.db``), shared by processes."""
+class DbAlertLog:
+    """The sent-log on the database seam (``activities/db.py``): the SQLite file
+    ``$OCW_HOME/alerts.db`` (processes of one host), or the table ``alert_log`` in the shared
+    PostgreSQL database when ``OCW_DB_URL`` is set, so senders on several hosts (the trading
+    worker, the listener, ``ocw alerts test``) share one sent-log and one rate window.
 
-    def __init__(self, db_path: Path, now_ms: int | None = None) -> None:
-        self.db_path = Path(db_path)
-        self._lock = threading.Lock()
-        self._conn = connect(self.db_path)
+    A claim is one atomic statement on both back ends: an insert, or, on a conflict, an
+    update only of a ``sending`` row whose lease has run out; the row count tells who won.
+    """
+
+    def __init__(self, target: Path | str | SecretStr, now_ms: int | None = None) -> None:
+        """``target``: the SQLite file, or a PostgreSQL URL (a SecretStr)."""
+        self.db = Database(target, "alert log")
+        self.db_path = self.db.path  # None on PostgreSQL
+        self.db.create_schema(_SCHEMA)
         now = int(time.time() * 1000) if now_ms is None else now_ms
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for stmt in _SCHEMA:
-                    self._conn.execute(stmt)
-                self._conn.execute(
-                    "DELETE FROM alert_log WHERE at_ms < ? "
-                    "AND (state != 'suppressed' OR summary_key IS NOT NULL)",
-                    (now - RETENTION_MS,),
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        self.db.execute(
+            "DELETE FROM alert_log WHERE at_ms < ? "
+            "AND (state != 'suppressed' OR summary_key IS NOT NULL)",
+            (now - RETENTION_MS,),
+        )
 
-    def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
-        with self._lock:
-            return self._conn.execute(sql, args)
+    @staticmethod
+    def target_of(settings: Settings) -> Target:
+        return target_for(settings, settings.home / "alerts.db")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DbAlertLog:
+        """PostgreSQL with OCW_DB_URL, else ``$OCW_HOME/alerts.db``."""
+        return cls(cls.target_of(settings))
 
     def seen(self, destination: str, key: str, now_ms: int) -> str | None:
-        row = self._exec(
+        row = self.db.execute(
             "SELECT state, lease_until_ms FROM alert_log WHERE destination = ? AND key = ?",
             (destination, key),
-        ).fetchone()
+        ).one()
         if row is None:
             return None
-        state, lease = row
-        if state == "sending" and (lease or 0) <= now_ms:
+        if row["state"] == "sending" and (row["lease_until_ms"] or 0) <= now_ms:
             return None  # a claim whose sender is gone
-        return str(state)
+        return str(row["state"])
 
     def claim(self, destination: str, alert: Alert, now_ms: int, lease_ms: int) -> bool:
-        cur = self._exec(
-            "INSERT INTO alert_log (destination, key, kind, account, severity, title, state, "
-            "at_ms, lease_until_ms) VALUES (?, ?, ?, ?, ?, ?, 'sending', ?, ?) "
-            "ON CONFLICT (destination, key) DO UPDATE SET at_ms = excluded.at_ms, "
-            "lease_until_ms = excluded.lease_until_ms "
-            "WHERE alert_log.state = 'sending' AND alert_log.lease_until_ms <= excluded.at_ms",
-            (
-                destination,
-                alert.key,
-                alert.kind,
-                alert.account,
-                alert.severity,
-                alert.title[:200],
-                now_ms,
-                now_ms + lease_ms,
-            ),
+        sql = self.db.dialect.upsert(
+            "alert_log",
+            (*_COLS, "lease_until_ms"),
+            "destination, key",
+            {"at_ms": "excluded.at_ms", "lease_until_ms": "excluded.lease_until_ms"},
         )
-        return cur.rowcount == 1
+        sql += " WHERE alert_log.state = 'sending' AND alert_log.lease_until_ms <= excluded.at_ms"
+        args = (*self._values(destination, alert, "sending", now_ms), now_ms + lease_ms)
+        # not idempotent: re-run after a lost answer, it would report our own claim as taken
+        return self.db.execute(sql, args, idempotent=False).rowcount == 1
 
     def release(self, destination: str, key: str) -> None:
-        self._exec(
+        self.db.execute(
             "DELETE FROM alert_log WHERE destination = ? AND key = ? AND state = 'sending'",
             (destination, key),
         )
@@ -302,60 +299,49 @@ class SqliteAlertLog:
         now_ms: int,
         state: Literal["sent", "suppressed"] = "sent",
     ) -> None:
-        self._exec(
-            "INSERT INTO alert_log (destination, key, kind, account, severity, title, state, "
-            "at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (destination, key) DO UPDATE SET state = excluded.state, "
-            "at_ms = excluded.at_ms, lease_until_ms = NULL",
-            (
-                destination,
-                alert.key,
-                alert.kind,
-                alert.account,
-                alert.severity,
-                alert.title[:200],
-                state,
-                now_ms,
-            ),
+        sql = self.db.dialect.upsert(
+            "alert_log",
+            _COLS,
+            "destination, key",
+            {"state": "excluded.state", "at_ms": "excluded.at_ms", "lease_until_ms": "NULL"},
         )
+        self.db.execute(sql, self._values(destination, alert, state, now_ms))
+
+    @staticmethod
+    def _values(destination: str, alert: Alert, state: str, now_ms: int) -> tuple:
+        a = alert
+        return (destination, a.key, a.kind, a.account, a.severity, a.title[:200], state, now_ms)
 
     def sent_count(self, destination: str, since_ms: int) -> int:
-        row = self._exec(
-            "SELECT COUNT(*) FROM alert_log WHERE destination = ? AND state = 'sent' AND at_ms > ?",
+        row = self.db.execute(
+            "SELECT COUNT(*) AS n FROM alert_log "
+            "WHERE destination = ? AND state = 'sent' AND at_ms > ?",
             (destination, since_ms),
-        ).fetchone()
-        return int(row[0])
+        ).one()
+        return int(row["n"]) if row else 0
 
     def pending(self, destination: str) -> list[SuppressedEntry]:
-        rows = self._exec(
+        rows = self.db.execute(
             "SELECT kind, key, severity, title, at_ms, account FROM alert_log "
             "WHERE destination = ? AND state = 'suppressed' AND summary_key IS NULL "
-            "ORDER BY at_ms, key",
+            f"ORDER BY at_ms, {self.db.dialect.bytewise('key')}",
             (destination,),
-        ).fetchall()
-        return [
-            SuppressedEntry(
-                kind=r[0], key=r[1], severity=r[2], title=r[3], at_ms=r[4], account=r[5]
-            )
-            for r in rows
-        ]
+        ).rows
+        return [SuppressedEntry.model_validate(r) for r in rows]
 
     def settle(self, destination: str, keys: Sequence[str], summary_key: str) -> None:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
-                    "UPDATE alert_log SET summary_key = ? WHERE destination = ? AND key = ?",
-                    [(summary_key, destination, k) for k in keys],
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        """Mark these suppressed alerts reported by that summary (idempotent, in chunks)."""
+        keys = list(keys)
+        for i in range(0, len(keys), _SETTLE_CHUNK):
+            chunk = keys[i : i + _SETTLE_CHUNK]
+            self.db.execute(
+                "UPDATE alert_log SET summary_key = ? "
+                f"WHERE destination = ? AND key IN ({', '.join('?' for _ in chunk)})",
+                (summary_key, destination, *chunk),
+            )
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.db.close()
 
 
 class MemoryAlertLog:
@@ -654,12 +640,13 @@ class AlertSender:
     def from_settings(
         cls, settings: Settings, log: AlertLog | None = None, **kwargs
     ) -> AlertSender:
-        """Destinations, kinds, limit and secrets from the settings; the sent-log in
-        ``$OCW_HOME/alerts.db`` unless one is given. Raises ValueError on bad OCW_ALERT_KINDS."""
+        """Destinations, kinds, limit and secrets from the settings; the sent-log
+        (:class:`DbAlertLog`: the shared PostgreSQL database with OCW_DB_URL, else
+        ``$OCW_HOME/alerts.db``) unless one is given. Raises ValueError on bad OCW_ALERT_KINDS."""
         expand_kinds(settings.alert_kinds)  # fail before opening anything
         return cls(
             destinations_from_settings(settings),
-            log if log is not None else SqliteAlertLog(settings.home / "alerts.db"),
+            log if log is not None else DbAlertLog.from_settings(settings),
             kinds=settings.alert_kinds,
             max_per_hour=settings.alert_max_per_hour,
             secrets=settings_secrets(settings),

@@ -177,6 +177,10 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
         "recorded_at",
     ),
 }
+# What ``rows_since`` reads: one index per table on (account, recorded_at), byte-wise on
+# Postgres (``Dialect.bytewise``) so that its queries, which compare byte-wise, can use it.
+_RECORDED_INDEX = "CREATE INDEX IF NOT EXISTS {t}_recorded ON {t} (account, {col})"
+
 _TIME_KEY = {
     "decisions": "market_time_ms",
     "fills": "market_time_ms",
@@ -209,7 +213,8 @@ class Journal:
         """``target``: the SQLite file, or a PostgreSQL URL (a SecretStr)."""
         self.db = Database(target, "journal")
         self.db_path = self.db.path  # None on PostgreSQL
-        self.db.create_schema(_SCHEMA)
+        at = self.db.dialect.bytewise("recorded_at")
+        self.db.create_schema((*_SCHEMA, *(_RECORDED_INDEX.format(t=t, col=at) for t in _COLUMNS)))
 
     @staticmethod
     def target_of(settings: Settings) -> Target:
@@ -354,6 +359,38 @@ class Journal:
             args = (account,)
         sql += f" ORDER BY {_TIME_KEY[kind]} NULLS FIRST, {self.db.dialect.insertion_order}"
         return self.db.execute(sql, args).rows
+
+    def rows_since(
+        self, kind: Kind, account: str, after: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Rows of ``account`` recorded at or after ``after`` (an ISO ``recorded_at``; every
+        row when None or ''), oldest first (ties in insertion order), at most ``limit``.
+
+        ``>=``, not ``>``: rows recorded in the cursor's own millisecond come back, and the
+        caller drops those it has seen (``activities.monitor.rows_after``)."""
+        if kind not in _COLUMNS:
+            raise ValueError(f"unknown journal kind {kind!r}")
+        if limit <= 0:
+            return []
+        at = self.db.dialect.bytewise("recorded_at")
+        sql = f"SELECT {', '.join(_COLUMNS[kind])} FROM {kind} WHERE account = ?"
+        args: list[Any] = [account]
+        if after:
+            sql += f" AND {at} >= ?"
+            args.append(after)
+        sql += f" ORDER BY {at}, {self.db.dialect.insertion_order} LIMIT ?"
+        return self.db.execute(sql, [*args, int(limit)]).rows
+
+    def latest_recorded_at(self, kind: Kind, account: str) -> str | None:
+        """The newest ``recorded_at`` of ``account`` in that table; None when it has none."""
+        if kind not in _COLUMNS:
+            raise ValueError(f"unknown journal kind {kind!r}")
+        at = self.db.dialect.bytewise("recorded_at")
+        row = self.db.execute(
+            f"SELECT recorded_at FROM {kind} WHERE account = ? ORDER BY {at} DESC LIMIT 1",
+            (account,),
+        ).one()
+        return None if row is None else str(row["recorded_at"])
 
     def decisions(self, account: str | None = None) -> list[DecisionRecord]:
         return [

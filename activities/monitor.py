@@ -142,15 +142,24 @@ class MonitorActivities:
         out: list[tuple[str, dict[str, Any]]] = []
         for kind in JOURNAL_KINDS:
             try:
-                rows = await asyncio.to_thread(self.journal.rows, kind, account)
+                if first:  # history is not news: start after the newest row
+                    latest = await asyncio.to_thread(self.journal.latest_recorded_at, kind, account)
+                    at = latest or ""
+                    rows = await asyncio.to_thread(
+                        self.journal.rows_since, kind, account, at, 1_000_000
+                    )
+                    cursors[kind] = rows_after(rows, kind, at, len(rows) + 1)[1] if rows else ""
+                    continue
+                cursor = cursors.get(kind) or ""
+                at, _, ids = cursor.partition(" ")
+                # rows at the cursor's millisecond come back again: ask for that many more
+                limit = ROWS_PER_CHECK + len(ids.split())
+                rows = await asyncio.to_thread(self.journal.rows_since, kind, account, at, limit)
             except Exception as err:  # noqa: BLE001 - this kind waits for the next check
                 errors.append(f"journal {kind} not readable: {type(err).__name__}")
                 continue
-            new, cursors[kind] = rows_after(rows, kind, cursors.get(kind), ROWS_PER_CHECK)
-            if first:
-                _, cursors[kind] = rows_after(rows, kind, cursors.get(kind), len(rows) + 1)
-            else:
-                out += [(kind, row) for row in new]
+            new, cursors[kind] = rows_after(rows, kind, cursor, ROWS_PER_CHECK)
+            out += [(kind, row) for row in new]
         return out, cursors
 
 

@@ -304,7 +304,7 @@ class Settings(BaseSettings):
     # operations (docs/deploy.md): the journal's database, metrics, health and alerts
     db_url: SecretStr | None = Field(
         default=None,
-        description="journal, learner and LLM store: postgresql://user:pass@host/db; "
+        description="journal, learner, LLM store and alert log: postgresql://user:pass@host/db; "
         "unset = SQLite files in OCW_HOME",
     )
     worker_metrics: str | None = Field(

@@ -3,10 +3,11 @@
 What is guaranteed and shown here: texts as Telegram shows them; 429 ``retry_after`` waited
 out; 401 / chat not found final, with a clear reason and never the token; no second message
 after a restart (two senders on one ``OCW_HOME``); the webhook's ``Idempotency-Key``; the rate
-limit's summary; the activity's retry after a partial success. What is *not*: a message whose
-answer was lost ("accepted, then the connection dropped") is sent again by the retry. The
-webhook receiver can drop it by its key; Telegram has none and shows it twice (at-least-once
-in that window, as the module says).
+limit's summary; the activity's retry after a partial success; with ``OCW_DB_URL``, no second
+message from a sender on another host (one sent-log in PostgreSQL). What is *not*: a message
+whose answer was lost ("accepted, then the connection dropped") is sent again by the retry.
+The webhook receiver can drop it by its key; Telegram has none and shows it twice
+(at-least-once in that window, as the module says).
 """
 
 from __future__ import annotations
@@ -334,6 +335,26 @@ async def test_no_second_message_after_a_restart(
     assert [o.outcome for o in report.outcomes] == ["duplicate", "duplicate"]
     assert len(tg.messages) == 2 and len(hook.requests) == 2
     assert (s.home / "alerts.db").exists()
+
+
+async def test_no_second_message_from_another_host_on_postgres(
+    tmp_path: Path, tg: FakeTelegram, hook: FakeWebhook, postgres
+) -> None:
+    """With OCW_DB_URL the sent-log is in the shared database: a sender on another host (its
+    own OCW_HOME) sees what the first one sent."""
+    url = postgres.fresh_url()
+    here = AlertSender.from_settings(settings(tmp_path / "host-a", tg, hook, db_url=url))
+    there = AlertSender.from_settings(settings(tmp_path / "host-b", tg, hook, db_url=url))
+    try:
+        assert (await here.send_now([fill(1)])).sent == 1
+        report = await there.send_now([fill(1), fill(2)])
+        assert [o.outcome for o in report.outcomes] == ["duplicate", "sent"]
+        assert len(tg.messages) == 2 and len(hook.requests) == 2
+        assert (await here.send_now([fill(2)])).outcomes[0].outcome == "duplicate"
+    finally:
+        here.close()
+        there.close()
+    assert not (tmp_path / "host-a" / "home" / "alerts.db").exists()
 
 
 async def test_accepted_then_dropped_is_at_least_once(

@@ -1,17 +1,25 @@
 """Alerts as data (trading/alerts.py): texts, keys, the kinds filter, the rate limit and its
-summary, the secret scrubber; and the sender's bookkeeping with an in-memory log and a fake
-destination (no network: the HTTP path is tests/integration/test_alerts_telegram.py)."""
+summary, the secret scrubber; the sender's bookkeeping with an in-memory log and a fake
+destination (no network: the HTTP path is tests/integration/test_alerts_telegram.py); and the
+sent-log on both database back ends (SQLite file, PostgreSQL: ``tests/pg_server.py``), shared by
+several senders and raced by concurrent claims."""
 
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
-from activities.alerts import AlertSender, DeliveryError, MemoryAlertLog
+from activities.alerts import RETENTION_MS, AlertSender, DbAlertLog, DeliveryError, MemoryAlertLog
+from tests.pg_server import db_target
 from tests.servers.telegram import parse_html
 from trading import alerts as A
+from trading.config import Settings
 from trading.models import ClosedTrade, Fill, OrderStatus, Side
 
 T0 = 1_700_000_000_000
@@ -471,3 +479,188 @@ async def test_a_send_in_flight_elsewhere_is_left_to_it() -> None:
 async def test_no_destination_is_a_clear_failure() -> None:
     report = await _sender([]).send_now([A.fill_alert(FILL_ROW, now_ms=T0)])
     assert report.failed == 1 and "OCW_TELEGRAM_BOT_TOKEN" in report.errors[0]
+
+
+# ---------------------------------------------------------------- the sent-log's storage
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def log_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | SecretStr:
+    """Where the sent-log lives: ``alerts.db``, or a fresh schema on the test PostgreSQL."""
+    return db_target(request, tmp_path / "home" / "alerts.db")
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def any_log(request: pytest.FixtureRequest, tmp_path: Path):
+    """Every AlertLog: the semantics are the same in memory and on both back ends."""
+    if request.param == "memory":
+        yield MemoryAlertLog()
+        return
+    log = DbAlertLog(db_target(request, tmp_path / "home" / "alerts.db"), now_ms=T0)
+    yield log
+    log.close()
+
+
+def _fill(i: int | str = 1) -> A.Alert:
+    return A.fill_alert({**FILL_ROW, "client_order_id": f"c{i}"}, now_ms=T0)
+
+
+def test_alert_log_claims_leases_marks_and_releases(any_log) -> None:
+    log, alert = any_log, _fill()
+    assert log.seen("fake", alert.key, T0) is None
+    assert log.claim("fake", alert, T0, 30_000) is True
+    assert log.seen("fake", alert.key, T0 + 29_999) == "sending"
+    assert log.claim("fake", alert, T0 + 10_000, 30_000) is False  # a live claim
+    assert log.seen("other", alert.key, T0) is None  # per destination
+    assert log.seen("fake", alert.key, T0 + 30_000) is None  # its lease ran out
+    assert log.claim("fake", alert, T0 + 30_000, 30_000) is True  # taken over
+    assert log.claim("fake", alert, T0 + 59_999, 30_000) is False  # the new lease holds
+    log.release("fake", alert.key)
+    assert log.seen("fake", alert.key, T0 + 30_001) is None
+    assert log.claim("fake", alert, T0 + 40_000, 30_000) is True
+    log.mark("fake", alert, T0 + 41_000)
+    assert log.seen("fake", alert.key, T0 + 10 * HOUR) == "sent"  # no lease on a sent row
+    assert log.claim("fake", alert, T0 + 10 * HOUR, 30_000) is False
+    log.release("fake", alert.key)  # only a claim is released
+    assert log.seen("fake", alert.key, T0) == "sent"
+    log.mark("fake", _fill(2), T0, "suppressed")
+    assert log.seen("fake", _fill(2).key, T0) == "suppressed"
+    assert log.claim("fake", _fill(2), T0, 30_000) is False
+
+
+def test_alert_log_counts_the_window_and_settles_the_pending(any_log) -> None:
+    log = any_log
+    log.mark("fake", _fill(1), T0)
+    log.mark("fake", _fill(2), T0 + 10)
+    log.mark("other", _fill(3), T0 + 10)
+    log.claim("fake", _fill(4), T0 + 10, 30_000)  # in flight: not counted
+    assert log.sent_count("fake", T0 - 1) == 2
+    assert log.sent_count("fake", T0) == 1  # strictly after
+    assert log.sent_count("nowhere", 0) == 0
+    for key, at in (("b", T0 + 5), ("a", T0 + 5), ("c", T0 + 3)):
+        log.mark("fake", _fill(key), at, "suppressed")
+    log.mark("other", _fill("z"), T0, "suppressed")
+    pending = log.pending("fake")
+    assert [(e.key, e.at_ms) for e in pending] == [
+        (_fill("c").key, T0 + 3),
+        (_fill("a").key, T0 + 5),
+        (_fill("b").key, T0 + 5),
+    ]
+    first = pending[0]
+    assert (first.kind, first.severity, first.account) == ("fill", "info", "paper")
+    assert first.title == _fill("c").title
+    log.settle("fake", [e.key for e in pending[:2]], "summary:1")
+    log.settle("fake", [], "summary:2")
+    assert [e.key for e in log.pending("fake")] == [_fill("b").key]
+    assert [e.key for e in log.pending("other")] == [_fill("z").key]
+    assert log.seen("fake", _fill("c").key, T0) == "suppressed"  # settled, still not re-sent
+    log.mark("fake", _fill(5).model_copy(update={"title": "x" * 5_000}), T0)  # cut to 200
+    assert log.sent_count("fake", T0 - 1) == 3
+
+
+def test_alert_log_prunes_after_30_days_but_keeps_what_is_pending(
+    log_target: Path | SecretStr,
+) -> None:
+    log = DbAlertLog(log_target, now_ms=T0)
+    log.mark("fake", _fill("old-sent"), T0)
+    log.mark("fake", _fill("old-pending"), T0, "suppressed")
+    log.mark("fake", _fill("old-settled"), T0, "suppressed")
+    log.settle("fake", [_fill("old-settled").key], "summary:1")
+    log.claim("fake", _fill("old-claim"), T0, 30_000)
+    log.mark("fake", _fill("recent"), T0 + 2 * 86_400_000)
+    log.close()
+    later = DbAlertLog(log_target, now_ms=T0 + RETENTION_MS + 1)
+    try:
+        now = T0 + RETENTION_MS + 1
+        assert later.seen("fake", _fill("old-sent").key, now) is None
+        assert later.seen("fake", _fill("old-settled").key, now) is None
+        assert later.claim("fake", _fill("old-claim"), now, 30_000) is True
+        assert later.seen("fake", _fill("old-pending").key, now) == "suppressed"
+        assert later.seen("fake", _fill("recent").key, now) == "sent"
+        assert [e.key for e in later.pending("fake")] == [_fill("old-pending").key]
+    finally:
+        later.close()
+
+
+def test_two_logs_on_one_database_dedupe_each_other(log_target: Path | SecretStr) -> None:
+    """Two processes (two hosts, on PostgreSQL) see each other's claims, sends and window."""
+    a, b = DbAlertLog(log_target), DbAlertLog(log_target)
+    try:
+        alert = _fill()
+        assert a.claim("fake", alert, T0, 30_000)
+        assert b.seen("fake", alert.key, T0) == "sending"
+        assert not b.claim("fake", alert, T0 + 1, 30_000)
+        a.mark("fake", alert, T0 + 2)
+        assert b.seen("fake", alert.key, T0 + HOUR) == "sent"
+        assert b.sent_count("fake", T0 - HOUR) == 1
+        b.mark("fake", _fill(2), T0 + 3, "suppressed")
+        assert [e.key for e in a.pending("fake")] == [_fill(2).key]
+        a.settle("fake", [_fill(2).key], "summary:1")
+        assert b.pending("fake") == []
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("lease", ["free", "expired"])
+def test_concurrent_claims_have_exactly_one_winner(
+    log_target: Path | SecretStr, lease: str
+) -> None:
+    """Senders racing for one (destination, key), each on its own connection: a new pair, or
+    one whose claimer crashed (its lease ran out). Exactly one claim wins each race."""
+    n = 8
+    logs = [DbAlertLog(log_target) for _ in range(n)]
+    try:
+        for race in range(5):
+            alert = _fill(f"race-{race}")
+            if lease == "expired":
+                assert logs[0].claim("fake", alert, T0 - 60_000, 30_000)  # a crashed sender's
+            barrier = threading.Barrier(n)
+
+            def claim(log: DbAlertLog, alert: A.Alert = alert, barrier=barrier) -> bool:
+                barrier.wait()
+                return log.claim("fake", alert, T0, 30_000)
+
+            with ThreadPoolExecutor(n) as pool:
+                wins = list(pool.map(claim, logs))
+            assert sum(wins) == 1, wins
+            assert {log.seen("fake", alert.key, T0) for log in logs} == {"sending"}
+    finally:
+        for log in logs:
+            log.close()
+
+
+def test_from_settings_picks_the_database(tmp_path: Path, postgres) -> None:
+    local = AlertSender.from_settings(Settings(_env_file=None, home=tmp_path / "a"))
+    assert isinstance(local.log, DbAlertLog) and local.log.db_path == tmp_path / "a" / "alerts.db"
+    local.close()
+    url = postgres.fresh_url()
+    shared = AlertSender.from_settings(Settings(_env_file=None, home=tmp_path / "b", db_url=url))
+    assert isinstance(shared.log, DbAlertLog) and shared.log.db.dialect.name == "postgres"
+    assert not (tmp_path / "b" / "alerts.db").exists()
+    shared.close()
+
+
+async def test_senders_on_two_hosts_share_one_sent_log_and_rate_window(
+    tmp_path: Path, postgres
+) -> None:
+    url = postgres.fresh_url()
+    clock = Clock()
+    hosts = [Settings(_env_file=None, home=tmp_path / h, db_url=url) for h in ("a", "b")]
+    dest_a, dest_b = FakeDestination(), FakeDestination()
+    a = _sender([dest_a], DbAlertLog.from_settings(hosts[0]), clock, max_per_hour=2)
+    b = _sender([dest_b], DbAlertLog.from_settings(hosts[1]), clock, max_per_hour=2)
+    try:
+        assert (await a.send_now([_fill(1)])).sent == 1
+        assert (await b.send_now([_fill(1)])).outcomes[0].outcome == "duplicate"
+        assert (await b.send_now([_fill(2)])).sent == 1  # the window: 2 of 2, on two hosts
+        assert (await a.send_now([_fill(3)])).outcomes[0].outcome == "suppressed"
+        assert (len(dest_a.got), len(dest_b.got)) == (1, 1)
+        clock.now += HOUR + 1
+        flushed = await b.send_now([])  # b reports what a suppressed, once
+        assert [d.outcome for d in flushed.summaries] == ["sent"]
+        assert dest_b.got[-1].kind == "suppressed"
+        assert (await a.send_now([])).summaries == []
+    finally:
+        a.close()
+        b.close()

@@ -14,6 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from activities.journal import Journal, ms_to_iso
+from activities.monitor import rows_after
 from tests.pg_server import db_target
 from trading.models import (
     Action,
@@ -26,6 +27,7 @@ from trading.models import (
     Side,
     TradeDecision,
 )
+from trading.reconcile import ReconcileAction, ReconcileReport
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
@@ -264,3 +266,102 @@ def test_summary_totals_llm_cost_by_source(journal: Journal) -> None:
     assert s["decisions_by_source"] == {"llm": 2, "rule": 1}
     assert s["llm_decision_cost_usd"] == pytest.approx(0.03)
     assert s["llm_decision_tokens"] == {"input": 200, "output": 40}
+
+
+class Stamp:
+    """Stands in for the journal's clock: every write is recorded at ``at``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.at = ""
+        monkeypatch.setattr("activities.journal._now_iso", lambda: self.at)
+
+
+MS0, MS1, S1 = "2024-01-01T00:00:00.000Z", "2024-01-01T00:00:00.001Z", "2024-01-01T00:00:01.000Z"
+
+
+def test_rows_since_reads_in_recorded_order_from_a_cursor(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stamp = Stamp(monkeypatch)
+    stamp.at = MS0  # two in one millisecond; ids and market times in the other order
+    journal.record_fill("paper", make_fill("pos-b-1", T0 + 9))
+    journal.record_fill("paper", make_fill("pos-a-1", T0 + 1))
+    stamp.at = MS1
+    journal.record_fill("paper", make_fill("pos-c-1", T0))
+    journal.record_fill("other", make_fill("pos-x-1", T0))
+    stamp.at = S1
+    journal.record_fill("paper", make_fill("pos-d-1", T0 - 5))
+
+    def ids(after: str | None, limit: int = 10, account: str = "paper") -> list[str]:
+        return [r["client_order_id"] for r in journal.rows_since("fills", account, after, limit)]
+
+    everything = ["pos-b-1", "pos-a-1", "pos-c-1", "pos-d-1"]
+    assert ids(None) == ids("") == ids(MS0) == everything  # >=: the cursor's ms is included
+    assert ids(MS1) == ["pos-c-1", "pos-d-1"]
+    assert ids("2024-01-01T00:00:00.002Z") == ids(S1) == ["pos-d-1"]
+    assert ids("2024-01-01T00:00:01.001Z") == []
+    assert ids(None, limit=2) == ["pos-b-1", "pos-a-1"] and ids(None, limit=0) == []
+    assert ids(None, account="other") == ["pos-x-1"] and ids(None, account="nobody") == []
+    by_id = {r["client_order_id"]: r for r in journal.rows("fills", "paper")}
+    assert journal.rows_since("fills", "paper", None, 10) == [by_id[i] for i in everything]
+    assert journal.latest_recorded_at("fills", "paper") == S1
+    assert journal.latest_recorded_at("fills", "other") == MS1
+    assert journal.latest_recorded_at("fills", "nobody") is None
+    assert journal.latest_recorded_at("trades", "paper") is None
+    with pytest.raises(ValueError):
+        journal.rows_since("nope", "paper", None, 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        journal.latest_recorded_at("nope", "paper")  # type: ignore[arg-type]
+
+
+def test_rows_since_trades_and_reconciliations(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stamp = Stamp(monkeypatch)
+    stamp.at = MS1
+    journal.record_trade("paper", make_trade("t-late-exit", 1.0, exit_ms=T0 + 9))
+    stamp.at = S1
+    journal.record_trade("paper", make_trade("t-early-exit", 2.0, exit_ms=T0))
+    journal.record_reconcile(
+        ReconcileReport(
+            time_ms=T0,
+            account="paper",
+            ok=False,
+            actions=[
+                ReconcileAction(kind="close", symbol="ETH/USDT", target="z", detail="gone"),
+                ReconcileAction(kind="cancel", symbol="BTC/USDT", target="a", detail="stale"),
+            ],
+        )
+    )
+    trades = journal.rows_since("trades", "paper", MS0, 10)
+    assert [r["trade_id"] for r in trades] == ["t-late-exit", "t-early-exit"]  # not exit order
+    assert [r["trade_id"] for r in journal.rows_since("trades", "paper", S1, 10)] == [
+        "t-early-exit"
+    ]
+    recs = journal.rows_since("reconciliations", "paper", None, 10)
+    assert [r["target"] for r in recs] == ["z", "a"]  # as recorded
+    assert recs[0]["detail"] == "gone" and recs[0]["recorded_at"] == S1
+    assert journal.latest_recorded_at("trades", "paper") == S1
+    assert journal.latest_recorded_at("reconciliations", "paper") == S1
+    assert journal.latest_recorded_at("reconciliations", "other") is None
+
+
+def test_rows_since_under_the_monitors_cursor_reads_each_row_once(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The monitor's paging: ``rows_since`` from the cursor's millisecond, ``rows_after``
+    dropping the ids seen in it; asking for ``limit`` more than the ids it will drop."""
+    stamp = Stamp(monkeypatch)
+    for i in range(7):
+        stamp.at = MS0 if i < 5 else S1  # five in one millisecond, more than a page
+        journal.record_fill("paper", make_fill(f"pos-{i}-1", T0))
+    cursor, got, limit = None, [], 2
+    for _ in range(10):
+        at, _, seen = (cursor or "").partition(" ")
+        rows = journal.rows_since("fills", "paper", at, limit + len(seen.split()))
+        new, cursor = rows_after(rows, "fills", cursor, limit)
+        if not new:
+            break
+        got += [r["client_order_id"] for r in new]
+    assert got == [f"pos-{i}-1" for i in range(7)]
+    assert cursor.startswith(S1)
