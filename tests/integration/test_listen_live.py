@@ -489,7 +489,7 @@ async def test_listen_live_bootstrap_stream_cut_repair_and_wakes(tmp_path: Path)
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
         text = out.decode()
         assert proc.returncode == 0, text
-        assert "listener (pid" in text and "OLD" not in text
+        assert "up (answered the monitor" in text and "GONE" not in text  # through Temporal
         assert "stale: none" in text
         assert "exchange: bootstrap" in text and "bars merged" in text
         assert "derivatives:" in text and "5/5 fresh" in text
