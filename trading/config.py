@@ -300,6 +300,9 @@ class Settings(BaseSettings):
     worker_max_cached_workflows: int = Field(default=1000, ge=10, le=100_000)
     worker_max_concurrent_workflow_tasks: int | None = Field(default=None, ge=1, le=10_000)
     worker_max_concurrent_activities: int = Field(default=20, ge=1, le=10_000)
+    worker_max_concurrent_workflow_task_polls: int | None = Field(
+        default=None, ge=1, le=1_000, description="workflow task pollers (SDK default 5)"
+    )
 
     # operations (docs/deploy.md): the journal's database, metrics, health and alerts
     db_url: SecretStr | None = Field(

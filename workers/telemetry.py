@@ -22,6 +22,19 @@ log = logging.getLogger(__name__)
 
 _installed: dict[str, Runtime] = {}
 
+# the SDK's default buckets start at 100 ms: too coarse for queue waits and order round trips
+_FINE = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+BUCKETS: dict[str, tuple[float, ...]] = {
+    "temporal_workflow_task_schedule_to_start_latency": _FINE,
+    "temporal_workflow_task_execution_latency": _FINE,
+    "temporal_workflow_task_replay_latency": _FINE,
+    "temporal_activity_schedule_to_start_latency": _FINE,
+    "temporal_activity_execution_latency": _FINE,
+    "temporal_request_latency": _FINE,
+    metrics.ORDER_RTT.name: _FINE,
+    metrics.SAFETY_LAG.name: _FINE,
+}
+
 
 def split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
@@ -46,6 +59,7 @@ def install_metrics(address: str | None, role: str) -> Runtime | None:
                 bind_address=f"{host}:{port}",
                 counters_total_suffix=True,
                 durations_as_seconds=True,
+                histogram_bucket_overrides=BUCKETS,
             ),
             global_tags={"ocw_role": role},
         )

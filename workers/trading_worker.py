@@ -147,6 +147,10 @@ def worker_tuning(settings: Settings) -> dict[str, object]:
     }
     if settings.worker_max_concurrent_workflow_tasks:
         options["max_concurrent_workflow_tasks"] = settings.worker_max_concurrent_workflow_tasks
+    if settings.worker_max_concurrent_workflow_task_polls:
+        options["max_concurrent_workflow_task_polls"] = (
+            settings.worker_max_concurrent_workflow_task_polls
+        )
     return options
 
 

@@ -69,10 +69,15 @@ def test_the_trading_worker_is_tuned_from_the_settings(monkeypatch):
 
     monkeypatch.setenv("OCW_WORKER_MAX_CACHED_WORKFLOWS", "4000")
     monkeypatch.setenv("OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", "50")
+    monkeypatch.setenv("OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASK_POLLS", "20")
     options = worker_tuning(Settings(_env_file=None))
     assert options["max_cached_workflows"] == 4000
     assert options["max_concurrent_workflow_tasks"] == 50
+    assert options["max_concurrent_workflow_task_polls"] == 20
     assert options["max_concurrent_activities"] == 20
     assert options["sticky_queue_schedule_to_start_timeout"] == timedelta(seconds=4)
     monkeypatch.delenv("OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS")
-    assert "max_concurrent_workflow_tasks" not in worker_tuning(Settings(_env_file=None))
+    monkeypatch.delenv("OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASK_POLLS")
+    tuned = worker_tuning(Settings(_env_file=None))
+    assert "max_concurrent_workflow_tasks" not in tuned
+    assert "max_concurrent_workflow_task_polls" not in tuned
