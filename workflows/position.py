@@ -73,6 +73,9 @@ QTY_RTOL = 1e-9  # a fill within this of the asked quantity is the whole of it
 # a price the stream has not moved for this many safety intervals is stale (wall seconds, at
 # least STALE_MIN_S): the check still runs on it (an exit on it is conservative) but says so
 STALE_INTERVALS = 3.0
+# a safety check due this soon after an agent check's wake-up runs in it: the dev server fires
+# sub-second timers about 1 s late, which made every sixth tick late (bench/load.py)
+SAFETY_JOIN_MS = 1_000
 STALE_MIN_S = 10.0
 # a rejected exit is asked again by the safety layer after 1, 2, 4, ... safety intervals
 EXIT_BACKOFF_MAX_INTERVALS = 20
@@ -194,6 +197,11 @@ class PositionWorkflow:
             if self._agent is None and now >= s.next_agent_ms:
                 s.next_agent_ms = now + _ms(self._input.params.agent_interval_s)
                 self._agent = asyncio.create_task(self._agent_tick())
+                if s.next_safety_ms - now < SAFETY_JOIN_MS and workflow.patched(
+                    "safety-joins-agent-wake"
+                ):
+                    s.next_safety_ms = now  # in this wake-up: a sub-second timer fires late
+                    continue
             if self._agent is None and self._should_continue_as_new(ticks):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 if not (s.exit_requested or s.pending_adds):
