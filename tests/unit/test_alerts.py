@@ -248,7 +248,7 @@ def test_webhook_body_is_the_alert_plus_its_text() -> None:
         "https://user:pa55word@hooks.example.com/x",
         "api_key=AKf83jd92kd0s",
         '{"secret": "s3cr3t-value"}',
-        "sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345",
+        "sk-" + "ant-api03-FAKE-fake-not-a-key-0123456789",  # an Anthropic key's shape, built
         "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A",  # Binance shape
         "https://hooks.slack.com/services/T000/B000?token=xoxb-1234567890-abcdefghij",
     ],
