@@ -13,6 +13,7 @@ Counters get ``_total`` on the endpoint (Prometheus convention); histograms add
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -122,29 +123,45 @@ def _labels(defn: MetricDef, labels: Mapping[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in labels.items()}
 
 
+# instruments per meter: a safety tick records once per position, so its histogram is made
+# once per workflow's meter, not on every tick (weak keys: a finished workflow's meter goes)
+_instruments: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_MAKERS = {
+    "counter": "create_counter",
+    "gauge": "create_gauge_float",
+    "histogram": "create_histogram_float",
+}
+
+
+def _instrument(meter: Any, defn: MetricDef) -> Any:
+    try:
+        made = _instruments.setdefault(meter, {})
+    except TypeError:  # a meter that takes no weak reference: made afresh each time
+        made = {}
+    if defn.name not in made:
+        made[defn.name] = getattr(meter, _MAKERS[defn.kind])(
+            defn.name, defn.help, defn.unit or None
+        )
+    return made[defn.name]
+
+
 def add(meter: Meter | None, defn: MetricDef, value: int = 1, **labels: Any) -> None:
-    """Count; a None meter (tests, replay) records nothing. Never raises into a trade."""
+    """Count; a None meter (tests, replay) records nothing."""
     if meter is None or value <= 0:
         return
     assert defn.kind == "counter", defn.name
-    meter.create_counter(defn.name, defn.help, defn.unit or None).add(
-        int(value), _labels(defn, labels)
-    )
+    _instrument(meter, defn).add(int(value), _labels(defn, labels))
 
 
 def set_gauge(meter: Meter | None, defn: MetricDef, value: float, **labels: Any) -> None:
     if meter is None or value != value:  # NaN never reaches the endpoint
         return
     assert defn.kind == "gauge", defn.name
-    meter.create_gauge_float(defn.name, defn.help, defn.unit or None).set(
-        float(value), _labels(defn, labels)
-    )
+    _instrument(meter, defn).set(float(value), _labels(defn, labels))
 
 
 def observe(meter: Meter | None, defn: MetricDef, value: float, **labels: Any) -> None:
     if meter is None or value != value:
         return
     assert defn.kind == "histogram", defn.name
-    meter.create_histogram_float(defn.name, defn.help, defn.unit or None).record(
-        max(0.0, float(value)), _labels(defn, labels)
-    )
+    _instrument(meter, defn).record(max(0.0, float(value)), _labels(defn, labels))
