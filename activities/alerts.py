@@ -46,14 +46,12 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Literal, Protocol, get_args
 
 import httpx
 from pydantic import Field, SecretStr
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.db import Database, Target, target_for
 from trading.alerts import (
@@ -75,7 +73,6 @@ from trading.models import Model
 
 log = logging.getLogger(__name__)
 
-SEND_ALERTS = "send_alerts"  # the activity's name (for workflows/activity_api.py)
 Outcome = Literal["sent", "duplicate", "suppressed", "filtered", "failed"]
 RETENTION_MS = 30 * 86_400_000  # sent-log rows older than this are pruned (not suppressed ones)
 USER_AGENT = "ocw-alerts/1"
@@ -835,59 +832,3 @@ class AlertSender:
                 destination=d.destination,
                 outcome=d.outcome,
             )
-
-
-# ---------------------------------------------------------------- the activity
-
-
-def _last_attempt() -> bool:
-    info = activity.info()
-    policy = info.retry_policy
-    return bool(policy and policy.maximum_attempts and info.attempt >= policy.maximum_attempts)
-
-
-class AlertActivities:
-    """``send_alerts`` for the trading worker. The sender (and its sent-log) is made on
-    first use, from the settings the worker was started with."""
-
-    def __init__(self, settings: Settings | None = None, sender: AlertSender | None = None) -> None:
-        if settings is None and sender is None:
-            raise ValueError("AlertActivities needs settings or a sender")
-        self._settings = settings
-        self._sender = sender
-
-    def all(self) -> list:
-        return [self.send_alerts]
-
-    def sender(self) -> AlertSender:
-        if self._sender is None:
-            assert self._settings is not None
-            try:
-                self._sender = AlertSender.from_settings(self._settings)
-            except ValueError as err:
-                raise ApplicationError(
-                    str(err), type="AlertConfigError", non_retryable=True
-                ) from None
-        return self._sender
-
-    def close(self) -> None:
-        if self._sender is not None:
-            self._sender.close()
-
-    @activity.defn(name=SEND_ALERTS)
-    async def send_alerts(self, alerts: list[Alert]) -> SendReport:
-        """Send; returns per-alert outcomes. Raises a retryable ApplicationError (details: the
-        report) when a delivery failed and a later try may succeed, unless this is the last
-        attempt of the retry policy: what was sent is in the sent-log, so the retry sends only
-        what is missing. Final failures (401, chat not found) are reported, never raised."""
-        report = await self.sender().send_now(alerts)
-        if report.retryable and not _last_attempt():
-            wait = report.retry_after_s
-            raise ApplicationError(
-                f"{len(report.errors)} alert deliveries failed, retrying: "
-                + "; ".join(report.errors)[:400],
-                report.model_dump(mode="json"),
-                type="AlertDeliveryFailed",
-                next_retry_delay=timedelta(seconds=wait) if wait else None,
-            )
-        return report

@@ -3,7 +3,7 @@
 What is guaranteed and shown here: texts as Telegram shows them; 429 ``retry_after`` waited
 out; 401 / chat not found final, with a clear reason and never the token; no second message
 after a restart (two senders on one ``OCW_HOME``); the webhook's ``Idempotency-Key``; the rate
-limit's summary; the activity's retry after a partial success; with ``OCW_DB_URL``, no second
+limit's summary; with ``OCW_DB_URL``, no second
 message from a sender on another host (one sent-log in PostgreSQL). What is *not*: a message
 whose answer was lost ("accepted, then the connection dropped") is sent again by the retry.
 The webhook receiver can drop it by its key; Telegram has none and shows it twice
@@ -13,28 +13,20 @@ The webhook receiver can drop it by its key; Telegram has none and shows it twic
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import os
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.alerts import SEND_ALERTS, AlertActivities, AlertSender, SendReport
+from activities.alerts import AlertSender
 from tests.servers.telegram import CHAT_ID, TOKEN, FakeTelegram, FakeWebhook
 from trading import alerts as A
 from trading.config import Settings
@@ -485,57 +477,6 @@ class _Meter:
         return _Counter(self.points, name)
 
 
-async def test_activity_retries_only_what_is_missing(
-    tmp_path: Path, tg: FakeTelegram, hook: FakeWebhook
-) -> None:
-    acts = AlertActivities(settings(tmp_path, tg, hook))
-    env = ActivityEnvironment()
-    meter = _Meter()
-    env.metric_meter = meter  # type: ignore[assignment]
-    env.info = dataclasses.replace(
-        env.info, attempt=1, retry_policy=RetryPolicy(maximum_attempts=3)
-    )
-    tg.fail_next("500", n=3)  # every in-process try of the first attempt
-    alert = fill()
-    with pytest.raises(ApplicationError) as caught:
-        await env.run(acts.send_alerts, [alert])
-    err = caught.value
-    assert err.type == "AlertDeliveryFailed" and not err.non_retryable
-    partial = SendReport.model_validate(err.details[0])
-    assert [d.outcome for d in partial.outcomes[0].deliveries] == ["failed", "sent"]
-    assert len(hook.requests) == 1 and tg.messages == []
-
-    env.info = dataclasses.replace(env.info, attempt=2)  # Temporal's retry
-    report = await env.run(acts.send_alerts, [alert])
-    assert [d.outcome for d in report.outcomes[0].deliveries] == ["sent", "duplicate"]
-    assert len(hook.requests) == 1 and len(tg.messages) == 1
-    outcomes = [
-        (p[2]["destination"], p[2]["outcome"]) for p in meter.points if p[0] == "ocw_alerts"
-    ]
-    assert outcomes == [
-        ("telegram", "failed"),
-        ("webhook", "sent"),
-        ("telegram", "sent"),
-        ("webhook", "duplicate"),
-    ]
-    acts.close()
-
-
-async def test_activity_reports_on_its_last_attempt(tmp_path: Path, tg: FakeTelegram) -> None:
-    acts = AlertActivities(settings(tmp_path, tg))
-    env = ActivityEnvironment()
-    env.info = dataclasses.replace(
-        env.info, attempt=3, retry_policy=RetryPolicy(maximum_attempts=3)
-    )
-    tg.fail_next("500", n=3)
-    report = await env.run(acts.send_alerts, [fill()])
-    assert report.failed == 1 and report.retryable
-    final = AlertActivities(settings(tmp_path, tg, token="1:bad"))
-    env.info = dataclasses.replace(env.info, attempt=1)
-    report = await env.run(final.send_alerts, [fill(2)])  # 401: reported, not raised
-    assert report.failed == 1 and not report.retryable
-
-
 # ---------------------------------------------------------------- ocw alerts test
 
 
@@ -631,40 +572,3 @@ async def test_no_token_even_with_httpx_logging_turned_up(
     lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
     assert any("sendMessage" in line and "[redacted]" in line for line in lines), lines
     # the autouse fixture checks that the token is nowhere in the captured logs
-
-
-@workflow.defn(name="SendAlertsProbe", sandboxed=False)
-class SendAlertsProbe:
-    @workflow.run
-    async def run(self, alerts: list[A.Alert]) -> SendReport:
-        return await workflow.execute_activity(
-            SEND_ALERTS,
-            alerts,
-            result_type=SendReport,
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
-        )
-
-
-async def test_temporal_retries_the_activity_after_a_partial_success(
-    ts_env: WorkflowEnvironment, tmp_path: Path, tg: FakeTelegram, hook: FakeWebhook
-) -> None:
-    acts = AlertActivities(settings(tmp_path, tg, hook))
-    queue = f"alerts-{uuid.uuid4().hex[:6]}"
-    tg.fail_next("500", n=3)  # the first attempt's tries at Telegram; the webhook gets it
-    async with Worker(
-        ts_env.client, task_queue=queue, workflows=[SendAlertsProbe], activities=acts.all()
-    ):
-        report = await ts_env.client.execute_workflow(
-            SendAlertsProbe.run,
-            [fill(), A.halt_alert("paper", T0, "drawdown", now_ms=T0)],
-            id=f"alerts-{uuid.uuid4().hex[:6]}",
-            task_queue=queue,
-            result_type=SendReport,
-        )
-    assert [[d.outcome for d in o.deliveries] for o in report.outcomes] == [
-        ["sent", "duplicate"],
-        ["sent", "duplicate"],
-    ]
-    assert len(tg.messages) == 2 and len(hook.requests) == 2
-    acts.close()
