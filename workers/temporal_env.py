@@ -303,7 +303,21 @@ def _why(err: Exception | None, options: ConnectOptions) -> tuple[str, str]:
         return "TLS: the server did not answer in TLS (a plaintext server?)", (
             "Check OCW_TEMPORAL_ADDRESS; set OCW_TEMPORAL_TLS=false only for a local server."
         )
-    closed = ("close_notify", "connection closed", "broken pipe", "reset by peer", "alert")
+    # How a server that refuses the client after the handshake looks varies with timing
+    # (TLS 1.3 sends the refusal after the client thinks it is connected): an alert, an EOF
+    # without close_notify, a reset, a cancelled call or a bare transport error.
+    closed = (
+        "close_notify",
+        "connection closed",
+        "broken pipe",
+        "reset",
+        "alert",
+        "eof",
+        "incomplete",
+        "canceled",
+        "cancelled",
+        "transport error",
+    )
     if any(s in low for s in closed):
         if options.tls.client_cert:  # type: ignore[union-attr]
             return "TLS: the server closed the connection after the handshake", (

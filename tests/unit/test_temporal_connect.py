@@ -280,3 +280,40 @@ def test_a_local_server_down_still_says_start_it():
         "cannot reach Temporal at localhost:7233 (namespace 'default'): connection refused. "
         "Start it with `ocw server` or set OCW_TEMPORAL_ADDRESS."
     )
+
+
+AFTER = "Failed client connect: `get_system_info` call error after connection: "
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        'Status { code: Cancelled, message: "operation was canceled", source: Some(tonic::'
+        'transport::Error(Transport, hyper::Error(Canceled, "connection closed"))) }',
+        'Status { code: Unknown, message: "transport error", source: Some(tonic::transport::'
+        "Error(Transport, hyper::Error(Io, Custom { kind: UnexpectedEof, error: \"peer closed "
+        'connection without sending TLS close_notify" }))) }',
+        'Status { code: Unknown, message: "transport error", source: Some(tonic::transport::'
+        "Error(Transport, hyper::Error(Io, Os { code: 104, kind: ConnectionReset })) }",
+        'Status { code: Unknown, message: "transport error", source: Some(tonic::transport::'
+        "Error(Transport, hyper::Error(Io, Kind(UnexpectedEof)))) }",
+        'Status { code: Unknown, message: "transport error", source: None }',
+    ],
+)
+def test_a_server_refusing_the_client_after_the_handshake_asks_for_a_certificate(pem, cause):
+    # how the refusal surfaces depends on timing (TLS 1.3 lets the client finish first)
+    text = connect_failure(
+        options(temporal_address=CLOUD, temporal_tls_ca=pem["ca"]), RuntimeError(AFTER + cause)
+    )
+    assert "closed the connection after the handshake" in text, text
+    assert "client certificate" in text and "OCW_TEMPORAL_TLS_CERT" in text
+    with_cert = connect_failure(
+        options(
+            temporal_address=CLOUD,
+            temporal_tls_ca=pem["ca"],
+            temporal_tls_cert=pem["cert"],
+            temporal_tls_key=pem["key"],
+        ),
+        RuntimeError(AFTER + cause),
+    )
+    assert "trusts the client certificate" in with_cert
