@@ -291,7 +291,7 @@ AFTER = "Failed client connect: `get_system_info` call error after connection: "
         'Status { code: Cancelled, message: "operation was canceled", source: Some(tonic::'
         'transport::Error(Transport, hyper::Error(Canceled, "connection closed"))) }',
         'Status { code: Unknown, message: "transport error", source: Some(tonic::transport::'
-        "Error(Transport, hyper::Error(Io, Custom { kind: UnexpectedEof, error: \"peer closed "
+        'Error(Transport, hyper::Error(Io, Custom { kind: UnexpectedEof, error: "peer closed '
         'connection without sending TLS close_notify" }))) }',
         'Status { code: Unknown, message: "transport error", source: Some(tonic::transport::'
         "Error(Transport, hyper::Error(Io, Os { code: 104, kind: ConnectionReset })) }",
