@@ -735,6 +735,7 @@ def load_position(engine: Engine, i: int) -> Any:
         llm_eval_interval_s=cfg.scaled_s(cfg.llm.position_eval_interval_s),
         llm_call_timeout_s=cfg.llm.call_timeout_s,
         search_attributes=cfg.search_attributes,  # the dev server registers them
+        lean_ticks=cfg.lean_ticks,  # OCW_LEAN_TICKS (--set OCW_LEAN_TICKS=false: the old tick)
     )
     return StartPosition(
         workflow_id=f"ocw-position-{position_id}",
@@ -841,6 +842,11 @@ def simplify(event: Any) -> Ev:
         x = event.activity_task_scheduled_event_attributes
         a["name"] = x.activity_type.name
         a["wft"] = x.workflow_task_completed_event_id
+    elif kind == "MarkerRecorded":  # a local activity's result
+        x = event.marker_recorded_event_attributes
+        data = _payload_json(x.details["data"]) if "data" in x.details else None
+        a["name"] = (data or {}).get("activity_type", x.marker_name)
+        a["wft"] = x.workflow_task_completed_event_id
     elif kind in ("ActivityTaskStarted",):
         a["scheduled"] = event.activity_task_started_event_attributes.scheduled_event_id
     elif kind == "ActivityTaskCompleted":
@@ -907,10 +913,16 @@ class SafetyCheck:
     timer_s: float | None = None  # that timer's duration
 
 
-def safety_checks(events: Sequence[Ev], price_activity: str = "market_prices") -> list[SafetyCheck]:
+PRICE_READS = ("market_prices", "board_prices")  # the listener's activity, the board's local one
+
+
+def safety_checks(
+    events: Sequence[Ev], price_reads: Sequence[str] = PRICE_READS
+) -> list[SafetyCheck]:
     """Every safety check of a PositionWorkflow history: the workflow task that scheduled a
-    ``market_prices`` activity, when it started (the workflow's clock), how long it waited to
-    start, and how late the timer that woke it fired."""
+    ``market_prices`` activity or recorded a ``board_prices`` local activity (once per task:
+    a board miss asks the listener in the same task), when it started (the workflow's clock),
+    how long it waited to start, and how late the timer that woke it fired."""
     by_id = {e.id: e for e in events}
     fired_since: list[Ev] = []  # TimerFired since the last completed workflow task
     triggers: dict[int, list[Ev]] = {}  # WorkflowTaskStarted id -> timers fired before it
@@ -923,9 +935,13 @@ def safety_checks(events: Sequence[Ev], price_activity: str = "market_prices") -
             triggers[e.id] = list(fired_since)
     out: list[SafetyCheck] = []
     prev: float | None = None
+    seen_tasks: set[int] = set()
     for e in events:
-        if e.kind != "ActivityTaskScheduled" or e.attrs.get("name") != price_activity:
+        if e.kind not in ("ActivityTaskScheduled", "MarkerRecorded"):
             continue
+        if e.attrs.get("name") not in price_reads or e.attrs.get("wft", -1) in seen_tasks:
+            continue
+        seen_tasks.add(e.attrs.get("wft", -1))
         done = by_id.get(e.attrs.get("wft", -1))
         if done is None:
             continue
@@ -973,6 +989,7 @@ class HistoryCounts:
     bytes: int = 0
     workflow_tasks: int = 0
     activities: int = 0
+    local_activities: int = 0  # their markers (no task of their own at the server)
     timers: int = 0
     task_timeouts: int = 0  # workflow task timed out (any kind)
     task_failures: int = 0
@@ -995,6 +1012,8 @@ def count_events(events: Iterable[Ev], t0: float, t1: float) -> HistoryCounts:
             c.workflow_tasks += 1
         elif e.kind == "ActivityTaskScheduled":
             c.activities += 1
+        elif e.kind == "MarkerRecorded" and e.attrs.get("name") != "core_patch":
+            c.local_activities += 1
         elif e.kind == "TimerStarted":
             c.timers += 1
         elif e.kind == "WorkflowTaskTimedOut":

@@ -368,8 +368,9 @@ def print_block(res: Result, args: argparse.Namespace) -> None:
             f"{c.events / per:.0f}, {c.bytes / 1024 / per:.0f}",
         ),
         (
-            "  workflow tasks, activities, timers per position per hour",
-            f"{c.workflow_tasks / per:.0f}, {c.activities / per:.0f}, {c.timers / per:.0f}",
+            "  workflow tasks, activities, local activities, timers per position per hour",
+            f"{c.workflow_tasks / per:.0f}, {c.activities / per:.0f}, "
+            f"{c.local_activities / per:.0f}, {c.timers / per:.0f}",
         ),
         (
             "errors in sampled histories: task timeouts, task failures, failed activities",

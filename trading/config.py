@@ -303,6 +303,15 @@ class Settings(BaseSettings):
     worker_max_concurrent_workflow_task_polls: int | None = Field(
         default=None, ge=1, le=1_000, description="workflow task pollers (SDK default 5)"
     )
+    # a safety check reads the listener's price board through a local activity and the
+    # scorer runs locally: one workflow task per check instead of two and a cross-process
+    # activity (issue 14, activities/price_board.py); off = every check asks the listener
+    lean_ticks: bool = Field(
+        default=True, description="safety prices from the price board, scorer as local activity"
+    )
+    price_board_every_s: float = Field(
+        default=0.5, gt=0, le=10, description="how often the listener writes the price board"
+    )
 
     # operations (docs/deploy.md): the journal's database, metrics, health and alerts
     db_url: SecretStr | None = Field(

@@ -108,6 +108,8 @@ class EngineConfig(Model):
     exchange_stops: bool = False
     # the server has the engine's search attributes: set and upsert them (Temporal UI)
     search_attributes: bool = False
+    # positions read prices from the price board and score locally (PositionInput.lean_ticks)
+    lean_ticks: bool = False
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> EngineConfig:
@@ -443,6 +445,9 @@ class PositionInput(Model):
     llm_call_timeout_s: float = Field(default=60.0, gt=0, le=600)  # the HTTP call's deadline
     exchange_stops: bool = False  # keep a protective stop at the exchange (a real broker)
     search_attributes: bool = False  # upsert OcwPositionStatus / OcwExitReason as they change
+    # local reads (issue 14): the safety price from the price board and the scorer as local
+    # activities, a safety check then costing one workflow task; off in older histories
+    lean_ticks: bool = False
 
 
 class StartPosition(Model):
@@ -511,6 +516,14 @@ class PositionUpdate(Model):
 
 class PricesRequest(Model):
     symbols: list[str]
+
+
+class BoardPricesRequest(Model):
+    """A safety check's price from the listener's price board (activities/price_board.py)."""
+
+    board: str  # the market task queue whose listener writes it
+    symbols: list[str]
+    max_age_s: float = Field(gt=0)  # an older board answers "missing"
 
 
 class PricesResult(Model):

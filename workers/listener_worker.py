@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 
 from activities.alerts import AlertSender
 from activities.listener_health import ListenerHealthActivities
+from activities.price_board import BoardPrice, BoardWriter, PriceBoard
 from activities.regimes import RegimeActivities
 from signals.bar_store import BarStore
 from signals.binance_rest import BinanceRest
@@ -229,6 +230,7 @@ class ListenerService:
                 tasks.append(asyncio.create_task(self._set_replay_clock(stop), name="clock"))
             self.started_at_ms = int(time.time() * 1000)
             tasks.append(asyncio.create_task(self.status_writer.run(), name="status-file"))
+            tasks.append(asyncio.create_task(self.board_writer().run(), name="price-board"))
             tasks.append(asyncio.create_task(self._export_metrics(), name="metrics"))
             tasks.append(asyncio.create_task(self._watch_worker(), name="worker-watch"))
             tasks += self._live_data_tasks(stop)
@@ -442,6 +444,30 @@ class ListenerService:
                 continue
             age_s = max(0.0, (clock - last) / 1000 - interval_seconds(interval))
             metrics.set_gauge(meter, metrics.FEED_STALENESS, age_s, series=f"{symbol} {interval}")
+
+    def board_writer(self) -> BoardWriter:
+        """Writes the store's prices for lean safety checks (activities/price_board.py),
+        every ``OCW_PRICE_BOARD_EVERY_S`` on the replay clock."""
+        s = self.settings
+        speed = self.replay_options.speed if self.replay_options is not None else s.speed
+        return BoardWriter(
+            PriceBoard.from_settings(s),
+            s.market_task_queue,
+            self.board_prices,
+            s.price_board_every_s / max(speed, 1e-9),
+            socket.gethostname(),
+        )
+
+    def board_prices(self) -> dict[str, BoardPrice]:
+        wall = time.time()
+        out: dict[str, BoardPrice] = {}
+        for symbol in self.store.symbols():
+            tick = self.store.last_price(symbol)
+            if tick is None:
+                continue
+            age = self.store.heard_age_s(symbol)
+            out[symbol] = BoardPrice(tick.price, tick.time_ms, None if age is None else wall - age)
+        return out
 
     def listener_status(self) -> ListenerStatus:
         """Counters for the status file (``ocw status``)."""

@@ -19,6 +19,7 @@ from activities.llm_agent import LLMActivities, LLMConfig
 from activities.llm_cache import LLMStore
 from activities.monitor import MonitorActivities, deliver_with
 from activities.paper_broker import PaperBroker
+from activities.price_board import PriceBoard, PriceBoardActivities
 from activities.regimes import RegimeActivities
 from activities.trading import TradingActivities
 from trading.config import Settings
@@ -73,6 +74,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
     monitor = MonitorActivities(
         client, activities.journal, deliver_with(sender), settings.alert_stale_feed_s
     )
+    board = PriceBoardActivities(PriceBoard.from_settings(settings))
     worker = Worker(
         client,
         task_queue=settings.trading_task_queue,
@@ -83,6 +85,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
             regimes.macro_regime,  # the crypto regime is fitted by the listener, beside its bars
             *learner.all(),
             *monitor.all(),
+            *board.all(),  # a local activity of lean positions' safety checks
         ],
         **worker_tuning(settings),
         **worker_versioning_options(settings),
@@ -118,6 +121,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
                         await task
     finally:
         sender.close()
+        board.board.close()
         await llm.aclose()
         await activities.broker.close()
 

@@ -37,6 +37,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         max_signals_per_run=settings.max_signals_per_run,
         exchange_stops=settings.mode in ("testnet", "live") and settings.exchange_stops,
         search_attributes=settings.search_attributes,
+        lean_ticks=settings.lean_ticks,
         initial_cash=settings.initial_cash,
         max_position_pct=settings.max_position_pct,
         max_exposure=settings.max_exposure,

@@ -16,6 +16,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 # served by the listener worker, from its BarStore (market task queue)
 MARKET_PRICES = "market_prices"
+BOARD_PRICES = "board_prices"  # BoardPricesRequest -> PricesResult: a local activity (trading)
 MARKET_VIEW = "market_view"
 MARKET_CONTEXT = "market_context"  # derivatives + liquidations + sentiment for a snapshot
 MARKET_SENTIMENT = "market_sentiment"  # SentimentReading (signals/sentiment.py); never fails
@@ -122,6 +123,11 @@ DECIDE_CALL = CallOptions(DECIDE_TIMEOUT, DECIDE_RETRY, heartbeat=HEARTBEAT)
 # the position scorer is pure arithmetic: a lost attempt is retried within seconds
 EVALUATE_CALL = CallOptions(
     timedelta(seconds=10), DECIDE_RETRY, schedule_to_close=timedelta(seconds=30)
+)
+# Local activities (run inside the position's workflow task, on its worker): the price board
+# read is one try (a miss asks the listener), the scorer retries like its activity form.
+BOARD_CALL = CallOptions(
+    timedelta(seconds=2), RetryPolicy(maximum_attempts=1), schedule_to_close=timedelta(seconds=2)
 )
 
 # Bookkeeping comes after trading: journal writes retry for a bounded time, then the caller

@@ -799,6 +799,7 @@ class DecisionWorkflow:
             llm_call_timeout_s=cfg.llm.call_timeout_s,
             exchange_stops=cfg.exchange_stops,
             search_attributes=cfg.search_attributes,
+            lean_ticks=cfg.lean_ticks,
         )
 
     async def _start_watcher(

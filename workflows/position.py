@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ERROR_TEXT_MAX,
         INCIDENTS_KEPT,
         AddOrder,
+        BoardPricesRequest,
         EvaluateRequest,
         ExitFailed,
         Incident,
@@ -76,6 +77,9 @@ STALE_INTERVALS = 3.0
 # a safety check due this soon after an agent check's wake-up runs in it: the dev server fires
 # sub-second timers about 1 s late, which made every sixth tick late (bench/load.py)
 SAFETY_JOIN_MS = 1_000
+# a lean safety check trusts the price board when it is younger than this share of the safety
+# interval (1.5 s live; the listener writes it every 0.5 s), else it asks the listener
+BOARD_MAX_AGE_FRACTION = 0.05
 STALE_MIN_S = 10.0
 # a rejected exit is asked again by the safety layer after 1, 2, 4, ... safety intervals
 EXIT_BACKOFF_MAX_INTERVALS = 20
@@ -294,21 +298,46 @@ class PositionWorkflow:
 
     # ------------------------------------------------------------ safety layer
 
-    async def _fetch_price(self, call: api.CallOptions) -> float | None:
-        """The listener's latest price, bounded in time; None when it cannot be had."""
+    async def _board_price(self) -> PricesResult | None:
+        """The price from the listener's price board, a local activity (no cross-process
+        task, no second workflow task); None when the board cannot say (stale, absent)."""
         s = self._state
+        max_age_s = self._input.params.safety_interval_s * BOARD_MAX_AGE_FRACTION
         try:
-            res = await workflow.execute_activity(
-                api.MARKET_PRICES,
-                PricesRequest(symbols=[s.symbol]),
-                summary=f"price of {s.symbol}",
-                task_queue=self._input.market_task_queue,
+            res = await workflow.execute_local_activity(
+                api.BOARD_PRICES,
+                BoardPricesRequest(
+                    board=self._input.market_task_queue, symbols=[s.symbol], max_age_s=max_age_s
+                ),
+                summary=f"price of {s.symbol} (board)",
                 result_type=PricesResult,
-                **call.kwargs(),
+                **api.BOARD_CALL.kwargs(),
             )
         except ActivityError as err:
-            workflow.logger.warning("price for %s unavailable: %s", s.symbol, api.failure_text(err))
+            workflow.logger.warning("price board for %s: %s", s.symbol, api.failure_text(err))
             return None
+        return res if s.symbol in res.prices else None
+
+    async def _fetch_price(self, call: api.CallOptions) -> float | None:
+        """The listener's latest price, bounded in time; None when it cannot be had. A safety
+        check of a lean position reads the price board first."""
+        s = self._state
+        res = await self._board_price() if self._lean_safety(call) else None
+        if res is None:
+            try:
+                res = await workflow.execute_activity(
+                    api.MARKET_PRICES,
+                    PricesRequest(symbols=[s.symbol]),
+                    summary=f"price of {s.symbol}",
+                    task_queue=self._input.market_task_queue,
+                    result_type=PricesResult,
+                    **call.kwargs(),
+                )
+            except ActivityError as err:
+                workflow.logger.warning(
+                    "price for %s unavailable: %s", s.symbol, api.failure_text(err)
+                )
+                return None
         price = res.prices.get(s.symbol)
         if price is None:
             return None
@@ -387,14 +416,7 @@ class PositionWorkflow:
                 btc_features=view.symbols.get(BTC),
                 params=self._input.params,
             )
-            verdict = await workflow.execute_activity(
-                api.EVALUATE_POSITION,
-                request,
-                summary=f"scorer: evaluate {s.symbol}",
-                task_queue=self._input.trading_task_queue,
-                result_type=PositionVerdict,
-                **api.EVALUATE_CALL.kwargs(),
-            )
+            verdict = await self._score(request)
         except ActivityError as err:
             workflow.logger.warning(
                 "agent layer skipped for %s: %s", s.position_id, api.failure_text(err)
@@ -410,6 +432,29 @@ class PositionWorkflow:
             s.exit_requested = "agent_exit" if verdict.source != "llm" else "llm_exit"
         elif verdict.verdict == "ADD":
             await self._tell_owner("add_request", s.position_id)
+
+    async def _score(self, request: EvaluateRequest) -> PositionVerdict:
+        """The 5-signal scorer: pure CPU on the trading worker, so a lean position runs it
+        as a local activity (inside this workflow task) rather than a task of its own."""
+        summary = f"scorer: evaluate {self._state.symbol}"
+        if self._input.lean_ticks:
+            return await workflow.execute_local_activity(
+                api.EVALUATE_POSITION,
+                request,
+                summary=summary,
+                result_type=PositionVerdict,
+                start_to_close_timeout=api.EVALUATE_CALL.start_to_close,
+                schedule_to_close_timeout=api.EVALUATE_CALL.schedule_to_close,
+                retry_policy=api.EVALUATE_CALL.retry,
+            )
+        return await workflow.execute_activity(
+            api.EVALUATE_POSITION,
+            request,
+            summary=summary,
+            task_queue=self._input.trading_task_queue,
+            result_type=PositionVerdict,
+            **api.EVALUATE_CALL.kwargs(),
+        )
 
     def _llm_due(self, scorer: PositionVerdict) -> bool:
         s = self._state
@@ -821,6 +866,9 @@ class PositionWorkflow:
         )
         del s.incidents[:-INCIDENTS_KEPT]
         workflow.logger.error("position %s: %s: %s", s.position_id, where, text)
+
+    def _lean_safety(self, call: api.CallOptions) -> bool:
+        return self._input.lean_ticks and call is api.SAFETY_PRICE_CALL
 
     def _safety_ms(self) -> int:
         return _ms(self._input.params.safety_interval_s)

@@ -7,7 +7,7 @@ policy are scripted, because a workflow test must control what the engine sees.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from temporalio import activity, workflow
@@ -23,6 +23,7 @@ from trading.models import (
 from trading.regime_crypto import CryptoRegime, CryptoRegimeRequest
 from trading.snapshot import MarketContext, MarketContextRequest
 from trading.state import (
+    BoardPricesRequest,
     DecideRequest,
     EvaluateRequest,
     MarketViewRequest,
@@ -66,6 +67,12 @@ class FakeMarket:
         self.default = default
         self.view_calls = 0
         self.age_s: float | None = None  # the stream's staleness the listener reports
+        self.price_calls = 0  # market_prices attempts (the listener's task queue)
+        self.board_calls = 0  # board_prices (a local activity on the trading worker)
+        self.board_fresh = True  # False: the board answers "missing" (stale or absent)
+        # a local activity's attempt time is the worker's wall clock, not the skipped one:
+        # the board reads the test server's clock through this (``use_clock_of``)
+        self.board_clock: Callable[[], Awaitable[int]] | None = None
 
     def price(self, symbol: str, t_ms: int) -> float:
         script = self.scripts.get(symbol)
@@ -75,14 +82,33 @@ class FakeMarket:
         script.calls.append((t_ms, price))
         return price
 
+    def use_clock_of(self, env) -> None:
+        async def clock() -> int:
+            return int((await env.get_current_time()).timestamp() * 1000)
+
+        self.board_clock = clock
+
+    def _prices(self, symbols: list[str], t: int | None = None) -> PricesResult:
+        t = now_ms() if t is None else t
+        return PricesResult(
+            prices={s: self.price(s, t) for s in symbols},
+            time_ms={s: t for s in symbols},
+            age_s={s: self.age_s for s in symbols if self.age_s is not None},
+        )
+
     @activity.defn(name=api.MARKET_PRICES)
     async def market_prices(self, req: PricesRequest) -> PricesResult:
-        t = now_ms()
-        return PricesResult(
-            prices={s: self.price(s, t) for s in req.symbols},
-            time_ms={s: t for s in req.symbols},
-            age_s={s: self.age_s for s in req.symbols if self.age_s is not None},
-        )
+        self.price_calls += 1
+        return self._prices(req.symbols)
+
+    @activity.defn(name=api.BOARD_PRICES)
+    async def board_prices(self, req: BoardPricesRequest) -> PricesResult:
+        """The price board as a lean safety check reads it (activities/price_board.py)."""
+        self.board_calls += 1
+        if not self.board_fresh:
+            return PricesResult(missing=list(req.symbols))
+        t = await self.board_clock() if self.board_clock is not None else None
+        return self._prices(req.symbols, t)
 
     @activity.defn(name=api.MARKET_VIEW)
     async def market_view(self, req: MarketViewRequest) -> MarketView:

@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -16,7 +17,8 @@ from activities.trading import TradingActivities
 from tests.workflows.fakes import FakeMarket, PriceScript, ScriptedPolicy, SignalSink
 from trading.models import ClosedTrade, OrderRequest, PositionParams, Side
 from trading.orders import client_order_id
-from trading.state import PositionInput, PositionState
+from trading.state import EvaluateRequest, PositionInput, PositionState, PositionVerdict
+from workflows import activity_api as api
 from workflows.position import PositionWorkflow
 
 ENTRY = 100.0
@@ -73,6 +75,7 @@ async def _run_position(
     market: FakeMarket,
     policy: ScriptedPolicy | None = None,
     max_ticks_per_run: int | None = None,
+    lean: bool = False,
     **params,
 ) -> tuple[ClosedTrade, PaperBroker, str]:
     queue = f"q-{uuid.uuid4()}"
@@ -80,12 +83,14 @@ async def _run_position(
     broker, journal = _broker_with_entry(tmp_path, position_id)
     trading = TradingActivities(broker, journal)
     policy = policy or ScriptedPolicy()
+    market.use_clock_of(env)
     async with Worker(
         env.client,
         task_queue=queue,
         workflows=[PositionWorkflow, SignalSink],
         activities=[
             market.market_prices,
+            market.board_prices,
             market.market_view,
             trading.place_order,
             trading.journal_trade,
@@ -95,6 +100,7 @@ async def _run_position(
         sink = await env.client.start_workflow(SignalSink.run, id=f"sink-{queue}", task_queue=queue)
         inp = _input(position_id, sink.id, queue, **params)
         inp.max_ticks_per_run = max_ticks_per_run
+        inp.lean_ticks = lean
         handle = await env.client.start_workflow(
             PositionWorkflow.run, inp, id=f"pos-{position_id}", task_queue=queue
         )
@@ -134,7 +140,8 @@ async def test_no_exit_while_price_holds_above_stop(ts_env, tmp_path):
     assert trade.exit_time_ms - T0 >= 2 * 3_600_000 - 1
 
 
-async def test_trailing_stop_follows_the_peak(ts_env, tmp_path):
+@pytest.mark.parametrize("lean", [False, True], ids=["listener", "board"])
+async def test_trailing_stop_follows_the_peak(ts_env, tmp_path, lean):
     steps = [
         (0, 100.0),
         (60, 105.0),
@@ -146,7 +153,7 @@ async def test_trailing_stop_follows_the_peak(ts_env, tmp_path):
     ]
     script = PriceScript(steps)
     market = FakeMarket({"BTC/USDT": script})
-    trade, _, _ = await _run_position(ts_env, tmp_path, market)
+    trade, _, _ = await _run_position(ts_env, tmp_path, market, lean=lean)
 
     assert trade.exit_reason == "trailing_stop"
     # the trail hangs 12% below the peak of 120 (105.6): 112 kept the position, 105 closed it
@@ -204,11 +211,88 @@ async def test_exit_signal_and_stop_give_one_exit(ts_env, tmp_path):
     assert trade.exit_reason in {"stop_loss", "decision_sell"}
 
 
-async def test_state_survives_continue_as_new(ts_env, tmp_path):
+@pytest.mark.parametrize("lean", [False, True], ids=["listener", "board"])
+async def test_state_survives_continue_as_new(ts_env, tmp_path, lean):
     steps = [(0, 100.0), (60, 110.0), (120, 121.0), (300, 118.0), (2000, 104.0)]
     script = PriceScript(steps)
     market = FakeMarket({"BTC/USDT": script})
-    trade, _, position_id = await _run_position(ts_env, tmp_path, market, max_ticks_per_run=3)
+    trade, _, position_id = await _run_position(
+        ts_env, tmp_path, market, max_ticks_per_run=3, lean=lean
+    )
     # the peak of 121 was seen in an earlier run and still drives the trail after the hand-over
     assert trade.exit_reason == "trailing_stop"
     assert trade.exit_price == pytest.approx(104.0)
+
+
+# ------------------------------------------------------------ lean ticks (issue 14)
+
+
+async def _history(env: WorkflowEnvironment, position_id: str):
+    return await env.client.get_workflow_handle(f"pos-{position_id}").fetch_history()
+
+
+def _scheduled(history, name: str) -> int:
+    return sum(
+        1
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == name
+    )
+
+
+def _count(history, field: str) -> int:
+    return sum(1 for e in history.events if e.HasField(field))
+
+
+async def test_a_lean_position_checks_on_the_board_in_one_workflow_task(ts_env, tmp_path):
+    drop_at = 61.0
+    script = PriceScript([(0, 100.0), (drop_at, 95.5)])
+    market = FakeMarket({"BTC/USDT": script})
+    trade, broker, position_id = await _run_position(ts_env, tmp_path, market, lean=True)
+
+    assert trade.exit_reason == "stop_loss" and trade.exit_price == pytest.approx(95.5)
+    drop_ms = script.t0_ms + drop_at * 1000
+    assert drop_ms <= trade.exit_time_ms <= drop_ms + 30_000  # still within one interval
+    assert [f.side for f in broker.fills(position_id)] == [Side.BUY, Side.SELL]
+    history = await _history(ts_env, position_id)
+    checks = market.board_calls
+    assert checks >= 3
+    # no safety check asked the listener: its one market_prices is the exit's sell price
+    assert _scheduled(history, "market_prices") == market.price_calls == 1
+    assert _scheduled(history, "evaluate_position") == 0  # the scorer ran locally too
+    assert _count(history, "marker_recorded_event_attributes") >= checks
+    # a check is one workflow task (timer fired -> task -> marker + next timer), not two
+    tasks = _count(history, "workflow_task_completed_event_attributes")
+    assert tasks <= checks + 6, (tasks, checks)
+
+
+async def test_a_stale_board_falls_back_to_the_listener(ts_env, tmp_path):
+    script = PriceScript([(0, 100.0), (61.0, 95.5)])
+    market = FakeMarket({"BTC/USDT": script})
+    market.board_fresh = False  # the listener stopped writing it, or another host holds it
+    trade, _, position_id = await _run_position(ts_env, tmp_path, market, lean=True)
+
+    assert trade.exit_reason == "stop_loss" and trade.exit_price == pytest.approx(95.5)
+    assert market.board_calls >= 3
+    # every check asked the listener after the board said "missing", and the exit once more
+    assert market.price_calls == market.board_calls + 1
+    history = await _history(ts_env, position_id)
+    assert _scheduled(history, "market_prices") == market.price_calls
+
+
+class ExitPolicy(ScriptedPolicy):
+    @activity.defn(name=api.EVALUATE_POSITION)
+    async def evaluate_position(self, req: EvaluateRequest) -> PositionVerdict:
+        return PositionVerdict(verdict="EXIT", score=-1.0)
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["activity", "local"])
+async def test_the_scorers_exit_closes_the_position_either_way(ts_env, tmp_path, lean):
+    market = FakeMarket({"BTC/USDT": PriceScript([(0, 101.0)])})
+    trade, _, position_id = await _run_position(
+        ts_env, tmp_path, market, policy=ExitPolicy(), lean=lean
+    )
+    assert trade.exit_reason == "agent_exit"
+    assert trade.exit_time_ms - T0 >= 180_000 - 1  # the first agent check, after 3 minutes
+    history = await _history(ts_env, position_id)
+    assert _scheduled(history, "evaluate_position") == (0 if lean else 1)
