@@ -92,7 +92,7 @@ def _ms(seconds: float) -> int:
     return int(round(seconds * 1000))
 
 
-@workflow.defn(name="PositionWorkflow")
+@workflow.defn(name="PositionWorkflow", sandboxed=False)
 class PositionWorkflow:
     @workflow.init
     def __init__(self, inp: PositionInput) -> None:
