@@ -296,8 +296,9 @@ class Settings(BaseSettings):
     # safety check waits that long after a crash)
     sticky_schedule_to_start_s: float = Field(default=4.0, gt=0, le=60)
     # the trading worker's sticky cache and slots: every open position is a cached workflow
-    # (issue 14 measured cache evictions past ~1,000 positions at the SDK's default of 1,000)
-    worker_max_cached_workflows: int = Field(default=1000, ge=10, le=100_000)
+    # (issue 14 measured cache evictions past ~1,000 positions at the SDK's default of 1,000;
+    # a cached position costs ~0.16 MB, docs/scaling.md): room for 2,000 and the rest
+    worker_max_cached_workflows: int = Field(default=2500, ge=10, le=100_000)
     worker_max_concurrent_workflow_tasks: int | None = Field(default=None, ge=1, le=10_000)
     worker_max_concurrent_activities: int = Field(default=20, ge=1, le=10_000)
     worker_max_concurrent_workflow_task_polls: int | None = Field(
