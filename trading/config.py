@@ -317,7 +317,8 @@ class Settings(BaseSettings):
     # operations (docs/deploy.md): the journal's database, metrics, health and alerts
     db_url: SecretStr | None = Field(
         default=None,
-        description="journal, learner, LLM store and alert log: postgresql://user:pass@host/db; "
+        description="journal, learner, LLM store, alert log and price board: "
+        "postgresql://user:pass@host/db; "
         "unset = SQLite files in OCW_HOME",
     )
     worker_metrics: str | None = Field(
