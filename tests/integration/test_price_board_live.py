@@ -1,0 +1,152 @@
+"""Lean safety checks on the dev server in real time (issue 14): a board written by a listener-
+side ``BoardWriter`` into a SQLite file, read by the trading worker's ``board_prices`` local
+activity through its own connection, as two processes would. The time-skipping server cannot
+show this: the board's freshness is wall-clock time.
+
+* while the board is written, safety checks never ask the listener; a drop on the board fires
+  the stop within one interval, and only the exit asks the listener (for its sell price);
+* once the writer stops, the board goes stale and every check asks the listener again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.worker import Worker
+
+from activities.price_board import BoardPrice, BoardWriter, PriceBoard, PriceBoardActivities
+from activities.trading import TradingActivities
+from tests.workflows.fakes import FakeMarket, ScriptedPolicy, SignalSink
+from tests.workflows.test_position_workflow import _broker_with_entry, _input
+from workflows.position import PositionWorkflow
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+BTC = "BTC/USDT"
+INTERVAL_S = 3.0  # the board is trusted up to 5 % of it: 150 ms, written every 50 ms
+
+
+class Listener:
+    """The listener's side of the board: one price, written every 50 ms while running."""
+
+    def __init__(self, path: Path, queue: str) -> None:
+        self.price = 100.0
+        self.writer = BoardWriter(PriceBoard(path), queue, self.snapshot, 0.05, "listener-host")
+        self.task: asyncio.Task | None = None
+
+    def snapshot(self) -> dict[str, BoardPrice]:
+        now = time.time()
+        return {BTC: BoardPrice(self.price, int(now * 1000), now)}
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.writer.run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
+async def _position(dev_env, tmp_path: Path, market: FakeMarket, listener_on: bool):
+    trading_q, market_q = f"t-{uuid.uuid4()}", f"m-{uuid.uuid4()}"
+    position_id = f"lean-{uuid.uuid4().hex[:8]}-BTC-1"
+    broker, journal = _broker_with_entry(tmp_path, position_id)
+    trading = TradingActivities(broker, journal)
+    board = PriceBoardActivities(PriceBoard(tmp_path / "prices.db"))  # the worker's connection
+    listener = Listener(tmp_path / "prices.db", market_q)
+    if listener_on:
+        listener.start()
+    inp = _input(position_id, "", trading_q, safety_interval_s=INTERVAL_S, agent_interval_s=600)
+    inp.market_task_queue = market_q
+    inp.lean_ticks = True
+    return trading_q, market_q, trading, board, listener, inp, broker
+
+
+async def test_checks_read_the_board_and_a_drop_on_it_fires_the_stop(dev_env, tmp_path):
+    market = FakeMarket(default=100.0)
+    trading_q, market_q, trading, board, listener, inp, broker = await _position(
+        dev_env, tmp_path, market, listener_on=True
+    )
+    workers = [
+        Worker(
+            dev_env.client,
+            task_queue=trading_q,
+            workflows=[PositionWorkflow, SignalSink],
+            activities=[
+                board.board_prices,
+                trading.place_order,
+                trading.journal_trade,
+                ScriptedPolicy().evaluate_position,
+            ],
+        ),
+        Worker(dev_env.client, task_queue=market_q, activities=[market.market_prices]),
+    ]
+    async with workers[0], workers[1]:
+        sink = await dev_env.client.start_workflow(
+            SignalSink.run, id=f"sink-{trading_q}", task_queue=trading_q
+        )
+        inp.decision_workflow_id = sink.id
+        handle = await dev_env.client.start_workflow(
+            PositionWorkflow.run, inp, id=f"pos-{inp.state.position_id}", task_queue=trading_q
+        )
+        deadline = time.monotonic() + 30
+        while (await handle.query(PositionWorkflow.status)).safety_checks < 3:
+            assert time.monotonic() < deadline, "no safety checks"
+            await asyncio.sleep(0.2)
+        assert market.price_calls == 0  # three checks, all on the board
+        dropped_at = time.time()
+        listener.price = market.default = 95.5  # -4.5 %: below the -4 % net stop
+        trade = await asyncio.wait_for(handle.result(), 30)
+        await listener.stop()
+
+    assert trade.exit_reason == "stop_loss" and trade.exit_price == pytest.approx(95.5)
+    assert trade.exit_time_ms / 1000 - dropped_at <= INTERVAL_S + 1.5  # within one interval
+    assert market.price_calls == 1  # the exit's sell price, nothing else
+    assert board.reads >= 1 and board.errors == 0
+    assert [f.side.value for f in broker.fills(inp.state.position_id)] == ["BUY", "SELL"]
+
+
+async def test_a_board_whose_writer_stops_sends_the_checks_to_the_listener(dev_env, tmp_path):
+    market = FakeMarket(default=100.0)
+    trading_q, market_q, trading, board, listener, inp, _ = await _position(
+        dev_env, tmp_path, market, listener_on=True
+    )
+    workers = [
+        Worker(
+            dev_env.client,
+            task_queue=trading_q,
+            workflows=[PositionWorkflow, SignalSink],
+            activities=[board.board_prices, trading.place_order, trading.journal_trade],
+        ),
+        Worker(dev_env.client, task_queue=market_q, activities=[market.market_prices]),
+    ]
+    async with workers[0], workers[1]:
+        sink = await dev_env.client.start_workflow(
+            SignalSink.run, id=f"sink-{trading_q}", task_queue=trading_q
+        )
+        inp.decision_workflow_id = sink.id
+        handle = await dev_env.client.start_workflow(
+            PositionWorkflow.run, inp, id=f"pos-{inp.state.position_id}", task_queue=trading_q
+        )
+        deadline = time.monotonic() + 30
+        while (await handle.query(PositionWorkflow.status)).safety_checks < 2:
+            assert time.monotonic() < deadline, "no safety checks"
+            await asyncio.sleep(0.2)
+        on_board = market.price_calls
+        await listener.stop()  # the listener dies: its board ages past 150 ms
+        before = (await handle.query(PositionWorkflow.status)).safety_checks
+        while (await handle.query(PositionWorkflow.status)).safety_checks < before + 2:
+            assert time.monotonic() < deadline + 15, "no safety checks after the stop"
+            await asyncio.sleep(0.2)
+        state = await handle.query(PositionWorkflow.status)
+        await handle.terminate("test over")
+
+    assert on_board == 0
+    assert market.price_calls >= 2  # each check after the writer stopped asked the listener
+    assert state.missed_checks == 0 and not state.price_stale
