@@ -170,7 +170,7 @@ class PositionWorkflow:
         if s.next_safety_ms is None:
             s.next_safety_ms = now + self._safety_ms()
         if s.next_agent_ms is None:
-            s.next_agent_ms = now + _ms(inp.params.agent_interval_s)
+            s.next_agent_ms = now + self._first_agent_ms()
         await self._protect()
         ticks = 0
         while s.status != PositionStatus.CLOSED:
@@ -866,6 +866,20 @@ class PositionWorkflow:
         )
         del s.incidents[:-INCIDENTS_KEPT]
         workflow.logger.error("position %s: %s: %s", s.position_id, where, text)
+
+    def _first_agent_ms(self) -> int:
+        """When the first agent check is due. A lean position draws it among the safety ticks
+        of the second half of the agent interval (90, 120, 150 or 180 s at the defaults):
+        positions opened together (one candle close) then do not all ask for their 1h
+        features in the same few seconds every 3 minutes, and each agent check still rides a
+        safety check's wake-up. Deterministic: ``workflow.random()``."""
+        params = self._input.params
+        agent_ms = _ms(params.agent_interval_s)
+        slots = agent_ms // self._safety_ms()
+        if not self._input.lean_ticks or slots < 2:
+            return agent_ms
+        k = workflow.random().randint((slots + 1) // 2, slots)
+        return k * self._safety_ms()
 
     def _lean_safety(self, call: api.CallOptions) -> bool:
         return self._input.lean_ticks and call is api.SAFETY_PRICE_CALL

@@ -288,11 +288,15 @@ class ExitPolicy(ScriptedPolicy):
 
 @pytest.mark.parametrize("lean", [False, True], ids=["activity", "local"])
 async def test_the_scorers_exit_closes_the_position_either_way(ts_env, tmp_path, lean):
-    market = FakeMarket({"BTC/USDT": PriceScript([(0, 101.0)])})
+    script = PriceScript([(0, 101.0)])
+    market = FakeMarket({"BTC/USDT": script})
     trade, _, position_id = await _run_position(
         ts_env, tmp_path, market, policy=ExitPolicy(), lean=lean
     )
     assert trade.exit_reason == "agent_exit"
-    assert trade.exit_time_ms - T0 >= 180_000 - 1  # the first agent check, after 3 minutes
+    # the first agent check: after 3 minutes, or (lean) on a safety tick in the second half;
+    # the script's clock starts at the first safety check, 30 s in
+    first_ms = trade.exit_time_ms - script.t0_ms + 30_000
+    assert (89_000 if lean else 179_000) <= first_ms <= 185_000, first_ms
     history = await _history(ts_env, position_id)
     assert _scheduled(history, "evaluate_position") == (0 if lean else 1)
