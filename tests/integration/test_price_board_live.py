@@ -28,7 +28,11 @@ from workflows.position import PositionWorkflow
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 BTC = "BTC/USDT"
-INTERVAL_S = 3.0  # the board is trusted up to 5 % of it: 150 ms, written every 50 ms
+INTERVAL_S = 4.0  # the board is trusted up to 5 % of it: 200 ms, written every 50 ms
+# a check that finds the board a little late (a busy machine delays the writer's thread) asks
+# the listener, correctly: allow one such check per phase, so the test says "the board path",
+# not "this machine is never busy"
+SLACK = 1
 
 
 class Listener:
@@ -99,7 +103,8 @@ async def test_checks_read_the_board_and_a_drop_on_it_fires_the_stop(dev_env, tm
         while (await handle.query(PositionWorkflow.status)).safety_checks < 3:
             assert time.monotonic() < deadline, "no safety checks"
             await asyncio.sleep(0.2)
-        assert market.price_calls == 0  # three checks, all on the board
+        on_board = market.price_calls
+        assert on_board <= SLACK  # three checks, (all but at most one) on the board
         dropped_at = time.time()
         listener.price = market.default = 95.5  # -4.5 %: below the -4 % net stop
         trade = await asyncio.wait_for(handle.result(), 30)
@@ -107,7 +112,7 @@ async def test_checks_read_the_board_and_a_drop_on_it_fires_the_stop(dev_env, tm
 
     assert trade.exit_reason == "stop_loss" and trade.exit_price == pytest.approx(95.5)
     assert trade.exit_time_ms / 1000 - dropped_at <= INTERVAL_S + 1.5  # within one interval
-    assert market.price_calls == 1  # the exit's sell price, nothing else
+    assert market.price_calls <= 1 + SLACK  # the exit's sell price, (almost) nothing else
     assert board.reads >= 1 and board.errors == 0
     assert [f.side.value for f in broker.fills(inp.state.position_id)] == ["BUY", "SELL"]
 
@@ -139,7 +144,8 @@ async def test_a_board_whose_writer_stops_sends_the_checks_to_the_listener(dev_e
             assert time.monotonic() < deadline, "no safety checks"
             await asyncio.sleep(0.2)
         on_board = market.price_calls
-        await listener.stop()  # the listener dies: its board ages past 150 ms
+        await listener.stop()  # the listener dies: its board ages past 200 ms
+        await asyncio.sleep(0.3)  # a check from now on finds it stale
         before = (await handle.query(PositionWorkflow.status)).safety_checks
         while (await handle.query(PositionWorkflow.status)).safety_checks < before + 2:
             assert time.monotonic() < deadline + 15, "no safety checks after the stop"
@@ -147,6 +153,6 @@ async def test_a_board_whose_writer_stops_sends_the_checks_to_the_listener(dev_e
         state = await handle.query(PositionWorkflow.status)
         await handle.terminate("test over")
 
-    assert on_board == 0
-    assert market.price_calls >= 2  # each check after the writer stopped asked the listener
+    assert on_board <= SLACK
+    assert market.price_calls >= on_board + 2  # each check after the writer stopped asked it
     assert state.missed_checks == 0 and not state.price_stale
