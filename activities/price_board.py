@@ -152,14 +152,16 @@ class PriceBoardActivities:
     def all(self) -> list:
         return [self.board_prices]
 
+    def _cached(self, name: str, every: float) -> tuple[float, Board | None] | None:
+        cached = self._cache.get(name)
+        return cached if cached is not None and self.clock() - cached[0] < every else None
+
     async def _board(self, name: str, max_age_s: float) -> Board | None:
         every = min(MAX_READ_EVERY_S, max_age_s * READ_EVERY_FRACTION)
-        cached = self._cache.get(name)
-        if cached is not None and self.clock() - cached[0] < every:
+        if (cached := self._cached(name, every)) is not None:
             return cached[1]
         async with self._lock:  # many checks at once: one of them reads
-            cached = self._cache.get(name)
-            if cached is not None and self.clock() - cached[0] < every:
+            if (cached := self._cached(name, every)) is not None:
                 return cached[1]
             try:
                 board = await asyncio.to_thread(self.board.read, name)

@@ -24,6 +24,7 @@ Pure helpers (statistics, Prometheus text, ``/proc`` text, history analysis) are
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -409,11 +410,27 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-POLLER_FIELDS = (  # names a pollers setting might have; none exists in the engine yet
-    "worker_max_concurrent_workflow_task_polls",
-    "worker_workflow_task_pollers",
-    "worker_max_workflow_task_polls",
-)
+# the benches' worker flags and the settings they set
+WORKER_FLAGS = {
+    "cache": "OCW_WORKER_MAX_CACHED_WORKFLOWS",
+    "slots": "OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS",
+    "activities": "OCW_WORKER_MAX_CONCURRENT_ACTIVITIES",
+    "pollers": "OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASK_POLLS",
+}
+
+
+def add_worker_args(parser: argparse.ArgumentParser) -> None:
+    """``--cache``, ``--slots``, ``--activities``, ``--pollers`` and ``--set`` (both benches)."""
+    for flag, env in WORKER_FLAGS.items():
+        parser.add_argument(f"--{flag}", type=int, default=None, help=env)
+    parser.add_argument(
+        "--set",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="OCW_NAME=VALUE",
+        help="any other worker setting (repeatable)",
+    )
 
 
 def worker_overrides(
@@ -428,22 +445,8 @@ def worker_overrides(
     from trading.config import Settings
 
     fields = Settings.model_fields
-    env: dict[str, str] = {}
-    if cache is not None:
-        env["OCW_WORKER_MAX_CACHED_WORKFLOWS"] = str(cache)
-    if slots is not None:
-        env["OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS"] = str(slots)
-    if activities is not None:
-        env["OCW_WORKER_MAX_CONCURRENT_ACTIVITIES"] = str(activities)
-    if pollers is not None:
-        name = next((f for f in POLLER_FIELDS if f in fields), None)
-        if name is None:
-            raise SystemExit(
-                "--pollers: this engine has no setting for the workflow task pollers "
-                f"(looked for {', '.join('OCW_' + f.upper() for f in POLLER_FIELDS)}); "
-                "the SDK's default (5) applies"
-            )
-        env["OCW_" + name.upper()] = str(pollers)
+    given = {"cache": cache, "slots": slots, "activities": activities, "pollers": pollers}
+    env = {WORKER_FLAGS[k]: str(v) for k, v in given.items() if v is not None}
     for item in extra:
         key, sep, value = item.partition("=")
         if not sep or not key.startswith("OCW_"):
@@ -452,6 +455,11 @@ def worker_overrides(
             raise SystemExit(f"--set {key}: not a setting of this engine (trading/config.py)")
         env[key] = value
     return env
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, str]:
+    """``worker_overrides`` of the flags ``add_worker_args`` added."""
+    return worker_overrides(args.cache, args.slots, args.activities, args.pollers, args.extra)
 
 
 @dataclass

@@ -8,8 +8,8 @@
 For each N, a fresh engine (bench/_harness.py): a dev server on its own ``OCW_HOME`` (its
 ``/metrics`` on a free port), ``ocw worker`` (``OCW_WORKER_METRICS`` on a free port; ``--cache``
 → ``OCW_WORKER_MAX_CACHED_WORKFLOWS``, ``--slots`` → ``OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS``,
-``--activities`` → ``OCW_WORKER_MAX_CONCURRENT_ACTIVITIES``, ``--pollers`` → the pollers setting
-if the engine has one, ``--set`` any other setting) and ``ocw listen --replay`` of a generated
+``--activities`` → ``OCW_WORKER_MAX_CONCURRENT_ACTIVITIES``, ``--pollers`` →
+``OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASK_POLLS``, ``--set`` any other setting) and ``ocw listen --replay`` of a generated
 1m market at speed 1 (a price every 12 s, the 30 s safety and 3 min agent timers as live). N
 PositionWorkflows are started as the engine starts them (``start_position``), their stops out of
 reach, evenly over ``--spread`` seconds (positions open at any moment in real life, so their
@@ -61,6 +61,7 @@ from bench._harness import (  # noqa: E402
     ProcSample,
     Samples,
     Stats,
+    add_worker_args,
     bucket_delta,
     buckets,
     count_events,
@@ -69,6 +70,7 @@ from bench._harness import (  # noqa: E402
     hist_count,
     histogram_quantile,
     histories,
+    overrides_from,
     remove_tree,
     safety_checks,
     sample_ids,
@@ -77,7 +79,6 @@ from bench._harness import (  # noqa: E402
     table,
     task_waits,
     total,
-    worker_overrides,
     write_market,
 )
 
@@ -511,31 +512,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sample", type=int, default=50, help="position histories read per N (0: all; default 50)"
     )
-    parser.add_argument("--cache", type=int, default=None, help="OCW_WORKER_MAX_CACHED_WORKFLOWS")
-    parser.add_argument(
-        "--slots", type=int, default=None, help="OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS"
-    )
-    parser.add_argument(
-        "--activities", type=int, default=None, help="OCW_WORKER_MAX_CONCURRENT_ACTIVITIES"
-    )
-    parser.add_argument(
-        "--pollers", type=int, default=None, help="workflow task pollers (needs the engine setting)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="extra",
-        action="append",
-        default=[],
-        metavar="OCW_NAME=VALUE",
-        help="any other worker setting (repeatable)",
-    )
+    add_worker_args(parser)
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed (default 1)")
     parser.add_argument("--out", default=None, help="run folder (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep logs and state")
     args = parser.parse_args(argv)
-    args.overrides = worker_overrides(
-        args.cache, args.slots, args.activities, args.pollers, args.extra
-    )
+    args.overrides = overrides_from(args)
     started = time.monotonic()
     results = asyncio.run(main_async(args))
     print_summary(results)

@@ -52,11 +52,13 @@ from bench._harness import (  # noqa: E402
     Cycle,
     Engine,
     Stats,
+    add_worker_args,
     cpu_percent,
     cycle_of,
     fmt,
     histories,
     iso_to_epoch,
+    overrides_from,
     remove_tree,
     run_histories,
     safety_checks,
@@ -65,7 +67,6 @@ from bench._harness import (  # noqa: E402
     start_positions,
     table,
     total,
-    worker_overrides,
     write_market,
 )
 from trading.models import Wake  # noqa: E402
@@ -456,32 +457,13 @@ def main(argv: list[str] | None = None) -> int:
         default=30.0,
         help="seconds over which the positions are started (default 30)",
     )
-    parser.add_argument("--cache", type=int, default=None, help="OCW_WORKER_MAX_CACHED_WORKFLOWS")
-    parser.add_argument(
-        "--slots", type=int, default=None, help="OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASKS"
-    )
-    parser.add_argument(
-        "--activities", type=int, default=None, help="OCW_WORKER_MAX_CONCURRENT_ACTIVITIES"
-    )
-    parser.add_argument(
-        "--pollers", type=int, default=None, help="workflow task pollers (needs the engine setting)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="extra",
-        action="append",
-        default=[],
-        metavar="OCW_NAME=VALUE",
-        help="any other worker setting (repeatable)",
-    )
+    add_worker_args(parser)
     parser.add_argument("--out", default=None, help="run folder (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep logs and state")
     args = parser.parse_args(argv)
     if args.open < 0 or args.wakes < 1:
         parser.error("--open >= 0 and --wakes >= 1")
-    args.overrides = worker_overrides(
-        args.cache, args.slots, args.activities, args.pollers, args.extra
-    )
+    args.overrides = overrides_from(args)
     started = time.monotonic()
     phases = asyncio.run(main_async(args))
     final = report(phases)

@@ -449,12 +449,11 @@ class ListenerService:
         """Writes the store's prices for lean safety checks (activities/price_board.py),
         every ``OCW_PRICE_BOARD_EVERY_S`` on the replay clock."""
         s = self.settings
-        speed = self.replay_options.speed if self.replay_options is not None else s.speed
         return BoardWriter(
             PriceBoard.from_settings(s),
             s.market_task_queue,
             self.board_prices,
-            s.price_board_every_s / max(speed, 1e-9),
+            s.price_board_every_s / s.speed,
             socket.gethostname(),
         )
 

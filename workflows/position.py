@@ -318,11 +318,11 @@ class PositionWorkflow:
             return None
         return res if s.symbol in res.prices else None
 
-    async def _fetch_price(self, call: api.CallOptions) -> float | None:
+    async def _fetch_price(self, call: api.CallOptions, board: bool = False) -> float | None:
         """The listener's latest price, bounded in time; None when it cannot be had. A safety
         check of a lean position reads the price board first."""
         s = self._state
-        res = await self._board_price() if self._lean_safety(call) else None
+        res = await self._board_price() if board else None
         if res is None:
             try:
                 res = await workflow.execute_activity(
@@ -355,7 +355,7 @@ class PositionWorkflow:
         await self._check_stop()
         if s.status == PositionStatus.CLOSED:
             return
-        price = await self._fetch_price(api.SAFETY_PRICE_CALL)
+        price = await self._fetch_price(api.SAFETY_PRICE_CALL, board=self._input.lean_ticks)
         if price is None:
             s.missed_checks += 1
             if not s.price_stale:
@@ -437,15 +437,14 @@ class PositionWorkflow:
         """The 5-signal scorer: pure CPU on the trading worker, so a lean position runs it
         as a local activity (inside this workflow task) rather than a task of its own."""
         summary = f"scorer: evaluate {self._state.symbol}"
+        options = api.EVALUATE_CALL.kwargs()  # no heartbeat: valid for both kinds
         if self._input.lean_ticks:
             return await workflow.execute_local_activity(
                 api.EVALUATE_POSITION,
                 request,
                 summary=summary,
                 result_type=PositionVerdict,
-                start_to_close_timeout=api.EVALUATE_CALL.start_to_close,
-                schedule_to_close_timeout=api.EVALUATE_CALL.schedule_to_close,
-                retry_policy=api.EVALUATE_CALL.retry,
+                **options,
             )
         return await workflow.execute_activity(
             api.EVALUATE_POSITION,
@@ -453,7 +452,7 @@ class PositionWorkflow:
             summary=summary,
             task_queue=self._input.trading_task_queue,
             result_type=PositionVerdict,
-            **api.EVALUATE_CALL.kwargs(),
+            **options,
         )
 
     def _llm_due(self, scorer: PositionVerdict) -> bool:
@@ -880,9 +879,6 @@ class PositionWorkflow:
             return agent_ms
         k = workflow.random().randint((slots + 1) // 2, slots)
         return k * self._safety_ms()
-
-    def _lean_safety(self, call: api.CallOptions) -> bool:
-        return self._input.lean_ticks and call is api.SAFETY_PRICE_CALL
 
     def _safety_ms(self) -> int:
         return _ms(self._input.params.safety_interval_s)

@@ -14,15 +14,20 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from temporalio.client import WorkflowHandle
 from temporalio.worker import Worker
 
+from activities.paper_broker import PaperBroker
 from activities.price_board import BoardPrice, BoardWriter, PriceBoard, PriceBoardActivities
 from activities.trading import TradingActivities
 from tests.workflows.fakes import FakeMarket, ScriptedPolicy, SignalSink
 from tests.workflows.test_position_workflow import _broker_with_entry, _input
+from trading.state import PositionState
 from workflows.position import PositionWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -57,101 +62,92 @@ class Listener:
                 await self.task
 
 
-async def _position(dev_env, tmp_path: Path, market: FakeMarket, listener_on: bool):
+@dataclass
+class Run:
+    handle: WorkflowHandle
+    listener: Listener
+    board: PriceBoardActivities
+    broker: PaperBroker
+    position_id: str
+
+
+@contextlib.asynccontextmanager
+async def lean_position(dev_env, tmp_path: Path, market: FakeMarket) -> AsyncIterator[Run]:
+    """A lean PositionWorkflow with the board written, its trading worker (reading the board
+    through a connection of its own) and a listener worker serving ``market_prices``."""
     trading_q, market_q = f"t-{uuid.uuid4()}", f"m-{uuid.uuid4()}"
     position_id = f"lean-{uuid.uuid4().hex[:8]}-BTC-1"
     broker, journal = _broker_with_entry(tmp_path, position_id)
     trading = TradingActivities(broker, journal)
-    board = PriceBoardActivities(PriceBoard(tmp_path / "prices.db"))  # the worker's connection
+    board = PriceBoardActivities(PriceBoard(tmp_path / "prices.db"))
     listener = Listener(tmp_path / "prices.db", market_q)
-    if listener_on:
-        listener.start()
-    inp = _input(position_id, "", trading_q, safety_interval_s=INTERVAL_S, agent_interval_s=600)
-    inp.market_task_queue = market_q
-    inp.lean_ticks = True
-    return trading_q, market_q, trading, board, listener, inp, broker
+    listener.start()
+    trading_worker = Worker(
+        dev_env.client,
+        task_queue=trading_q,
+        workflows=[PositionWorkflow, SignalSink],
+        activities=[
+            board.board_prices,
+            trading.place_order,
+            trading.journal_trade,
+            ScriptedPolicy().evaluate_position,
+        ],
+    )
+    market_worker = Worker(dev_env.client, task_queue=market_q, activities=[market.market_prices])
+    try:
+        async with trading_worker, market_worker:
+            sink = await dev_env.client.start_workflow(
+                SignalSink.run, id=f"sink-{trading_q}", task_queue=trading_q
+            )
+            inp = _input(
+                position_id, sink.id, trading_q, safety_interval_s=INTERVAL_S, agent_interval_s=600
+            )
+            inp.market_task_queue = market_q
+            inp.lean_ticks = True
+            handle = await dev_env.client.start_workflow(
+                PositionWorkflow.run, inp, id=f"pos-{position_id}", task_queue=trading_q
+            )
+            yield Run(handle, listener, board, broker, position_id)
+    finally:
+        await listener.stop()
+
+
+async def checks(handle: WorkflowHandle, at_least: int, timeout_s: float = 30.0) -> PositionState:
+    """The position's state once it has run ``at_least`` safety checks."""
+    deadline = time.monotonic() + timeout_s
+    while (state := await handle.query(PositionWorkflow.status)).safety_checks < at_least:
+        assert time.monotonic() < deadline, f"{state.safety_checks} safety checks, not {at_least}"
+        await asyncio.sleep(0.2)
+    return state
 
 
 async def test_checks_read_the_board_and_a_drop_on_it_fires_the_stop(dev_env, tmp_path):
     market = FakeMarket(default=100.0)
-    trading_q, market_q, trading, board, listener, inp, broker = await _position(
-        dev_env, tmp_path, market, listener_on=True
-    )
-    workers = [
-        Worker(
-            dev_env.client,
-            task_queue=trading_q,
-            workflows=[PositionWorkflow, SignalSink],
-            activities=[
-                board.board_prices,
-                trading.place_order,
-                trading.journal_trade,
-                ScriptedPolicy().evaluate_position,
-            ],
-        ),
-        Worker(dev_env.client, task_queue=market_q, activities=[market.market_prices]),
-    ]
-    async with workers[0], workers[1]:
-        sink = await dev_env.client.start_workflow(
-            SignalSink.run, id=f"sink-{trading_q}", task_queue=trading_q
-        )
-        inp.decision_workflow_id = sink.id
-        handle = await dev_env.client.start_workflow(
-            PositionWorkflow.run, inp, id=f"pos-{inp.state.position_id}", task_queue=trading_q
-        )
-        deadline = time.monotonic() + 30
-        while (await handle.query(PositionWorkflow.status)).safety_checks < 3:
-            assert time.monotonic() < deadline, "no safety checks"
-            await asyncio.sleep(0.2)
+    async with lean_position(dev_env, tmp_path, market) as run:
+        await checks(run.handle, 3)
         on_board = market.price_calls
         assert on_board <= SLACK  # three checks, (all but at most one) on the board
         dropped_at = time.time()
-        listener.price = market.default = 95.5  # -4.5 %: below the -4 % net stop
-        trade = await asyncio.wait_for(handle.result(), 30)
-        await listener.stop()
+        run.listener.price = market.default = 95.5  # -4.5 %: below the -4 % net stop
+        trade = await asyncio.wait_for(run.handle.result(), 30)
 
     assert trade.exit_reason == "stop_loss" and trade.exit_price == pytest.approx(95.5)
     assert trade.exit_time_ms / 1000 - dropped_at <= INTERVAL_S + 1.5  # within one interval
     assert market.price_calls <= 1 + SLACK  # the exit's sell price, (almost) nothing else
-    assert board.reads >= 1 and board.errors == 0
-    assert [f.side.value for f in broker.fills(inp.state.position_id)] == ["BUY", "SELL"]
+    assert run.board.reads >= 1 and run.board.errors == 0
+    assert [f.side.value for f in run.broker.fills(run.position_id)] == ["BUY", "SELL"]
 
 
 async def test_a_board_whose_writer_stops_sends_the_checks_to_the_listener(dev_env, tmp_path):
     market = FakeMarket(default=100.0)
-    trading_q, market_q, trading, board, listener, inp, _ = await _position(
-        dev_env, tmp_path, market, listener_on=True
-    )
-    workers = [
-        Worker(
-            dev_env.client,
-            task_queue=trading_q,
-            workflows=[PositionWorkflow, SignalSink],
-            activities=[board.board_prices, trading.place_order, trading.journal_trade],
-        ),
-        Worker(dev_env.client, task_queue=market_q, activities=[market.market_prices]),
-    ]
-    async with workers[0], workers[1]:
-        sink = await dev_env.client.start_workflow(
-            SignalSink.run, id=f"sink-{trading_q}", task_queue=trading_q
-        )
-        inp.decision_workflow_id = sink.id
-        handle = await dev_env.client.start_workflow(
-            PositionWorkflow.run, inp, id=f"pos-{inp.state.position_id}", task_queue=trading_q
-        )
-        deadline = time.monotonic() + 30
-        while (await handle.query(PositionWorkflow.status)).safety_checks < 2:
-            assert time.monotonic() < deadline, "no safety checks"
-            await asyncio.sleep(0.2)
+    async with lean_position(dev_env, tmp_path, market) as run:
+        await checks(run.handle, 2)
         on_board = market.price_calls
-        await listener.stop()  # the listener dies: its board ages past 200 ms
+        await run.listener.stop()  # the listener dies: its board ages past 200 ms
         await asyncio.sleep(0.3)  # a check from now on finds it stale
-        before = (await handle.query(PositionWorkflow.status)).safety_checks
-        while (await handle.query(PositionWorkflow.status)).safety_checks < before + 2:
-            assert time.monotonic() < deadline + 15, "no safety checks after the stop"
-            await asyncio.sleep(0.2)
-        state = await handle.query(PositionWorkflow.status)
-        await handle.terminate("test over")
+        before = (await run.handle.query(PositionWorkflow.status)).safety_checks
+        state = await checks(run.handle, before + 2)
+        await run.handle.terminate("test over")
 
     assert on_board <= SLACK
     assert market.price_calls >= on_board + 2  # each check after the writer stopped asked it

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from bench._harness import (
+    WORKER_FLAGS,
     Ev,
     Stats,
     _kind,
@@ -229,3 +230,9 @@ def test_worker_overrides_name_real_settings() -> None:
         worker_overrides(extra=["OCW_NO_SUCH_THING=1"])
     with pytest.raises(SystemExit, match="OCW_NAME=value"):
         worker_overrides(extra=["cache=1"])
+    # every bench flag sets a setting the worker really reads
+    from trading.config import Settings
+
+    assert worker_overrides(pollers=10) == {"OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASK_POLLS": "10"}
+    for env_name in WORKER_FLAGS.values():
+        assert env_name[4:].lower() in Settings.model_fields, env_name

@@ -188,6 +188,27 @@ async def test_wakes_during_a_running_decision_are_all_handled_in_one_cycle(ts_e
     assert policy.requests[1].wake_reasons == [f"during-{i}" for i in range(5)]
 
 
+async def test_a_cycle_asks_for_the_view_and_the_context_in_one_workflow_task(ts_env, tmp_path):
+    """Issue 14: the context does not wait for the view (one round trip less per wake)."""
+    policy = ScriptedPolicy()
+    rig = Rig(ts_env, tmp_path, FakeMarket(), policy)
+    async with rig.worker():
+        handle = await rig.start()
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="by hand"))
+        await _until(handle, lambda s: s.counters.wakes_handled == 1 and not s.queue, ts_env)
+        assert len(policy.requests) == 1
+        history = await handle.fetch_history()
+    scheduled = {
+        e.activity_task_scheduled_event_attributes.activity_type.name: (
+            e.activity_task_scheduled_event_attributes.workflow_task_completed_event_id
+        )
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    assert scheduled["market_view"] == scheduled["market_context"]
+    assert scheduled["decide"] > scheduled["market_view"]  # the decision waits for both
+
+
 async def test_duplicate_wake_ids_are_handled_once(ts_env, tmp_path):
     rig = Rig(ts_env, tmp_path, FakeMarket(), ScriptedPolicy())
     async with rig.worker():

@@ -300,3 +300,20 @@ async def test_the_scorers_exit_closes_the_position_either_way(ts_env, tmp_path,
     assert (89_000 if lean else 179_000) <= first_ms <= 185_000, first_ms
     history = await _history(ts_env, position_id)
     assert _scheduled(history, "evaluate_position") == (0 if lean else 1)
+
+
+async def test_lean_positions_opened_together_spread_their_first_agent_check(ts_env, tmp_path):
+    """Issue 14: the first agent check falls on one of the safety ticks of the interval's
+    second half (90, 120, 150 or 180 s), drawn per position, so positions opened at one
+    candle close do not all ask for their features in the same seconds."""
+    firsts = []
+    for _ in range(8):
+        script = PriceScript([(0, 101.0)])
+        market = FakeMarket({"BTC/USDT": script})
+        trade, _, _ = await _run_position(ts_env, tmp_path, market, policy=ExitPolicy(), lean=True)
+        assert trade.exit_reason == "agent_exit"
+        firsts.append((trade.exit_time_ms - script.t0_ms + 30_000) / 1000)
+    slots = [round(t / 30) * 30 for t in firsts]
+    assert all(abs(t - s) < 5 for t, s in zip(firsts, slots, strict=True)), firsts
+    assert set(slots) <= {90, 120, 150, 180}, firsts
+    assert len(set(slots)) > 1, firsts  # 8 positions on one slot: 4 * 4**-8, never by chance
