@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 from temporalio import activity
 
@@ -39,6 +40,7 @@ from trading.state import BoardPricesRequest, PricesResult
 from workflows import activity_api as api
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TABLE = "price_board"
 SCHEMA = [
@@ -138,84 +140,122 @@ def answer(board: Board | None, req: BoardPricesRequest, now: float) -> PricesRe
     return out
 
 
-class PriceBoardActivities:
-    """The trading worker's side: ``board_prices``, a local activity, from a cached read."""
+class BoardCache(Generic[T]):
+    """A process's cached reads of board rows: many readers at once cost one read per
+    ``every`` (a fraction of the freshness bound the reader asks for, at most ``max_every_s``);
+    an unreadable board is remembered as None (missing) for the same time."""
 
-    def __init__(self, board: PriceBoard, clock: Callable[[], float] = time.time) -> None:
-        self.board = board
+    def __init__(
+        self,
+        read: Callable[[str], T | None],
+        what: str,
+        max_every_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.read = read
+        self.what = what
+        self.max_every_s = max_every_s
         self.clock = clock
-        self._cache: dict[str, tuple[float, Board | None]] = {}  # board -> (read at, board)
+        self._cache: dict[str, tuple[float, T | None]] = {}  # name -> (read at, row)
         self._lock = asyncio.Lock()
         self.reads = 0
         self.errors = 0
 
-    def all(self) -> list:
-        return [self.board_prices]
-
-    def _cached(self, name: str, every: float) -> tuple[float, Board | None] | None:
+    def _cached(self, name: str, every: float) -> tuple[float, T | None] | None:
         cached = self._cache.get(name)
         return cached if cached is not None and self.clock() - cached[0] < every else None
 
-    async def _board(self, name: str, max_age_s: float) -> Board | None:
-        every = min(MAX_READ_EVERY_S, max_age_s * READ_EVERY_FRACTION)
+    async def get(self, name: str, max_age_s: float) -> T | None:
+        every = min(self.max_every_s, max_age_s * READ_EVERY_FRACTION)
         if (cached := self._cached(name, every)) is not None:
             return cached[1]
         async with self._lock:  # many checks at once: one of them reads
             if (cached := self._cached(name, every)) is not None:
                 return cached[1]
             try:
-                board = await asyncio.to_thread(self.board.read, name)
-            except (*DB_ERRORS, ValueError, TypeError) as err:
+                row = await asyncio.to_thread(self.read, name)
+            except (*DB_ERRORS, ValueError, TypeError, KeyError) as err:
                 self.errors += 1
                 if self.errors == 1 or self.errors % 1000 == 0:
-                    log.warning("price board unreadable (%d times): %s", self.errors, err)
-                board = None
+                    log.warning("%s unreadable (%d times): %s", self.what, self.errors, err)
+                row = None
             self.reads += 1
-            self._cache[name] = (self.clock(), board)
-            return board
+            self._cache[name] = (self.clock(), row)
+            return row
+
+
+class PriceBoardActivities:
+    """The trading worker's side: ``board_prices``, a local activity, from a cached read."""
+
+    def __init__(self, board: PriceBoard, clock: Callable[[], float] = time.time) -> None:
+        self.board = board
+        self.clock = clock
+        self.cache: BoardCache[Board] = BoardCache(
+            board.read, "price board", MAX_READ_EVERY_S, clock
+        )
+
+    @property
+    def reads(self) -> int:
+        return self.cache.reads
+
+    @property
+    def errors(self) -> int:
+        return self.cache.errors
+
+    def all(self) -> list:
+        return [self.board_prices]
 
     @activity.defn(name=api.BOARD_PRICES)
     async def board_prices(self, req: BoardPricesRequest) -> PricesResult:
         """Prices from the listener's board, or missing: never an error for a stale board."""
-        board = await self._board(req.board, req.max_age_s)
+        board = await self.cache.get(req.board, req.max_age_s)
         return answer(board, req, self.clock())
 
 
+class BoardStore(Protocol):
+    """A board table as its writer sees it: one row per name, rewritten whole."""
+
+    def write(self, board: str, rows: dict, host: str, now: float) -> None: ...
+
+
 class BoardWriter:
-    """The listener's side: writes the store's prices to the board every ``every_s`` (the
-    write time is how readers know the listener is alive, so it is written even when no
-    price moved)."""
+    """The listener's side: writes the store's prices (or features) to a board every
+    ``every_s`` (the write time is how readers know the listener is alive, so it is written
+    even when nothing moved)."""
 
     def __init__(
         self,
-        board: PriceBoard,
+        board: BoardStore,
         name: str,
-        snapshot: Callable[[], dict[str, BoardPrice]],
+        snapshot: Callable[[], dict],
         every_s: float,
         host: str,
         clock: Callable[[], float] = time.time,
+        what: str = "price board",
+        min_every_s: float = MIN_WRITE_EVERY_S,
     ) -> None:
         self.board = board
         self.name = name
         self.snapshot = snapshot
-        self.every_s = max(MIN_WRITE_EVERY_S, every_s)
+        self.every_s = max(min_every_s, every_s)
         self.host = host
         self.clock = clock
+        self.what = what
         self.writes = 0
         self.errors = 0
 
-    def write_once(self, prices: dict[str, BoardPrice] | None = None) -> bool:
-        """One write of every price the store holds; True when written (an empty store or a
+    def write_once(self, rows: dict | None = None) -> bool:
+        """One write of every row the store holds; True when written (an empty store or a
         database error writes nothing: readers then ask the listener directly)."""
-        prices = self.snapshot() if prices is None else prices
-        if not prices:
+        rows = self.snapshot() if rows is None else rows
+        if not rows:
             return False
         try:
-            self.board.write(self.name, prices, self.host, self.clock())
+            self.board.write(self.name, rows, self.host, self.clock())
         except DB_ERRORS as err:
             self.errors += 1
             if self.errors == 1 or self.errors % 1000 == 0:
-                log.warning("price board not written (%d times): %s", self.errors, err)
+                log.warning("%s not written (%d times): %s", self.what, self.errors, err)
             return False
         self.writes += 1
         return True

@@ -313,6 +313,9 @@ class Settings(BaseSettings):
     price_board_every_s: float = Field(
         default=0.5, gt=0, le=10, description="how often the listener writes the price board"
     )
+    feature_board_every_s: float = Field(
+        default=2.0, gt=0, le=60, description="how often the listener writes the feature board"
+    )
 
     # operations (docs/deploy.md): the journal's database, metrics, health and alerts
     db_url: SecretStr | None = Field(

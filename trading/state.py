@@ -539,6 +539,15 @@ class MarketViewRequest(Model):
     interval: str
 
 
+class BoardViewRequest(Model):
+    """An agent check's features from the listener's feature board (activities/feature_board.py)."""
+
+    board: str  # the market task queue whose listener writes it
+    symbols: list[str]
+    interval: str
+    max_age_s: float = Field(gt=0)  # an older sheet answers "missing"
+
+
 class AccountView(Model):
     portfolio_value: float
     cash: float

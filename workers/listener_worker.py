@@ -19,6 +19,8 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
 from activities.alerts import AlertSender
+from activities.feature_board import MIN_WRITE_EVERY_S as FEATURES_MIN_EVERY_S
+from activities.feature_board import FeatureBoard, sheet_name
 from activities.listener_health import ListenerHealthActivities
 from activities.price_board import BoardPrice, BoardWriter, PriceBoard
 from activities.regimes import RegimeActivities
@@ -42,11 +44,12 @@ from trading import metrics
 from trading.alerts import worker_alert
 from trading.config import Settings, interval_seconds
 from trading.market_data import resample
-from trading.models import Bar
+from trading.models import Bar, SymbolFeatures
 from workers.account import warm_update
 from workers.telemetry import CounterDeltas, install_metrics, process_meter
 from workers.temporal_env import connect
 from workers.worker_watch import WorkerWatch
+from workflows import activity_api as api
 from workflows.decision import DecisionWorkflow, SpeedRequest
 
 log = logging.getLogger(__name__)
@@ -231,6 +234,8 @@ class ListenerService:
             self.started_at_ms = int(time.time() * 1000)
             tasks.append(asyncio.create_task(self.status_writer.run(), name="status-file"))
             tasks.append(asyncio.create_task(self.board_writer().run(), name="price-board"))
+            features = self.feature_writer(market)
+            tasks.append(asyncio.create_task(features.run(), name="feature-board"))
             tasks.append(asyncio.create_task(self._export_metrics(), name="metrics"))
             tasks.append(asyncio.create_task(self._watch_worker(), name="worker-watch"))
             tasks += self._live_data_tasks(stop)
@@ -455,6 +460,25 @@ class ListenerService:
             self.board_prices,
             s.price_board_every_s / s.speed,
             socket.gethostname(),
+        )
+
+    def feature_writer(self, market: MarketActivities) -> BoardWriter:
+        """Writes the agent checks' features (activities/feature_board.py) every
+        ``OCW_FEATURE_BOARD_EVERY_S`` on the replay clock."""
+        s = self.settings
+        interval = api.AGENT_FEATURES_INTERVAL
+
+        def snapshot() -> dict[str, SymbolFeatures]:
+            return market.view(self.store.symbols(), interval).symbols
+
+        return BoardWriter(
+            FeatureBoard.from_settings(s),
+            sheet_name(s.market_task_queue, interval),
+            snapshot,
+            s.feature_board_every_s / s.speed,
+            socket.gethostname(),
+            what="feature board",
+            min_every_s=FEATURES_MIN_EVERY_S,
         )
 
     def board_prices(self) -> dict[str, BoardPrice]:

@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 from activities.alerts import AlertSender
 from activities.broker import PaperVenue
 from activities.exchange_broker import ExchangeBroker
+from activities.feature_board import FeatureBoard, FeatureBoardActivities
 from activities.journal import Journal
 from activities.learner_store import LearnerActivities
 from activities.llm_agent import LLMActivities, LLMConfig
@@ -75,6 +76,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
         client, activities.journal, deliver_with(sender), settings.alert_stale_feed_s
     )
     board = PriceBoardActivities(PriceBoard.from_settings(settings))
+    sheets = FeatureBoardActivities(FeatureBoard.from_settings(settings))
     worker = Worker(
         client,
         task_queue=settings.trading_task_queue,
@@ -86,6 +88,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
             *learner.all(),
             *monitor.all(),
             *board.all(),  # a local activity of lean positions' safety checks
+            *sheets.all(),  # ... and of their agent checks
         ],
         **worker_tuning(settings),
         **worker_versioning_options(settings),
@@ -122,6 +125,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         sender.close()
         board.board.close()
+        sheets.board.close()
         await llm.aclose()
         await activities.broker.close()
 

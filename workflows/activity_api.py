@@ -18,6 +18,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 MARKET_PRICES = "market_prices"
 BOARD_PRICES = "board_prices"  # BoardPricesRequest -> PricesResult: a local activity (trading)
 MARKET_VIEW = "market_view"
+BOARD_VIEW = "board_view"  # BoardViewRequest -> MarketView: a local activity (trading)
+AGENT_FEATURES_INTERVAL = "1h"  # the bars a position's agent check scores
 MARKET_CONTEXT = "market_context"  # derivatives + liquidations + sentiment for a snapshot
 MARKET_SENTIMENT = "market_sentiment"  # SentimentReading (signals/sentiment.py); never fails
 MARKET_DERIVATIVES = "market_derivatives"  # DerivativesRequest -> DerivativesView (derivatives.py)

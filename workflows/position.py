@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         INCIDENTS_KEPT,
         AddOrder,
         BoardPricesRequest,
+        BoardViewRequest,
         EvaluateRequest,
         ExitFailed,
         Incident,
@@ -80,6 +81,9 @@ SAFETY_JOIN_MS = 1_000
 # a lean safety check trusts the price board when it is younger than this share of the safety
 # interval (1.5 s live; the listener writes it every 0.5 s), else it asks the listener
 BOARD_MAX_AGE_FRACTION = 0.05
+# a lean position's agent check reads the feature board (younger than this share of the agent
+# interval: 9 s live, written every 2 s) before it asks the listener; histories before it did not
+AGENT_VIEW_PATCH = "agent-view-from-board"
 STALE_MIN_S = 10.0
 # a rejected exit is asked again by the safety layer after 1, 2, 4, ... safety intervals
 EXIT_BACKOFF_MAX_INTERVALS = 20
@@ -402,14 +406,7 @@ class PositionWorkflow:
         s.agent_checks += 1
         symbols = [s.symbol] if s.symbol == BTC else [s.symbol, BTC]
         try:
-            view = await workflow.execute_activity(
-                api.MARKET_VIEW,
-                MarketViewRequest(symbols=symbols, interval="1h"),
-                summary=f"1h features of {', '.join(symbols)}",
-                task_queue=self._input.market_task_queue,
-                result_type=MarketView,
-                **api.MARKET_CALL.kwargs(),
-            )
+            view = await self._features(symbols)
             request = EvaluateRequest(
                 position=s,
                 features=view.symbols.get(s.symbol),
@@ -432,6 +429,44 @@ class PositionWorkflow:
             s.exit_requested = "agent_exit" if verdict.source != "llm" else "llm_exit"
         elif verdict.verdict == "ADD":
             await self._tell_owner("add_request", s.position_id)
+
+    async def _features(self, symbols: list[str]) -> MarketView:
+        """The agent check's features: from the feature board for a lean position (a local
+        activity; older histories did not have it, hence the patch), else, or when the board
+        cannot say, from the listener."""
+        interval = api.AGENT_FEATURES_INTERVAL
+        if self._input.lean_ticks and workflow.patched(AGENT_VIEW_PATCH):
+            view = await self._board_view(symbols, interval)
+            if view is not None:
+                return view
+        return await workflow.execute_activity(
+            api.MARKET_VIEW,
+            MarketViewRequest(symbols=symbols, interval=interval),
+            summary=f"{interval} features of {', '.join(symbols)}",
+            task_queue=self._input.market_task_queue,
+            result_type=MarketView,
+            **api.MARKET_CALL.kwargs(),
+        )
+
+    async def _board_view(self, symbols: list[str], interval: str) -> MarketView | None:
+        max_age_s = self._input.params.agent_interval_s * BOARD_MAX_AGE_FRACTION
+        try:
+            view = await workflow.execute_local_activity(
+                api.BOARD_VIEW,
+                BoardViewRequest(
+                    board=self._input.market_task_queue,
+                    symbols=symbols,
+                    interval=interval,
+                    max_age_s=max_age_s,
+                ),
+                summary=f"{interval} features of {', '.join(symbols)} (board)",
+                result_type=MarketView,
+                **api.BOARD_CALL.kwargs(),
+            )
+        except ActivityError as err:
+            workflow.logger.warning("feature board: %s", api.failure_text(err))
+            return None
+        return None if view.missing else view
 
     async def _score(self, request: EvaluateRequest) -> PositionVerdict:
         """The 5-signal scorer: pure CPU on the trading worker, so a lean position runs it

@@ -248,6 +248,7 @@ async def test_418_stops_rest_until_retry_after_while_the_stream_runs(rig: Rig) 
 
 async def test_listener_live_wiring_bootstraps_and_serves_derivatives(tmp_path) -> None:
     """The listener's live path without Temporal: bootstrap, 1d series, derivatives, activities."""
+    from activities.feature_board import FeatureBoard
     from signals.bar_store import DailyBarsRequest
     from signals.derivatives import DerivativesRequest
     from signals.market_activities import MarketActivities
@@ -285,6 +286,11 @@ async def test_listener_live_wiring_bootstraps_and_serves_derivatives(tmp_path) 
             daily = await activities.market_daily_bars(
                 DailyBarsRequest(symbol="BTC/USDT", as_of_ms=bars["BTC/USDT"][-25].close_time)
             )
+            # the feature board a lean agent check reads holds the listener's own 1h view
+            writer = service.feature_writer(activities)
+            assert writer.write_once()
+            sheet = FeatureBoard.from_settings(settings).read(writer.name)
+            expected = activities.view(SYMBOLS, "1h").symbols
         finally:
             await service._stop_live_data()
     assert view.symbols["BTC/USDT"].funding_rate == 0.0002
@@ -295,3 +301,5 @@ async def test_listener_live_wiring_bootstraps_and_serves_derivatives(tmp_path) 
     assert len(daily.bars) == 29 and not daily.stale  # no day closing after as_of_ms
     assert daily.bars[-1].close_time <= bars["BTC/USDT"][-25].close_time
     assert service.stats()["rest"]["calls"] > 0
+    assert sheet is not None and writer.name == "ocw-market/1h"
+    assert sheet.features == expected and set(expected) == set(SYMBOLS)

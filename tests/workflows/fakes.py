@@ -24,6 +24,7 @@ from trading.regime_crypto import CryptoRegime, CryptoRegimeRequest
 from trading.snapshot import MarketContext, MarketContextRequest
 from trading.state import (
     BoardPricesRequest,
+    BoardViewRequest,
     DecideRequest,
     EvaluateRequest,
     MarketViewRequest,
@@ -69,7 +70,8 @@ class FakeMarket:
         self.age_s: float | None = None  # the stream's staleness the listener reports
         self.price_calls = 0  # market_prices attempts (the listener's task queue)
         self.board_calls = 0  # board_prices (a local activity on the trading worker)
-        self.board_fresh = True  # False: the board answers "missing" (stale or absent)
+        self.board_fresh = True  # False: the boards answer "missing" (stale or absent)
+        self.board_view_calls = 0  # board_view (the feature board, also a local activity)
         # a local activity's attempt time is the worker's wall clock, not the skipped one:
         # the board reads the test server's clock through this (``use_clock_of``)
         self.board_clock: Callable[[], Awaitable[int]] | None = None
@@ -113,14 +115,23 @@ class FakeMarket:
     @activity.defn(name=api.MARKET_VIEW)
     async def market_view(self, req: MarketViewRequest) -> MarketView:
         self.view_calls += 1
-        t = now_ms()
+        return self._view(req.symbols, req.interval, now_ms())
+
+    @activity.defn(name=api.BOARD_VIEW)
+    async def board_view(self, req: BoardViewRequest) -> MarketView:
+        """The feature board as a lean agent check reads it (activities/feature_board.py)."""
+        self.board_view_calls += 1
+        if not self.board_fresh:
+            return MarketView(as_of_ms=0, missing=list(req.symbols))
+        t = await self.board_clock() if self.board_clock is not None else now_ms()
+        return self._view(req.symbols, req.interval, t)
+
+    def _view(self, symbols: list[str], interval: str, t: int) -> MarketView:
         return MarketView(
             as_of_ms=t,
             symbols={
-                s: SymbolFeatures(
-                    symbol=s, interval=req.interval, time_ms=t, price=self.price(s, t)
-                )
-                for s in req.symbols
+                s: SymbolFeatures(symbol=s, interval=interval, time_ms=t, price=self.price(s, t))
+                for s in symbols
             },
         )
 

@@ -91,6 +91,7 @@ async def _run_position(
         activities=[
             market.market_prices,
             market.board_prices,
+            market.board_view,
             market.market_view,
             trading.place_order,
             trading.journal_trade,
@@ -300,6 +301,21 @@ async def test_the_scorers_exit_closes_the_position_either_way(ts_env, tmp_path,
     assert (89_000 if lean else 179_000) <= first_ms <= 185_000, first_ms
     history = await _history(ts_env, position_id)
     assert _scheduled(history, "evaluate_position") == (0 if lean else 1)
+    # a lean agent check reads its features from the feature board, not from the listener
+    assert _scheduled(history, "market_view") == market.view_calls == (0 if lean else 1)
+    assert market.board_view_calls == (1 if lean else 0)
+
+
+async def test_a_stale_feature_board_falls_back_to_the_listener(ts_env, tmp_path):
+    market = FakeMarket({"BTC/USDT": PriceScript([(0, 101.0)])})
+    market.board_fresh = False
+    trade, _, position_id = await _run_position(
+        ts_env, tmp_path, market, policy=ExitPolicy(), lean=True
+    )
+    assert trade.exit_reason == "agent_exit"  # the scorer still ran, on the listener's view
+    assert market.board_view_calls == 1
+    history = await _history(ts_env, position_id)
+    assert _scheduled(history, "market_view") == market.view_calls == 1
 
 
 async def test_lean_positions_opened_together_spread_their_first_agent_check(ts_env, tmp_path):
