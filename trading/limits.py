@@ -46,3 +46,6 @@ MAX_SIGNALS_PER_RUN_DEFAULT = 5_000
 # futures leverage: the setting's default is 1x; no setting can go past the hard maximum
 MAX_LEVERAGE = 5
 Leverage = Annotated[int, Field(ge=1, le=MAX_LEVERAGE)]
+
+# the liquidation checks of trading/leverage.py use the same hard maximum as the setting
+HARD_MAX_LEVERAGE = float(MAX_LEVERAGE)

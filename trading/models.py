@@ -215,6 +215,29 @@ class Side(StrEnum):
     SELL = "SELL"
 
 
+class PositionSide(StrEnum):
+    """Direction of a position. LONG everywhere a payload has no side (histories before shorts);
+    SHORT only on USDⓈ-M futures. An order's ``Side`` follows from it: see the properties."""
+
+    LONG = "long"
+    SHORT = "short"
+
+    @property
+    def sign(self) -> int:
+        """+1 for a long, -1 for a short: the sign of the position's PnL per unit price rise."""
+        return 1 if self is PositionSide.LONG else -1
+
+    @property
+    def entry_side(self) -> Side:
+        """The order that opens (or adds to) the position: BUY for a long, SELL for a short."""
+        return Side.BUY if self is PositionSide.LONG else Side.SELL
+
+    @property
+    def exit_side(self) -> Side:
+        """The order that closes it (reduce-only on futures): SELL for a long, BUY for a short."""
+        return Side.SELL if self is PositionSide.LONG else Side.BUY
+
+
 class OrderStatus(StrEnum):
     """A final outcome as the workflows see it (the broker resolves anything in between)."""
 

@@ -1,13 +1,22 @@
 """Pre-trade limits (SPEC §3, §8): order sizing and the portfolio drawdown halt.
 
-Workflow code: standard library only, deterministic. Every limit is applied here, before an
-order exists; nothing downstream widens it.
+Workflow code: standard library and ``trading.models`` only, deterministic. Every limit is
+applied here, before an order exists; nothing downstream widens it.
+
+Sides: a quantity is always >= 0 and a position's direction travels beside it
+(``PositionSide``, long when not given). Exposure is gross: a short's notional counts like a
+long's (``position_exposure``, ``gross_exposure``), so shorts never make room for more longs
+under ``max_exposure``; the position and cash caps size a short's notional as they size a
+long's (at 1× a short's margin is its notional).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from trading.models import PositionSide
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,20 @@ class DrawdownState:
     drawdown: float  # fraction below the peak, >= 0
     halted: bool
     reason: str | None = None
+
+
+def position_exposure(qty: float, price: float) -> float:
+    """Gross exposure of one position: |qty| × price whatever its side (a short is exposure
+    too, and a caller that signs a short's quantity still gets it right); 0 when the product
+    is not a finite number."""
+    value = qty * price
+    return abs(value) if math.isfinite(value) else 0.0
+
+
+def gross_exposure(legs: Iterable[tuple[float, float]]) -> float:
+    """Sum of ``position_exposure`` over (qty, price) pairs: what ``exposure_value`` of
+    ``size_entry`` / ``check_order`` means when some positions are short."""
+    return math.fsum(position_exposure(qty, price) for qty, price in legs)
 
 
 def _skip(reason: str, capped_by: str | None = None) -> Sizing:
@@ -184,6 +207,7 @@ class RiskVerdict:
     notional: float = 0.0
     reason: str | None = None
     capped_by: str | None = None  # the limit that bound an approved size, if any
+    side: PositionSide = PositionSide.LONG  # the position's direction (orders: entry_side...)
 
 
 def check_order(
@@ -203,6 +227,7 @@ def check_order(
     macro_scale: float = 1.0,
     fee_rate: float = 0.001,
     pending_add_notional: float = 0.0,
+    side: PositionSide = PositionSide.LONG,
 ) -> RiskVerdict:
     """Every SPEC §8 limit on one order, before it is sent (SPEC §3 sizing for entries).
 
@@ -219,24 +244,35 @@ def check_order(
     * BUY and ADD sizes come from ``size_entry``: position_pct clamped to max_position_pct,
       × macro_scale, capped by position, exposure and cash net of the fee, min notional.
     * HOLD (or any other action) sends nothing.
+
+    ``side`` is the direction of the position opened (BUY), held (ADD) or closed (SELL); the
+    actions keep their meaning for a short: BUY opens it (a SELL order,
+    ``PositionSide.entry_side``), SELL closes it (a BUY order, ``exit_side``). ``position_qty``
+    stays >= 0 for a short too; a negative one with ``side`` short is refused outright.
     """
+    side = PositionSide(side)
     act = str(action).upper()
+    if side is PositionSide.SHORT and isinstance(position_qty, int | float) and position_qty < 0:
+        reason = "invalid input: position_qty must be >= 0 (the side carries the direction)"
+        return RiskVerdict(False, act, symbol, reason=reason, side=side)
     held = (
         isinstance(position_qty, int | float) and math.isfinite(position_qty) and position_qty > 0
     )
     if act == "SELL":
         if not held:
-            return RiskVerdict(False, act, symbol, reason="no open position to sell")
+            return RiskVerdict(False, act, symbol, reason="no open position to sell", side=side)
         notional = position_qty * price if math.isfinite(price) and price > 0 else 0.0
-        return RiskVerdict(True, act, symbol, qty=position_qty, notional=notional)
+        return RiskVerdict(True, act, symbol, qty=position_qty, notional=notional, side=side)
     if act not in ("BUY", "ADD"):
-        return RiskVerdict(False, act, symbol, reason=f"{act}: nothing to send")
+        return RiskVerdict(False, act, symbol, reason=f"{act}: nothing to send", side=side)
     if act == "BUY" and held:
-        return RiskVerdict(False, act, symbol, reason="one position per symbol: already open")
+        return RiskVerdict(
+            False, act, symbol, reason="one position per symbol: already open", side=side
+        )
     if act == "ADD" and not held:
-        return RiskVerdict(False, act, symbol, reason="no open position to add to")
+        return RiskVerdict(False, act, symbol, reason="no open position to add to", side=side)
     if halted:
-        return RiskVerdict(False, act, symbol, reason="entries halted (drawdown)")
+        return RiskVerdict(False, act, symbol, reason="entries halted (drawdown)", side=side)
     pending = pending_add_notional if act == "ADD" else 0.0
     existing = position_qty * price + pending if act == "ADD" else 0.0
     sizing = size_entry(
@@ -254,8 +290,19 @@ def check_order(
     )
     if sizing.skipped_reason:
         return RiskVerdict(
-            False, act, symbol, reason=sizing.skipped_reason, capped_by=sizing.capped_by
+            False,
+            act,
+            symbol,
+            reason=sizing.skipped_reason,
+            capped_by=sizing.capped_by,
+            side=side,
         )
     return RiskVerdict(
-        True, act, symbol, qty=sizing.qty, notional=sizing.notional, capped_by=sizing.capped_by
+        True,
+        act,
+        symbol,
+        qty=sizing.qty,
+        notional=sizing.notional,
+        capped_by=sizing.capped_by,
+        side=side,
     )

@@ -24,6 +24,15 @@ Component definitions (numbers are module constants):
 
 Verdict: EXIT below ``exit_score``, ADD above ``add_score`` — but never ADD to a position that
 is not in profit (no averaging down) — HOLD otherwise.
+
+Shorts (``side=PositionSide.SHORT``): the same formulas on the market seen upside down, so a
+short scores exactly what a long scores on the mirrored market. Momentum, its previous value
+and both 1 h returns change sign and RSI becomes 100 - RSI before the long formulas run: a
+momentum reversal is momentum turning *up*, a range breaking out upwards is adverse (-0.6),
+BTC +5 % in 1 h is -0.9, exhaustion is RSI14 < 20 while the fall fades (momentum rising).
+PnL and peak PnL are the position's own (``safety.net_pnl_pct(..., side=...)``), so
+pnl_trajectory and time_decay read them as they are. The volatility term is kept as is for both sides: a vol
+shock is a risk to any position (squeezes included), not a direction.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from trading.models import Model
+from trading.models import Model, PositionSide
 
 WEIGHTS: dict[str, float] = {
     "regime_change": 0.25,
@@ -89,6 +98,29 @@ class ScoreResult:
     reasons: list[str] = field(default_factory=list)
 
 
+LONG = PositionSide.LONG
+
+
+def _as_long(i: ScorerInputs, side: PositionSide) -> ScorerInputs:
+    """A short's inputs as the long on the mirrored market would see them (module docstring);
+    a long's are returned as they are, so its scores do not change by a bit."""
+    if PositionSide(side) is LONG:
+        return i
+
+    def neg(x: float | None) -> float | None:
+        return None if x is None else -x
+
+    return i.model_copy(
+        update={
+            "momentum14": neg(i.momentum14),
+            "prev_momentum14": neg(i.prev_momentum14),
+            "rsi14": None if i.rsi14 is None else 100.0 - i.rsi14,
+            "btc_ret_1h": neg(i.btc_ret_1h),
+            "symbol_ret_1h": neg(i.symbol_ret_1h),
+        }
+    )
+
+
 def _clip(x: float) -> float:
     return max(-1.0, min(1.0, x))
 
@@ -115,13 +147,15 @@ def _symbol_regime_term(entry: str, current: str, mom: float | None) -> float:
     return 0.0
 
 
-def regime_change(i: ScorerInputs) -> float:
+def regime_change(i: ScorerInputs, *, side: PositionSide = LONG) -> float:
+    i = _as_long(i, side)
     vol = _vol_term(i.entry_vol_regime, i.current_vol_regime)
     total = _clip(_symbol_regime_term(i.entry_regime, i.current_regime, i.momentum14) + vol)
     return min(vol, total) if vol < 0 else total
 
 
-def momentum_reversal(i: ScorerInputs) -> float:
+def momentum_reversal(i: ScorerInputs, *, side: PositionSide = LONG) -> float:
+    i = _as_long(i, side)
     m = i.momentum14
     if m is None:
         return 0.0
@@ -137,7 +171,8 @@ def momentum_reversal(i: ScorerInputs) -> float:
     return _clip(value)
 
 
-def correlation_risk(i: ScorerInputs) -> float:
+def correlation_risk(i: ScorerInputs, *, side: PositionSide = LONG) -> float:
+    i = _as_long(i, side)
     if i.is_btc:
         r, weight = (i.btc_ret_1h if i.btc_ret_1h is not None else i.symbol_ret_1h), 1.0
     elif i.btc_ret_1h is not None:
@@ -149,7 +184,8 @@ def correlation_risk(i: ScorerInputs) -> float:
     return _clip(weight * BTC_CRASH_SCORE * r / BTC_CRASH_RET)
 
 
-def pnl_trajectory(i: ScorerInputs) -> float:
+def pnl_trajectory(i: ScorerInputs, *, side: PositionSide = LONG) -> float:
+    del side  # the position's own PnL: the same for either side
     pnl, peak = i.pnl_pct, max(i.peak_pnl_pct, i.pnl_pct)
     giveback = (peak - pnl) / peak if peak > 0 else 0.0
     if peak >= PROFIT_PEAK_MIN and giveback > GIVEBACK_MAX:
@@ -159,7 +195,8 @@ def pnl_trajectory(i: ScorerInputs) -> float:
     return -0.5 * min(1.0, -pnl / 0.04)
 
 
-def time_decay(i: ScorerInputs) -> float:
+def time_decay(i: ScorerInputs, *, side: PositionSide = LONG) -> float:
+    del side  # the position's own PnL: the same for either side
     age = min(1.0, max(0.0, i.hours_held) / STALE_HOURS)
     if abs(i.pnl_pct) < FLAT_PNL:
         return -0.5 * age
@@ -176,23 +213,32 @@ COMPONENTS = {
     "time_decay": time_decay,
 }
 
+_SHORT_REASON_TEXT = {"correlation_risk": ("market (BTC) rising", "market (BTC) falling")}
 _REASON_TEXT = {
     "regime_change": ("regime turned against the position", "regime still supports the position"),
     "momentum_reversal": ("momentum reversing", "momentum strengthening"),
-    "correlation_risk": ("market (BTC) falling", "market (BTC) rising"),
+    "correlation_risk": ("market (BTC) falling", "market (BTC) rising"),  # a long's view
     "pnl_trajectory": ("profit evaporating or loss growing", "PnL rising steadily"),
     "time_decay": ("stale position", "position earning its time"),
 }
 
 
 def score_position(
-    inputs: ScorerInputs, exit_score: float = -0.3, add_score: float = 0.4
+    inputs: ScorerInputs,
+    exit_score: float = -0.3,
+    add_score: float = 0.4,
+    *,
+    side: PositionSide = LONG,
 ) -> ScoreResult:
-    """Weighted score of the five components and the verdict it implies."""
-    components = {name: round(fn(inputs), 4) for name, fn in COMPONENTS.items()}
+    """Weighted score of the five components and the verdict it implies; a short's is the
+    long's on the mirrored market (module docstring)."""
+    side = PositionSide(side)
+    seen = _as_long(inputs, side)  # mirrored once; the components then read it as a long's
+    components = {name: round(fn(seen), 4) for name, fn in COMPONENTS.items()}
     score = round(sum(WEIGHTS[name] * value for name, value in components.items()), 4)
+    texts = _REASON_TEXT if side is LONG else {**_REASON_TEXT, **_SHORT_REASON_TEXT}
     reasons = [
-        f"{_REASON_TEXT[name][value > 0]} ({name} {value:+.2f})"
+        f"{texts[name][value > 0]} ({name} {value:+.2f})"
         for name, value in components.items()
         if abs(value) >= 0.3
     ]
