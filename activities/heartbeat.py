@@ -26,8 +26,8 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 async def heartbeating(every_s: float = EVERY_S) -> AsyncIterator[None]:
     """Heartbeat every ``every_s`` while the body runs (the event loop stays free: blocking
     work runs in a thread)."""
-    if not activity.in_activity():
-        yield
+    if not activity.in_activity() or activity.info().is_local:
+        yield  # a local activity has no heartbeat: it lives and dies with its workflow task
         return
 
     async def beat() -> None:

@@ -1090,37 +1090,46 @@ def cycle_of(events: Sequence[Ev], reason: str, sent: float) -> Cycle | None:
     started: dict[int, float] = {}
     completed: dict[int, float] = {}
     acts: list[tuple[int, str, float]] = []
+    local: set[int] = set()
     for e in later:
-        if e.kind == "ActivityTaskScheduled":
+        if e.kind == "ActivityTaskScheduled" or (
+            e.kind == "MarkerRecorded" and e.attrs.get("name") in STAGE_LABELS
+        ):
             if any(n == e.attrs.get("name") for _, n, _ in acts):
                 break  # the next cycle
             acts.append((e.id, e.attrs.get("name", "?"), e.t))
+            if e.kind == "MarkerRecorded":  # a local activity (a lean engine's decide): done
+                local.add(e.id)  # when its workflow task completed, no queue of its own
+                completed[e.id] = e.t
         elif e.kind == "ActivityTaskStarted":
             started[e.attrs["scheduled"]] = e.t
         elif e.kind in ("ActivityTaskCompleted", "ActivityTaskFailed", "ActivityTaskTimedOut"):
             completed[e.attrs["scheduled"]] = e.t
         if acts and acts[-1][1] == CYCLE_END and acts[-1][0] in completed:
             break
-    activities = [(n, t, started.get(i), completed.get(i)) for i, n, t in acts]
+    activities = [(i, n, t, started.get(i), completed.get(i)) for i, n, t in acts]
     stages: list[tuple[str, float]] = [
         ("signal", sig.t - sent),
         ("workflow task", wft.t - sig.t),
     ]
     parts: dict[str, tuple[float | None, float | None]] = {}
     prev = wft.t
-    for name, sched, start, done in activities:
+    for i, name, sched, start, done in activities:
         if name == CYCLE_END or done is None:
             break
         queue = start - sched if start is not None else None
         run = done - start if start is not None else None
         parts[name] = (queue, run)
-        if name == "place_order":
+        label = STAGE_LABELS.get(name, name)
+        if i in local:
+            stages.append((f"{label} (local)", done - prev))
+        elif name == "place_order":
             stages.append(("risk", sched - prev))
             stages.append(("order", done - sched))
         else:
-            stages.append((STAGE_LABELS.get(name, name), done - prev))
+            stages.append((label, done - prev))
         prev = done
-    return Cycle(sig.t, wft.t, activities, stages, parts)
+    return Cycle(sig.t, wft.t, [a[1:] for a in activities], stages, parts)
 
 
 def iso_to_epoch(text: str) -> float:

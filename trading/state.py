@@ -108,7 +108,8 @@ class EngineConfig(Model):
     exchange_stops: bool = False
     # the server has the engine's search attributes: set and upsert them (Temporal UI)
     search_attributes: bool = False
-    # positions read prices from the price board and score locally (PositionInput.lean_ticks)
+    # positions read prices and features from the boards and score locally
+    # (PositionInput.lean_ticks); the rule policy decides as a local activity
     lean_ticks: bool = False
 
     @model_validator(mode="after")

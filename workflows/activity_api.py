@@ -122,6 +122,11 @@ DECIDE_RETRY = RetryPolicy(
 )
 DECIDE_TIMEOUT = timedelta(seconds=120)
 DECIDE_CALL = CallOptions(DECIDE_TIMEOUT, DECIDE_RETRY, heartbeat=HEARTBEAT)
+# the rule policy as a local activity (a lean engine): it runs in ~10 ms, so a short bound and
+# no heartbeat (a lost worker loses the workflow task with it, and the retry runs elsewhere)
+DECIDE_LOCAL_CALL = CallOptions(
+    timedelta(seconds=10), DECIDE_RETRY, schedule_to_close=timedelta(seconds=60)
+)
 # the position scorer is pure arithmetic: a lost attempt is retried within seconds
 EVALUATE_CALL = CallOptions(
     timedelta(seconds=10), DECIDE_RETRY, schedule_to_close=timedelta(seconds=30)

@@ -94,6 +94,8 @@ UPDATES_PER_RUN = 1_000  # Temporal's default cap is 2,000 updates per run
 JOURNAL_INCIDENTS_KEPT = 50  # incidents waiting for the journal (the oldest dropped)
 REPLAY_MODES = ("replay", "paper")  # modes whose clock a replay listener may set
 STUCK_EXIT_SAFETY_INTERVALS = 10  # an exit unanswered this long is looked up
+# a lean engine runs the rule policy's decide as a local activity; older histories did not
+RULE_DECIDE_LOCAL_PATCH = "rule-decide-local"
 
 
 def rule_may_act(reasons: list[str]) -> bool:
@@ -1165,12 +1167,20 @@ class DecisionWorkflow:
         weights = learner.policy_weights(
             s.learner, s.regimes.crypto, workflow.random(), s.config.learner
         )
+        rule_req = req.model_copy(update={"group_weights": weights})
         try:
+            if s.config.lean_ticks and workflow.patched(RULE_DECIDE_LOCAL_PATCH):
+                # pure CPU on this worker (~10 ms): inside this workflow task, so the risk
+                # check and the order follow without another round trip (issue 14)
+                return await workflow.execute_local_activity(
+                    api.DECIDE,
+                    rule_req,
+                    result_type=AgentDecision,
+                    summary=_activity_summary(api.DECIDE, rule_req),
+                    **api.DECIDE_LOCAL_CALL.kwargs(),
+                )
             return await self._activity(
-                api.DECIDE,
-                req.model_copy(update={"group_weights": weights}),
-                api.DECIDE_CALL,
-                result_type=AgentDecision,
+                api.DECIDE, rule_req, api.DECIDE_CALL, result_type=AgentDecision
             )
         except ActivityError as err:
             self._note(f"skipped: decide failed ({api.failure_text(err)})")

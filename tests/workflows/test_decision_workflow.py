@@ -209,6 +209,46 @@ async def test_a_cycle_asks_for_the_view_and_the_context_in_one_workflow_task(ts
     assert scheduled["decide"] > scheduled["market_view"]  # the decision waits for both
 
 
+async def test_a_lean_engine_decides_sizes_and_orders_in_one_workflow_task(ts_env, tmp_path):
+    """Issue 14: with lean ticks the rule policy's decide is a local activity, so the risk
+    check and the entry's order follow it in the same workflow task (one round trip less per
+    wake); the entry is the same as on the activity path."""
+
+    def script(cycle: int, req) -> list[TradeDecision]:
+        return [TradeDecision(ticker="BTC/USDT", action=Action.BUY, position_pct=0.25)]
+
+    policy = ScriptedPolicy(script)
+    rig = Rig(ts_env, tmp_path, FakeMarket(), policy)
+    async with rig.worker():
+        handle = await rig.start(lean_ticks=True)
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="by hand"))
+        state = await _until(
+            handle, lambda s: s.counters.wakes_handled == 1 and "BTC/USDT" in s.positions, ts_env
+        )
+        history = await handle.fetch_history()
+    assert len(policy.requests) == 1 and state.counters.orders == 1
+    events = list(history.events)
+    scheduled = {
+        e.activity_task_scheduled_event_attributes.activity_type.name: (
+            e.activity_task_scheduled_event_attributes.workflow_task_completed_event_id
+        )
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    assert "decide" not in scheduled  # no activity task of its own
+    markers = [
+        e.marker_recorded_event_attributes.workflow_task_completed_event_id
+        for e in events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]
+    assert len(markers) == 1
+    # the decision's marker and the entry's order come out of one workflow task
+    assert markers[0] == scheduled["place_order"] > scheduled["market_view"]
+    fills = rig.broker.fills()
+    assert [f.symbol for f in fills] == ["BTC/USDT"]
+
+
 async def test_duplicate_wake_ids_are_handled_once(ts_env, tmp_path):
     rig = Rig(ts_env, tmp_path, FakeMarket(), ScriptedPolicy())
     async with rig.worker():
