@@ -172,6 +172,8 @@ class LLMConfig:
                 trail_pct=s.trail_pct,
                 drawdown_halt_pct=s.drawdown_halt_pct,
                 decision_interval=s.decision_interval,
+                fee_rate=s.fee_rate,
+                exit_plan_required=s.llm_exit_plan_required,
             ),
             model=s.llm_model,
             max_tokens=s.llm_max_tokens,
@@ -409,6 +411,30 @@ class LLMActivities:
         """Claude's decisions on the request's snapshot, validated and clamped per decision."""
         return await self._heartbeating(self.decide(req, _attempt()))
 
+    def _decision_limits(self, req: DecideRequest, universe: list[str]) -> DecisionLimits:
+        """The account's limits now, and what an entry's exit plan is judged by: the price
+        and ATR of the snapshot, the hard stop (trading/exit_plan.py)."""
+        limits = self.config.limits
+        features = req.market.symbols
+        return DecisionLimits(
+            universe=universe,
+            held={p.symbol for p in req.account_view.positions},
+            max_position_pct=req.max_position_pct,
+            prices={s: f.price for s, f in features.items()},
+            atr_pct={s: f.atr_pct for s, f in features.items() if f.atr_pct is not None},
+            features={
+                s: {
+                    k: v
+                    for k, v in (("change_pct_1h", f.ret_1h), ("volume_z", f.volume_z))
+                    if v is not None
+                }
+                for s, f in features.items()
+            },
+            stop_loss_pct=limits.stop_loss_pct,
+            fee_rate=limits.fee_rate,
+            plan_required=limits.exit_plan_required,
+        )
+
     async def decide(self, req: DecideRequest, attempt: int = 1) -> AgentDecision:
         """``llm_decide`` without an activity context (the in-process LLM backtest calls it);
         the caller owns retries and says which ``attempt`` this is. Raises ApplicationError."""
@@ -423,11 +449,7 @@ class LLMActivities:
             attempt=attempt,
         )
         answer, key = await self._answer(call)
-        lim = DecisionLimits(
-            universe=snapshot.universe,
-            held={p.symbol for p in req.account_view.positions},
-            max_position_pct=req.max_position_pct,
-        )
+        lim = self._decision_limits(req, snapshot.universe)
         try:
             payload = answer_payload(answer.content, DECISION_TOOL, "decisions")
             decision, notes = validate_decisions(payload, lim)

@@ -403,6 +403,16 @@ def sample_answer(n_decisions: int) -> dict:
                 "confidence": 0.65,
                 "reasoning": "r" * 200,
                 "signal_weights": {"trend": 0.5, "volume": 0.2, "derivatives": -0.1},
+                "exit_plan": {
+                    "stop_price": 81234.5,
+                    "target_price": 92345.5,
+                    "invalidation": {
+                        "metric": f"{s}:price",
+                        "operator": "lt",
+                        "threshold": 82345.5,
+                        "reason": "r" * 40,
+                    },
+                },
             }
             for s in SYMBOLS[:n_decisions]
         ],

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
+from trading.exit_plan import validate_plan
 from trading.models import Action, AgentDecision, Model, TradeDecision, WakeCondition
 
 PROMPT_VERSION = "ocw-llm-v1"
@@ -106,6 +107,8 @@ class AgentLimits(Model):
     trail_pct: float = 0.12
     drawdown_halt_pct: float = 0.12
     decision_interval: str = "4h"
+    fee_rate: float = 0.001
+    exit_plan_required: bool = True  # a BUY without a valid exit plan is rejected
 
 
 # ---------------------------------------------------------------- system prompt and tools
@@ -132,6 +135,12 @@ is open is ignored.
 - position_pct (share of portfolio value for BUY or ADD) is at most \
 {limits.max_position_pct:.2f}, then scaled by the macro exposure scale; total exposure never \
 exceeds {limits.max_exposure:.2f}; orders below the exchange minimum are skipped.
+- Every BUY carries an exit_plan: stop_price below the price (at least one ATR(14) of the \
+decision interval and 0.5 % away; a stop beyond the hard stop is kept at it), target_price \
+above it (as far at least), and an invalidation on the symbol itself (its price lt a level \
+below the price, or its change_pct_1h / volume_z) that is not true now. A BUY without a valid \
+plan is rejected. The position's stop becomes your stop; when the target is reached or the \
+invalidation fires you are asked about the position at once.
 - A safety layer acts every 30 s whatever you say: stop loss {limits.stop_loss_pct:.0%} below \
 entry; a trailing stop activates at +{limits.trail_activate_pct:.0%} and exits \
 {limits.trail_pct:.0%} below the peak. At {limits.drawdown_halt_pct:.0%} portfolio drawdown \
@@ -181,6 +190,30 @@ def tool_definitions(limits: AgentLimits) -> list[dict[str, Any]]:
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
             "reasoning": {"type": "string", "maxLength": 200},
             "signal_weights": weights,
+            "exit_plan": {
+                "type": "object",
+                "description": "required with BUY: where the trade is wrong, where it has "
+                "worked, and what invalidates it before either",
+                "properties": {
+                    "stop_price": {"type": "number", "exclusiveMinimum": 0},
+                    "target_price": {"type": "number", "exclusiveMinimum": 0},
+                    "invalidation": {
+                        "type": "object",
+                        "properties": {
+                            "metric": {
+                                "type": "string",
+                                "description": "<SYMBOL>:price, <SYMBOL>:change_pct_1h or "
+                                "<SYMBOL>:volume_z of the entry's own symbol",
+                            },
+                            "operator": {"type": "string", "enum": ["lt", "gt"]},
+                            "threshold": {"type": "number"},
+                            "reason": {"type": "string", "maxLength": WAKE_REASON_MAX_CHARS},
+                        },
+                        "required": ["metric", "operator", "threshold"],
+                    },
+                },
+                "required": ["stop_price", "target_price", "invalidation"],
+            },
         },
         "required": ["ticker", "action", "position_pct", "confidence", "reasoning"],
     }
@@ -355,11 +388,19 @@ def clean_signal_weights(raw: Any, notes: list[str], where: str) -> dict[str, fl
 
 @dataclass
 class DecisionLimits:
-    """What validation needs to know about the account at this moment."""
+    """What validation needs to know about the account at this moment. With ``prices`` an
+    entry's exit plan is validated against them (``trading/exit_plan.py``); with
+    ``plan_required`` a BUY without a plan is rejected."""
 
     universe: list[str]
     held: set[str] = field(default_factory=set)
     max_position_pct: float = 0.30
+    prices: dict[str, float] = field(default_factory=dict)
+    atr_pct: dict[str, float] = field(default_factory=dict)
+    features: dict[str, dict[str, float]] = field(default_factory=dict)  # change_pct_1h, ...
+    stop_loss_pct: float = 0.04
+    fee_rate: float = 0.001
+    plan_required: bool = False
 
 
 def _decision(raw: Any, idx: int, lim: DecisionLimits, notes: list[str]) -> TradeDecision | str:
@@ -397,6 +438,11 @@ def _decision(raw: Any, idx: int, lim: DecisionLimits, notes: list[str]) -> Trad
     if not 0.0 <= conf <= 1.0:
         notes.append(f"{where}: confidence {conf:g} clamped to [0, 1]")
         conf = max(0.0, min(1.0, conf))
+    plan = None
+    if action == "BUY":
+        plan = _entry_plan(raw.get("exit_plan"), ticker, lim, notes)
+        if isinstance(plan, str):
+            return f"{where}: BUY rejected, {plan}"
     return TradeDecision(
         ticker=ticker,
         action=Action(action),
@@ -404,7 +450,29 @@ def _decision(raw: Any, idx: int, lim: DecisionLimits, notes: list[str]) -> Trad
         confidence=conf,
         reasoning=_text(raw.get("reasoning"), REASONING_MAX_CHARS),
         signal_weights=clean_signal_weights(raw.get("signal_weights"), notes, where),
+        exit_plan=plan,
     )
+
+
+def _entry_plan(raw: Any, ticker: str, lim: DecisionLimits, notes: list[str]):
+    """A BUY's validated exit plan, None when it has none and none is required, or why not."""
+    if raw is None and not lim.plan_required:
+        return None
+    price = lim.prices.get(ticker)
+    if price is None:
+        return "no price to judge its exit plan by" if lim.plan_required else None
+    plan = validate_plan(
+        raw,
+        symbol=ticker,
+        price=price,
+        atr_pct=lim.atr_pct.get(ticker),
+        stop_loss_pct=lim.stop_loss_pct,
+        fee_rate=lim.fee_rate,
+        features=lim.features.get(ticker),
+    )
+    if not isinstance(plan, str):
+        notes.extend(f"{ticker}: {n}" for n in plan.notes)
+    return plan
 
 
 def parse_wake_metric(metric: Any, universe: list[str]) -> str | None:

@@ -205,6 +205,10 @@ class Settings(BaseSettings):
     llm_eval_max_tokens: int = Field(default=300, gt=0, description="of evaluate_position")
     llm_timeout_s: float = Field(default=60.0, gt=0, description="one HTTP call, seconds")
     llm_temperature: float = Field(default=0.0, ge=0, le=1)
+    llm_exit_plan_required: bool = Field(
+        default=True,
+        description="an LLM's BUY without a valid exit plan (stop, target, invalidation) is rejected",
+    )
     llm_daily_budget_usd: float = Field(default=0.50, ge=0, description="enforced by workflow")
     llm_run_budget_usd: float | None = Field(default=5.0, ge=0, description="per recorded run")
     llm_run_id: str = "default"

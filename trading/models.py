@@ -151,6 +151,25 @@ class Action(StrEnum):
     ADD = "ADD"
 
 
+class WakeCondition(Model):
+    metric: str
+    operator: str
+    threshold: float
+    reason: str = ""
+
+
+class ExitPlan(Model):
+    """An entry's plan (issue 15; trading/exit_plan.py): where the trade is wrong (the stop,
+    kept between the hard stop and a minimum distance), where it has worked (the target), and
+    what would invalidate it before either (a condition its position watches)."""
+
+    stop_price: float = Field(gt=0)
+    target_price: float = Field(gt=0)
+    invalidation: WakeCondition
+    source: str = "llm"  # who wrote it: "llm" or "rule"
+    notes: list[str] = Field(default_factory=list)  # clamps applied to the proposal
+
+
 class TradeDecision(Model):
     """One decision of the agent (LLM or rule policy) for one ticker (SPEC §3)."""
 
@@ -160,13 +179,7 @@ class TradeDecision(Model):
     confidence: float = Field(default=0.5, ge=0.0, le=1.0)
     reasoning: str = ""
     signal_weights: dict[str, float] = Field(default_factory=dict)
-
-
-class WakeCondition(Model):
-    metric: str
-    operator: str
-    threshold: float
-    reason: str = ""
+    exit_plan: ExitPlan | None = None  # every entry carries one (BUY)
 
 
 class LLMCallInfo(Model):

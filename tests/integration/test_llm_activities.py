@@ -20,6 +20,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.llm_agent import LLMActivities, LLMConfig, llm_configured
 from activities.llm_cache import CacheMode, LLMStore
+from tests.llm_plans import exit_plan, with_plans
 from tests.servers.fake_anthropic import (
     FakeAnthropic,
     ScriptedReply,
@@ -27,7 +28,7 @@ from tests.servers.fake_anthropic import (
     text_reply,
     tool_reply,
 )
-from tests.unit.test_snapshot import T0, UNIVERSE, features, full_context, request
+from tests.unit.test_snapshot import PRICES, T0, UNIVERSE, features, full_context, request
 from trading.agent_contract import DECISION_TOOL, EVALUATION_TOOL, AgentLimits
 from trading.models import PositionParams
 from trading.state import EvaluateRequest, PositionState
@@ -56,6 +57,7 @@ GOOD = {
             "confidence": 0.7,
             "reasoning": "trend and volume agree",
             "signal_weights": {"trend": 0.7, "volume": 0.3},
+            "exit_plan": exit_plan(PRICES["SOL/USDT"], "SOL/USDT"),
         },
     ],
     "market_assessment": "risk-on, moderate volatility",
@@ -210,7 +212,7 @@ async def test_position_pct_clamped(server, tmp_path) -> None:
             }
         ]
     }
-    server.push(tool_reply(DECISION_TOOL, answer))
+    server.push(tool_reply(DECISION_TOOL, with_plans(answer, PRICES)))
     decision = await make_acts(server, tmp_path).llm_decide(request())
     assert decision.decisions[0].position_pct == 0.30
     assert any("clamped to 0.3" in n for n in decision.llm.notes)
@@ -228,7 +230,7 @@ async def test_unknown_ticker_and_sell_without_position_rejected_rest_kept(
         ],
         "next_check_seconds": 30,
     }
-    server.push(tool_reply(DECISION_TOOL, answer))
+    server.push(tool_reply(DECISION_TOOL, with_plans(answer, PRICES)))
     decision = await make_acts(server, tmp_path).llm_decide(request())  # holds BTC and ETH
     assert [(d.ticker, d.action) for d in decision.decisions] == [
         ("ETH/USDT", "SELL"),
@@ -261,7 +263,7 @@ async def test_answer_trying_to_override_limits_changes_nothing(server, tmp_path
             {"metric": "SOL/USDT:price; rm -rf /", "operator": "gt", "threshold": 1}
         ],
     }
-    server.push(tool_reply(DECISION_TOOL, answer, text=hostile))
+    server.push(tool_reply(DECISION_TOOL, with_plans(answer, PRICES), text=hostile))
     decision = await make_acts(server, tmp_path).llm_decide(request())
     (sol,) = decision.decisions
     assert sol.position_pct == 0.30

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from tests.llm_plans import exit_plan, price_in_prompt
 from tests.servers.fake_anthropic import (
     DEFAULT_USAGE,
     FakeAnthropic,
@@ -90,7 +91,8 @@ def buy_then_sell(body: dict[str, Any]) -> ScriptedReply:
     """BUY BTC while flat; SELL it once the snapshot shows it held for 20 h or more."""
     prompt = prompt_of(body)
     if "open positions: none" in prompt and "closed trades: none yet" in prompt:
-        return tool_reply(DECISION_TOOL, decisions(buy("BTC/USDT"), memory="bought BTC"))
+        entry = buy("BTC/USDT") | {"exit_plan": exit_plan(price_in_prompt(body, "BTC/USDT"))}
+        return tool_reply(DECISION_TOOL, decisions(entry, memory="bought BTC"))
     for line in prompt.splitlines():
         if line.startswith("- BTC/USDT entry") and float(line.rsplit("held ", 1)[1][:-1]) >= 20:
             return tool_reply(DECISION_TOOL, decisions(sell("BTC/USDT"), memory="sold BTC"))

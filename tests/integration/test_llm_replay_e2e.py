@@ -18,6 +18,7 @@ import pytest
 
 from activities.journal import Journal
 from tests.integration.procs import free_port, has, ocw, wait_for
+from tests.llm_plans import exit_plan, price_in_prompt
 from tests.servers.fake_anthropic import FakeAnthropic, ScriptedReply, tool_reply
 from trading.agent_contract import DECISION_TOOL, EVALUATION_TOOL
 from trading.config import Settings
@@ -56,6 +57,7 @@ class Claude:
                     "confidence": 0.7,
                     "reasoning": "trend up, volume confirms",
                     "signal_weights": {"trend": 0.6, "volume": 0.2},
+                    "exit_plan": exit_plan(price_in_prompt(body, "BTC/USDT")),
                 }
             ]
         return tool_reply(

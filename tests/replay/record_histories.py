@@ -39,6 +39,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.llm_agent import LLMActivities, LLMConfig
 from activities.llm_cache import LLMStore
+from tests.llm_plans import exit_plan
 from tests.replay import replaying
 from tests.servers.fake_anthropic import FakeAnthropic, ScriptedReply, error_reply, tool_reply
 from tests.workflows.fakes import FakeMarket, PriceScript, ScriptedPolicy
@@ -361,6 +362,7 @@ async def decision_llm(rec: Recorder) -> None:
                     "confidence": 0.8,
                     "reasoning": "trend",
                     "signal_weights": {"trend": 0.6},
+                    "exit_plan": exit_plan(100.0),
                 }
             ],
             "market_assessment": "constructive",

@@ -357,3 +357,90 @@ def test_training_cutoff_flags_early_backtests() -> None:
     assert not before_cutoff("claude-sonnet-4-6", jan_2025, {"claude-sonnet-4-6": date(2024, 1, 1)})
     assert not before_cutoff("unknown-model", jan_2025)
     assert training_cutoff("claude-sonnet-4-5-20250929") == date(2025, 7, 1)
+
+
+# ---------------------------------------------------------------- exit plans (issue 15)
+
+PLAN_LIM = DecisionLimits(
+    universe=UNIVERSE,
+    prices={"BTC/USDT": 100.0, "SOL/USDT": 50.0},
+    atr_pct={"BTC/USDT": 0.01},
+    stop_loss_pct=0.04,
+    plan_required=True,
+)
+
+
+def _buy(ticker: str = "BTC/USDT", **plan) -> dict:
+    exit_plan = {
+        "stop_price": 97.0,
+        "target_price": 108.0,
+        "invalidation": {"metric": f"{ticker}:price", "operator": "lt", "threshold": 98.0},
+        **plan,
+    }
+    return {
+        "ticker": ticker,
+        "action": "BUY",
+        "position_pct": 0.2,
+        "confidence": 0.6,
+        "reasoning": "x",
+        "exit_plan": exit_plan,
+    }
+
+
+def test_every_entry_carries_a_validated_exit_plan() -> None:
+    answer = {
+        "decisions": [
+            _buy(),  # kept
+            _buy("SOL/USDT", stop_price=51.0),  # a stop above the price
+            {k: v for k, v in _buy("PAXG/USDT").items() if k != "exit_plan"},  # no plan
+        ],
+        "market_assessment": "",
+        "next_check_seconds": 3600,
+    }
+    decision, _ = validate_decisions(answer, PLAN_LIM)
+    assert [d.ticker for d in decision.decisions] == ["BTC/USDT"]
+    plan = decision.decisions[0].exit_plan
+    assert plan is not None and (plan.stop_price, plan.target_price) == (97.0, 108.0)
+    assert plan.invalidation.metric == "BTC/USDT:price" and plan.source == "llm"
+    reasons = decision.rejected
+    assert "SOL/USDT: BUY rejected, stop_price 51 is on the wrong side" in reasons[0]
+    assert reasons[1].startswith("PAXG/USDT: BUY rejected, no ")
+
+
+@pytest.mark.parametrize(
+    ("plan", "why"),
+    [
+        ({"stop_price": 99.7}, "too close"),
+        ({"stop_price": math.nan}, "not a positive finite number"),
+        ({"stop_price": "inf"}, "not a positive finite number"),
+        ({"target_price": 90.0}, "wrong side"),
+        (
+            {"invalidation": {"metric": "BTC/USDT:price", "operator": "lt", "threshold": 101}},
+            "already true",
+        ),
+        ({"invalidation": "if it falls"}, "not an object"),
+    ],
+)
+def test_a_bad_exit_plan_rejects_its_entry_with_the_reason(plan: dict, why: str) -> None:
+    answer = {"decisions": [_buy(**plan)], "market_assessment": "", "next_check_seconds": 600}
+    decision, _ = validate_decisions(answer, PLAN_LIM)
+    assert decision.decisions == [] and why in decision.rejected[0], decision.rejected
+
+
+def test_a_stop_past_the_hard_stop_is_clamped_with_a_note() -> None:
+    answer = {
+        "decisions": [_buy(stop_price=50.0)],
+        "market_assessment": "",
+        "next_check_seconds": 600,
+    }
+    decision, notes = validate_decisions(answer, PLAN_LIM)
+    assert decision.decisions[0].exit_plan.stop_price == pytest.approx(96.1922, abs=1e-4)
+    assert any("beyond the hard stop" in n for n in notes)
+
+
+def test_the_prompt_and_the_tool_ask_for_the_plan() -> None:
+    limits = AgentLimits(universe=UNIVERSE)
+    assert "Every BUY carries an exit_plan" in system_prompt(limits)
+    decision = tool_definitions(limits)[0]["input_schema"]["properties"]["decisions"]["items"]
+    plan = decision["properties"]["exit_plan"]
+    assert plan["required"] == ["stop_price", "target_price", "invalidation"]

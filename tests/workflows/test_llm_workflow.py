@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.llm_agent import LLMActivities, LLMConfig
 from activities.llm_cache import LLMStore
+from tests.llm_plans import exit_plan
 from tests.servers.fake_anthropic import FakeAnthropic, error_reply, tool_reply
 from tests.workflows.fakes import FakeMarket, ScriptedPolicy
 from tests.workflows.test_decision_workflow import SYMBOLS, Rig, _until
@@ -40,6 +41,7 @@ def buy(symbol: str = "BTC/USDT", pct: float = 0.2) -> dict:
                 "confidence": 0.8,
                 "reasoning": "trend",
                 "signal_weights": {"trend": 0.6},
+                "exit_plan": exit_plan(100.0, symbol),  # FakeMarket's price
             }
         ],
         "market_assessment": "constructive",
