@@ -442,6 +442,7 @@ class ClosedTrade(Model):
     pnl_pct: float  # net, relative to entry cost
     exit_reason: str
     signal_weights: dict[str, float] = Field(default_factory=dict)
+    side: PositionSide = PositionSide.LONG  # a short's pnl is (entry - exit)·qty less fees
 
 
 # ---------------------------------------------------------------- journal

@@ -8,7 +8,8 @@ One timeline step = one bar of the decision timeframe, in this order:
 
 1. orders decided at the previous close fill at this bar's open ± slippage, fee per side
    (exits first, then entries and adds; a buy never spends more than the cash);
-2. the safety layer on the bar's path open → low → high → close (``fills``);
+2. the safety layer on the bar's path open → low → high → close (``fills``; a short's
+   open → high → low → close), and the liquidation check of positions that have one;
 3. funding of perpetual positions for every funding time inside the bar;
 4. mark to market at the close, drawdown halt update (``drawdown_update``);
 5. the agent layer (scorer) at the close: EXIT → sell at the next open, ADD → a buy of
@@ -17,10 +18,47 @@ One timeline step = one bar of the decision timeframe, in this order:
    the close, filled at the next open.
 
 Positions still open after the last bar are closed at its close ("end_of_test").
+
+Shorts (``allow_shorts``, perpetual runs only; the run refuses to start otherwise). A BUY
+intent with side SHORT sells to open at the next open less slippage; an exit (SELL, a stop,
+the scorer, the end of the test) buys to cover at the price plus slippage; the fee per side is
+a long's. Accounting is margin-free and in notional, as ``trading.safety`` reckons a short's
+PnL:
+
+* collateral — opening takes the entry notional ``q·E`` plus the fee out of the cash, as a
+  long's purchase does (at 1× a short's margin is its notional), so a short can never spend
+  cash the account does not have; an ADD to a short adds its notional the same way and moves
+  the average entry ``E`` as a long's ADD does;
+* mark — a short is worth ``q·E + (E - P)·q = q·(2E - P)`` at price P (its collateral plus its
+  open PnL); equity = cash + Σ long ``q·P`` + Σ short ``q·(2E - P)``;
+* cover at fill price X — the cash gets ``q·(2E - X)`` less the fee ``q·X·f``; the trade's
+  pnl = that − the cost ``q·E·(1 + f)`` − its funding, i.e. ``q·(E - X) - f·q·(E + X)``
+  minus funding, and ``pnl_pct`` = pnl / cost: ``safety.net_pnl_pct(E, X, f, side=SHORT)``
+  without funding (the closed trade says ``side="short"``; ``ClosedTrade.side`` defaults to
+  long);
+* exposure is gross: a short's ``q·P`` counts like a long's in the ``max_exposure`` check of
+  ``check_order`` and in the reported exposure;
+* funding: ``funding.funding_paid(side, q·close, Σ rates)`` at the bar's close, so a short
+  receives a positive rate and pays a negative one.
+
+The safety layer runs mirrored for a short: path open → high → low → close (the adverse
+extreme, the high, first; ``fills.intrabar_exit(..., side=SHORT)``), the trail from the
+trough. The scorer scores with ``side=``. ``leverage`` does not scale sizes (they stay
+``position_pct`` of equity within ``max_exposure`` <= 1, fully collateralised as above): it
+sets the isolated liquidation price of ``trading.leverage`` (simplified Binance formula, MMR
+``DEFAULT_MMR``). Above 1× an entry whose loss exit is not in front of it by the buffer
+(``liquidation_distance_ok``, checked at the decision: the verdict does not depend on the
+price) is skipped ("entry: liquidation"). A position with a liquidation price — every short
+(about 2× its entry at 1×), a long above 1× — is closed at that price with reason
+"liquidation" (fee paid, no slippage, also on a gap through it) when the bar's adverse extreme
+reaches it, unless a stop fired before it on the adverse leg; this check runs on every bar,
+whatever ``safety_every_bars``. Long-only runs at 1× never see any of this: their numbers are
+the same as before shorts existed.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -30,16 +68,32 @@ from typing import Protocol
 import numpy as np
 
 from trading.backtest.data import BacktestData
-from trading.backtest.fills import buy_price, close_only_exit, intrabar_exit, sell_price
+from trading.backtest.fills import (
+    buy_price,
+    close_only_exit,
+    entry_fill,
+    exit_fill,
+    intrabar_exit,
+    sell_price,
+)
 from trading.backtest.params import BacktestParams
 from trading.backtest.policy import DecisionSource, RuleDecisions
-from trading.models import Action, ClosedTrade, PositionParams
+from trading.funding import funding_paid
+from trading.leverage import (
+    DEFAULT_MMR,
+    liquidation_distance_ok,
+    liquidation_price,
+    loss_exit_price,
+)
+from trading.models import Action, ClosedTrade, PositionParams, PositionSide
 from trading.risk import check_order, cooloff_over, drawdown_update
 from trading.safety import net_pnl_pct
 from trading.scorer import ScorerInputs, score_position
 
 HOUR_MS = 3_600_000
 BTC = "BTC/USDT"
+LONG = PositionSide.LONG
+SHORT = PositionSide.SHORT
 
 
 class LearnerHook(Protocol):
@@ -72,13 +126,15 @@ class _Position:
     cost: float
     fees: float
     entry_time_ms: int
-    peak: float
+    peak: float  # the best price seen: a long's highest, a short's lowest (its trough)
     entry_regime: str
     entry_vol_regime: str | None
     signal_weights: dict[str, float]
     funding: float = 0.0
     exit_reason: str | None = None  # set when an exit is pending for the next open
     add_pending: bool = False
+    side: PositionSide = LONG
+    liq_price: float | None = None  # isolated liquidation price (perpetual runs)
 
 
 @dataclass
@@ -89,6 +145,7 @@ class _Order:
     notional: float
     weights: dict[str, float] = field(default_factory=dict)
     regime: str = "unknown"
+    side: PositionSide = LONG
 
 
 @dataclass
@@ -112,6 +169,7 @@ class BacktestResult:
     # (first, last) market close (ms) of each stretch the drawdown halt froze entries; the last
     # one is still on at the end when its end is None
     halt_spans: list[tuple[int, int | None]] = field(default_factory=list)
+    liquidations: int = 0  # positions closed at their liquidation price
 
 
 @dataclass
@@ -173,6 +231,12 @@ class Backtester:
         self.funding_paid = 0.0
         self.seq: Counter = Counter()
         self.adds = 0
+        self.liquidations = 0
+        # liquidation prices exist for shorts (any leverage) and for longs above 1x, and only
+        # on perpetuals; a long-only 1x run never computes one
+        self._liq_on = params.perpetual and (params.allow_shorts or params.leverage > 1.0)
+        self._shorts = params.allow_shorts
+        self._intents_short_kw = self._shorts and _takes(self.decisions.intents, "short")
 
     # ------------------------------------------------------------ helpers
 
@@ -193,20 +257,39 @@ class Backtester:
         return self.hooks.vol_regime(time_ms) if self.hooks.vol_regime else None
 
     def _exposure_value(self) -> float:
+        """Gross exposure: Σ qty·price over longs and shorts alike (``risk.gross_exposure``)."""
         value = 0.0  # a plain loop: this runs at every visited bar, generators cost more
         last = self.last_close
         for s, p in self.positions.items():
             value += p.qty * last.get(s, p.avg_entry)
         return value
 
+    def _values(self) -> tuple[float, float]:
+        """(gross exposure, what the positions add to the equity): a long's ``q·P``, a short's
+        collateral plus open PnL ``q·(2E - P)``. Equal, to the last bit, without shorts."""
+        gross = 0.0
+        value = 0.0
+        last = self.last_close
+        for s, p in self.positions.items():
+            notional = p.qty * last.get(s, p.avg_entry)
+            gross += notional
+            if p.side is SHORT:
+                value += 2.0 * p.qty * p.avg_entry - notional
+            else:
+                value += notional
+        return gross, value
+
     def _equity(self) -> float:
-        return self.cash + self._exposure_value()
+        return self.cash + self._values()[1]
 
     # ------------------------------------------------------------ fills
 
     def _close(self, pos: _Position, price: float, time_ms: int, reason: str) -> None:
         fee = pos.qty * price * self.p.fee_rate
-        proceeds = pos.qty * price - fee
+        if pos.side is SHORT:  # the collateral back, plus (entry - price)·qty
+            proceeds = pos.qty * (2.0 * pos.avg_entry - price) - fee
+        else:
+            proceeds = pos.qty * price - fee
         self.cash += proceeds
         self.fees_paid += fee
         pnl = proceeds - pos.cost - pos.funding
@@ -223,6 +306,7 @@ class Backtester:
             pnl_pct=pnl / pos.cost if pos.cost > 0 else 0.0,
             exit_reason=reason,
             signal_weights=pos.signal_weights,
+            side=pos.side,
         )
         self.trades.append(trade)
         del self.positions[pos.symbol]
@@ -230,8 +314,18 @@ class Backtester:
             # as live: the trade teaches the crypto regime it was opened in
             self.hooks.learner.record_trade(trade, pos.entry_vol_regime or "unknown")
 
+    def _liquidation_price(self, side: PositionSide, entry: float) -> float | None:
+        if not self._liq_on:
+            return None
+        return liquidation_price(side, entry, self.p.leverage, DEFAULT_MMR)
+
     def _buy(self, order: _Order, open_price: float, time_ms: int) -> None:
-        price = buy_price(open_price, self.p.slippage_bps)
+        """Fill an entry or add: a long buys, a short sells to open; either way the notional
+        and the fee come out of the cash (a short's notional is its collateral)."""
+        if order.side is SHORT:
+            price = entry_fill(SHORT, open_price, self.p.slippage_bps)
+        else:
+            price = buy_price(open_price, self.p.slippage_bps)
         qty = min(order.qty, max(self.cash, 0.0) / (price * (1.0 + self.p.fee_rate)))
         pos = self.positions.get(order.symbol)
         if qty <= 0 or qty * price < self.p.min_order_notional:
@@ -249,6 +343,8 @@ class Backtester:
             pos.cost += qty * price + fee
             pos.fees += fee
             pos.add_pending = False
+            if pos.liq_price is not None:
+                pos.liq_price = self._liquidation_price(pos.side, pos.avg_entry)
             self.adds += 1
             return
         self.seq[order.symbol] += 1
@@ -265,6 +361,8 @@ class Backtester:
             entry_regime=order.regime,
             entry_vol_regime=self._vol(time_ms),
             signal_weights=order.weights,
+            side=order.side,
+            liq_price=self._liquidation_price(order.side, price),
         )
 
     def _fill_at_open(self, step: int) -> None:
@@ -276,7 +374,7 @@ class Backtester:
         t_open = self.opens_ms[step]
         for pos in closing:
             if self._bar(pos.symbol, step) >= 0:
-                price = sell_price(self.bars[pos.symbol][1][step], self.p.slippage_bps)
+                price = self._exit_fill(pos, self.bars[pos.symbol][1][step])
                 self._close(pos, price, t_open, pos.exit_reason)
         waiting: list[_Order] = []
         for order in self.orders:
@@ -288,10 +386,15 @@ class Backtester:
             self._buy(order, self.bars[order.symbol][1][step], t_open)
         self.orders = waiting
 
+    def _exit_fill(self, pos: _Position, price: float) -> float:
+        if pos.side is SHORT:
+            return exit_fill(SHORT, price, self.p.slippage_bps)
+        return sell_price(price, self.p.slippage_bps)
+
     # ------------------------------------------------------------ layers
 
     def _safety(self, step: int, check_now: bool) -> None:
-        if not self.positions or not self.stops_on:
+        if not self.positions or not (self.stops_on or self._liq_on):
             return
         t_open = self.opens_ms[step]
         t_close = t_open + self.step_ms
@@ -303,7 +406,10 @@ class Backtester:
                 continue
             hours_open = max(0.0, (t_open - pos.entry_time_ms) / HOUR_MS)
             hours_close = max(0.0, (t_close - pos.entry_time_ms) / HOUR_MS)
-            if self.p.safety_every_bars == 1:
+            hit = None
+            if not self.stops_on:
+                pass  # liquidation only
+            elif self.p.safety_every_bars == 1:
                 hit, pos.peak = intrabar_exit(
                     pos.avg_entry,
                     pos.peak,
@@ -314,16 +420,34 @@ class Backtester:
                     params,
                     hours_open,
                     hours_close,
+                    side=pos.side,
                 )
             elif check_now:
                 hit, pos.peak = close_only_exit(
-                    pos.avg_entry, pos.peak, closes[step], params, hours_close
+                    pos.avg_entry, pos.peak, closes[step], params, hours_close, side=pos.side
                 )
-            else:
+            elif pos.liq_price is None:
                 continue
-            if hit is not None:
+            liq = pos.liq_price
+            if liq is not None and self._liquidated(pos, liq, highs[step], lows[step], hit):
+                self.liquidations += 1
+                self._close(pos, liq, t_close, "liquidation")
+            elif hit is not None:
                 # stamped with the bar's close: the moment the bar (and the exit) is known
-                self._close(pos, sell_price(hit.price, self.p.slippage_bps), t_close, hit.reason)
+                self._close(pos, self._exit_fill(pos, hit.price), t_close, hit.reason)
+
+    @staticmethod
+    def _liquidated(pos: _Position, liq: float, high: float, low: float, hit) -> bool:
+        """Whether the bar's adverse extreme reached the liquidation price before a stop: the
+        adverse leg (open → low for a long, open → high for a short) is the only part of the
+        path that can reach it, so a stop wins only on that leg and in front of the price."""
+        if pos.side is SHORT:
+            if high < liq:
+                return False
+            return not (hit is not None and hit.leg == "high" and hit.price < liq)
+        if low > liq:
+            return False
+        return not (hit is not None and hit.leg == "low" and hit.price > liq)
 
     def _funding(self, step: int) -> None:
         if not self.p.perpetual or not self.positions:
@@ -338,9 +462,13 @@ class Backtester:
             lo = int(np.searchsorted(times, t_open, "left"))
             hi = int(np.searchsorted(times, t_open + self.step_ms, "left"))
             if hi > lo:
-                # a long pays rate x position value at each funding time inside the bar
+                # a long pays rate x position value at each funding time inside the bar, a
+                # short receives it (``funding_paid``: negative when received)
                 value = pos.qty * self.bars[pos.symbol][4][step]
-                paid = value * float(np.sum(rates[lo:hi]))
+                if pos.side is SHORT:
+                    paid = funding_paid(SHORT, value, float(np.sum(rates[lo:hi])))
+                else:
+                    paid = value * float(np.sum(rates[lo:hi]))
                 pos.funding += paid
                 self.cash -= paid
                 self.funding_paid += paid
@@ -350,8 +478,8 @@ class Backtester:
         for s, index, closes in self._index_closes:
             if index[step] >= 0:
                 last[s] = closes[step]
-        self._expo = self._exposure_value()
-        equity = self.cash + self._expo
+        self._expo, value = self._values()
+        equity = self.cash + value
         if equity == self._marked:
             pass  # same reading again: drawdown_update would return the same state
         elif not self.halted and self.peak_equity <= equity < math.inf and self._halt_valid:
@@ -410,9 +538,11 @@ class Backtester:
             if frame is None:
                 continue
             price = self.last_close[pos.symbol]
+            side = pos.side
+            best = min(pos.peak, price) if side is SHORT else max(pos.peak, price)
             inputs = ScorerInputs(
-                pnl_pct=net_pnl_pct(pos.avg_entry, price, self.p.fee_rate),
-                peak_pnl_pct=net_pnl_pct(pos.avg_entry, max(pos.peak, price), self.p.fee_rate),
+                pnl_pct=net_pnl_pct(pos.avg_entry, price, self.p.fee_rate, side=side),
+                peak_pnl_pct=net_pnl_pct(pos.avg_entry, best, self.p.fee_rate, side=side),
                 hours_held=max(0.0, (t_close + 1 - pos.entry_time_ms) / HOUR_MS),
                 entry_regime=pos.entry_regime,
                 current_regime=frame.regime(j),
@@ -424,13 +554,12 @@ class Backtester:
                 symbol_ret_1h=frame.value("ret_1h", j),
                 is_btc=pos.symbol == BTC,
             )
-            verdict = score_position(inputs, self.p.exit_score, self.p.add_score).verdict
+            verdict = score_position(inputs, self.p.exit_score, self.p.add_score, side=side).verdict
             if verdict == "EXIT":
                 pos.exit_reason = "agent_exit"
             elif verdict == "ADD" and not pos.add_pending:
-                self._queue_buy(
-                    "add", pos.symbol, self.p.default_position_pct / 2, equity, t_close, {}, ""
-                )
+                pct = self.p.default_position_pct / 2
+                self._queue_buy("add", pos.symbol, pct, equity, t_close, {}, "", side)
 
     def _pending_notional(self) -> float:
         return sum(o.notional for o in self.orders)
@@ -444,9 +573,18 @@ class Backtester:
         time_ms: int,
         weights: dict[str, float],
         regime: str,
+        side: PositionSide = LONG,
     ) -> None:
         price = self.last_close[symbol]
         pos = self.positions.get(symbol)
+        if kind == "entry" and self._liq_on and self.p.leverage > 1.0:
+            # the stop must fire in front of liquidation; the verdict is the same at any entry
+            # price (every level scales with it), so the last close stands in for the fill
+            stop = loss_exit_price(side, price, self._position_params(1.0))
+            ok, _ = liquidation_distance_ok(side, price, stop, self.p.leverage, DEFAULT_MMR)
+            if not ok:
+                self.skipped[f"{kind}: liquidation"] += 1
+                return
         pending = self._pending_notional()  # entries and adds waiting for the next open
         scale, _ = self._macro(time_ms)
         verdict = check_order(
@@ -464,11 +602,14 @@ class Backtester:
             min_notional=self.p.min_order_notional,
             macro_scale=scale,
             fee_rate=self.p.fee_rate,
+            side=side,
         )
         if not verdict.approved:
             self.skipped[f"{kind}: {(verdict.reason or 'rejected').split(':')[0]}"] += 1
             return
-        self.orders.append(_Order(kind, symbol, verdict.qty, verdict.notional, weights, regime))
+        self.orders.append(
+            _Order(kind, symbol, verdict.qty, verdict.notional, weights, regime, side)
+        )
         if pos is not None and kind == "add":
             pos.add_pending = True
 
@@ -481,7 +622,13 @@ class Backtester:
         weights = None
         if self.hooks.learner is not None:
             weights = self.hooks.learner.group_weights(self._vol(t_close) or "unknown")
-        for symbol, intent in self.decisions.intents(step, held, weights).items():
+        if self._intents_short_kw:
+            short = {s for s, p in self.positions.items() if p.side is SHORT}
+            short.update(o.symbol for o in self.orders if o.kind == "entry" and o.side is SHORT)
+            intents = self.decisions.intents(step, held, weights, short=short)
+        else:
+            intents = self.decisions.intents(step, held, weights)
+        for symbol, intent in intents.items():
             if intent.action is Action.SELL:
                 pos = self.positions.get(symbol)
                 if pos is not None and not pos.exit_reason:
@@ -489,6 +636,12 @@ class Backtester:
             elif intent.action is Action.BUY and symbol not in held:
                 i = self._bar(symbol, step)
                 if i < 0:
+                    continue
+                side = intent.side
+                if side is not LONG and side is not SHORT:
+                    side = PositionSide(side)  # a plain "long"/"short"
+                if side is SHORT and not self._shorts:
+                    self.skipped["entry: shorts not allowed"] += 1
                     continue
                 # as live: the symbol regime of the decision view the BUY came from
                 regime = (
@@ -504,6 +657,7 @@ class Backtester:
                     t_close,
                     intent.signal_weights,
                     regime,
+                    side,
                 )
 
     def _is_every(self, step: int, every: int) -> bool:
@@ -523,7 +677,9 @@ class Backtester:
         return False
 
     def _needs_every_bar(self) -> bool:
-        """Whether an open position needs every bar (stops, scorer, funding)."""
+        """Whether an open position needs every bar (stops, scorer, funding). Always so on a
+        perpetual run, hence for every short and every liquidation price: the quiet-stretch
+        shortcuts (``_quiet``, ``_held_equity``, ``_fill_held``) only ever see longs."""
         return self.stops_on or self.p.agent_every_bars > 0 or self.p.perpetual
 
     def _event_steps(self, t0: int, t1: int, flat: bool) -> list[int]:
@@ -535,7 +691,10 @@ class Backtester:
         steps = steps[cadence]
         active = getattr(self.decisions, "active_steps", None)
         if active is not None and self.hooks.learner is None:
-            steps = steps[np.asarray(active(steps, flat), dtype=bool)]
+            if not self._shorts:
+                steps = steps[np.asarray(active(steps, flat), dtype=bool)]
+            elif _takes(active, "shorts"):  # a source that knows short entries and covers
+                steps = steps[np.asarray(active(steps, flat, shorts=True), dtype=bool)]
         return steps.tolist()
 
     def _next_event(self, step: int, t1: int, cursors: dict[bool, list]) -> int:
@@ -640,6 +799,13 @@ class Backtester:
         progress: Callable[[int], None] | None = None,
     ) -> BacktestResult:
         """Trade the bars opening in ``[start_ms, end_ms)``; earlier bars are warm-up only."""
+        if self.p.allow_shorts and not self.p.perpetual:
+            raise ValueError(
+                "allow_shorts needs perpetual=True: shorts exist on USDⓈ-M perpetuals only, "
+                "a spot run cannot sell what it does not hold"
+            )
+        if self.p.leverage > 1.0 and not self.p.perpetual:
+            raise ValueError(f"leverage {self.p.leverage:g}x needs perpetual=True (spot is 1x)")
         t0, t1 = self.data.steps_between(start_ms, end_ms)
         if t1 <= t0:
             raise ValueError("no bars in the backtest window")
@@ -670,7 +836,7 @@ class Backtester:
             k = step - t0
             if self.orders or self.positions:
                 self._fill_at_open(step)
-                if self.positions and self.stops_on:
+                if self.positions and (self.stops_on or self._liq_on):
                     self._safety(step, self._is_every(step, self.p.safety_every_bars))
                 if self.positions and self.p.perpetual:
                     self._funding(step)
@@ -683,7 +849,7 @@ class Backtester:
             if last and self.p.close_at_end:
                 t_close = self.closes_ms[step]
                 for pos in list(self.positions.values()):
-                    price = sell_price(self.last_close[pos.symbol], self.p.slippage_bps)
+                    price = self._exit_fill(pos, self.last_close[pos.symbol])
                     self._close(pos, price, t_close, "end_of_test")
                 self.orders = []
                 eq = self._equity()
@@ -717,7 +883,17 @@ class Backtester:
             adds=self.adds,
             cooloffs=self.cooloffs,
             halt_spans=list(self.halt_spans),
+            liquidations=self.liquidations,
         )
+
+
+def _takes(method, name: str) -> bool:
+    """Whether ``method`` accepts the keyword ``name`` (or any keyword)."""
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def run_backtest(

@@ -14,6 +14,8 @@ Conventions:
 * Benchmarks: buy at the first bar's open, sell at the last bar's close, paying the fee on both
   sides. Alpha = total return minus the benchmark's total return (simple excess return over the
   same window), against BTC buy-and-hold and against an equal-weight basket of the run's symbols.
+* By direction: trades and summed net PnL (quote currency) of the long and of the short trades
+  (``ClosedTrade.side``); every other figure is over all trades, whatever their side.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from trading.market_data import interval_ms
-from trading.models import ClosedTrade, Model
+from trading.models import ClosedTrade, Model, PositionSide
 
 DAY_MS = 86_400_000
 YEAR_DAYS = 365.25
@@ -55,6 +57,10 @@ class Metrics(Model):
     alpha_vs_basket: float | None
     fees_paid: float = 0.0
     funding_paid: float = 0.0
+    trades_long: int = 0
+    trades_short: int = 0
+    pnl_long: float = 0.0  # summed net pnl of the long trades, quote currency
+    pnl_short: float = 0.0
 
 
 def daily_returns(times_ms: np.ndarray, equity: np.ndarray, initial: float) -> np.ndarray:
@@ -124,6 +130,8 @@ def compute_metrics(
     pnls = np.array([t.pnl_pct for t in trades], dtype=float)
     wins, losses = pnls[pnls > 0], pnls[pnls <= 0]
     reasons = Counter(t.exit_reason for t in trades)
+    shorts = [t for t in trades if getattr(t, "side", PositionSide.LONG) is PositionSide.SHORT]
+    longs = [t for t in trades if getattr(t, "side", PositionSide.LONG) is not PositionSide.SHORT]
     shares = {r: c / len(trades) for r, c in sorted(reasons.items())} if trades else {}
     bench: dict[str, float] = {}
     for symbol, price in (first_open or {}).items():
@@ -155,6 +163,10 @@ def compute_metrics(
         alpha_vs_basket=None if basket is None else total - basket,
         fees_paid=fees_paid,
         funding_paid=funding_paid,
+        trades_long=len(longs),
+        trades_short=len(shorts),
+        pnl_long=math.fsum(t.pnl for t in longs),
+        pnl_short=math.fsum(t.pnl for t in shorts),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from trading.limits import HARD_MAX_LEVERAGE
 from trading.models import Model, PositionParams
 
 
@@ -16,6 +17,12 @@ class BacktestParams(Model):
     layer is finer than any bar); N > 1 checks only the close of every Nth bar.
     ``agent_every_bars`` = 1 runs the scorer at each bar close (the 3-minute layer, at most once
     per bar); 0 turns it off.
+
+    ``allow_shorts`` lets a decision source open shorts (USDⓈ-M perpetuals only: a run with it
+    and without ``perpetual`` is refused when it starts). ``leverage`` (1× to the hard maximum
+    of ``trading.limits``; above 1× perpetual only) does not scale sizes: it sets the isolated
+    liquidation price (``trading.leverage``), and entries whose loss exit lies beyond it are
+    refused (engine module docstring).
     """
 
     initial_cash: float = Field(default=10_000.0, gt=0)
@@ -39,6 +46,8 @@ class BacktestParams(Model):
     agent_every_bars: int = Field(default=1, ge=0)
     record_entry_regime: bool = True  # the scorer's entry regime; False = "unknown" always
     perpetual: bool = False  # charge funding from the funding files
+    allow_shorts: bool = False  # perpetual only: BUY with side SHORT opens a short
+    leverage: float = Field(default=1.0, ge=1.0, le=HARD_MAX_LEVERAGE)  # perpetual only
     close_at_end: bool = True  # close what is open at the last bar's close ("end_of_test")
 
     def position_params(self, trail_multiplier: float = 1.0) -> PositionParams:

@@ -19,22 +19,36 @@ from typing import Protocol
 import numpy as np
 
 from trading.backtest.data import BacktestData
-from trading.models import Action, MarketView
+from trading.models import Action, MarketView, PositionSide
 from trading.rule_policy import decide
 
 
 @dataclass(frozen=True)
 class Intent:
-    """The parts of a live ``TradeDecision`` the backtester acts on."""
+    """The parts of a live ``TradeDecision`` the backtester acts on.
+
+    ``side`` is the direction of the position a BUY opens: BUY with ``PositionSide.SHORT``
+    sells to open a short (runs with ``allow_shorts`` only; elsewhere the engine skips it).
+    SELL closes whatever is held, long or short (a short's cover is a buy); its side is not
+    read. Long by default: every intent made before shorts means what it meant.
+    """
 
     action: Action
     position_pct: float
     confidence: float
     signal_weights: dict[str, float]
+    side: PositionSide = PositionSide.LONG
 
 
 class DecisionSource(Protocol):
-    """What the engine asks at a decision bar: one intent per symbol, given the holdings."""
+    """What the engine asks at a decision bar: one intent per symbol, given the holdings.
+
+    In a run with ``allow_shorts`` the engine also passes ``short=`` (the held symbols that are
+    short, a subset of ``held``) to a source whose ``intents`` takes that keyword, and
+    ``shorts=True`` to its ``active_steps`` when that takes it (a source whose
+    ``active_steps`` does not is asked at every decision step of such a run). Long-only runs
+    call both exactly as before.
+    """
 
     def intents(
         self, step: int, held: set[str], group_weights: dict[str, float] | None = None

@@ -5,8 +5,8 @@ of ``series``, in [-1, 1] (long/short) or [0, 1] (``long_only``), NaN-free, 0 du
 No look-ahead: the weight of bar ``i`` reads bars ``0 .. i`` only (and funding prints stamped
 at or before bar ``i``'s close); the engine acts on it at bar ``i + 1``'s open.
 
-``FamilyDecisions`` turns those weights into the backtester's ``DecisionSource`` for today's
-long-only engine (see ``WeightDecisions``).
+``FamilyDecisions`` turns those weights into the backtester's ``DecisionSource`` (see
+``WeightDecisions``): long-only in a long-only run, long/short in a run with ``allow_shorts``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from trading.backtest.data import BacktestData, FundingSeries
 from trading.backtest.features_frame import FeatureFrame
 from trading.backtest.policy import Intent
 from trading.market_data import interval_ms
-from trading.models import Action
+from trading.models import Action, PositionSide
 from trading.rule_policy import SIGNAL_GROUPS, learned_multiplier
 
 DAY_MS = 86_400_000
@@ -197,9 +197,11 @@ def get_family(name: str) -> Family:
 
 
 class WeightDecisions:
-    """Per-bar target weights as the backtester's ``DecisionSource`` (long-only engine).
+    """Per-bar target weights as the backtester's ``DecisionSource``.
 
-    At a decision step, per symbol with a bar there (``w`` = its weight, negatives as 0):
+    Long-only mode (the engine calls ``intents`` without ``short``: every run without
+    ``allow_shorts``), at a decision step, per symbol with a bar there (``w`` = its weight,
+    negatives as 0):
 
     * not held and ``w > entry_threshold`` → BUY, ``position_pct = min(w · position_pct,
       max_position_pct)`` (times the learner's multiplier when group weights are given, as
@@ -207,9 +209,20 @@ class WeightDecisions:
     * held and ``w <= exit_threshold`` → SELL;
     * otherwise HOLD (also without a bar).
 
-    A negative (short) weight is treated as flat: the engine cannot short yet. The weight's
-    size only sizes the entry: the engine neither adds to nor trims a held position when the
-    target changes, and its safety and agent layers still exit on their own.
+    A negative (short) weight is treated as flat there. Long/short mode (a run with
+    ``allow_shorts``: the engine passes ``short``, the held symbols that are short) adds the
+    mirror image:
+
+    * not held and ``w < -entry_threshold`` → BUY with side SHORT, sized by ``|w|`` as above;
+    * held short and ``w >= -exit_threshold`` → SELL (cover); a held long still sells at
+      ``w <= exit_threshold``.
+
+    A flip is two decisions: a long whose weight turns negative is sold (SELL now, filled at
+    the next open), and the short is opened at the next decision bar where the symbol is flat
+    and the weight still below ``-entry_threshold`` (filled at the open after that bar); the
+    same for a short turning long. The weight's size only sizes the entry: the engine neither
+    adds to nor trims a held position when the target changes, and its safety and agent
+    layers still exit on their own.
     """
 
     def __init__(
@@ -251,14 +264,34 @@ class WeightDecisions:
             rows.append(np.where(idx >= 0, np.maximum(w[np.maximum(idx, 0)], 0.0), np.nan))
         self._by_step = np.vstack(rows) if rows else np.zeros((0, len(data.timeline)))
         self._lists = [row.tolist() for row in self._by_step]  # scalars per step: lists are fast
+        self._signed: np.ndarray | None = None  # the same with shorts kept, made when asked
+        self._signed_lists: list[list[float]] | None = None
+
+    def _signed_by_step(self) -> np.ndarray:
+        """Signed weight of each symbol at each timeline step (NaN without a bar)."""
+        if self._signed is None:
+            rows = []
+            for s in self.data.symbols:
+                idx = self.data.index[s]
+                rows.append(np.where(idx >= 0, self.weights[s][np.maximum(idx, 0)], np.nan))
+            self._signed = np.vstack(rows) if rows else np.zeros((0, len(self.data.timeline)))
+            self._signed_lists = [row.tolist() for row in self._signed]
+        return self._signed
 
     def step_weights(self, step: int) -> dict[str, float]:
         """Long weight of each symbol at a timeline step (NaN without a bar)."""
         return {s: self._lists[k][step] for k, s in enumerate(self.data.symbols)}
 
     def intents(
-        self, step: int, held: set[str], group_weights: dict[str, float] | None = None
+        self,
+        step: int,
+        held: set[str],
+        group_weights: dict[str, float] | None = None,
+        short: set[str] | None = None,
     ) -> dict[str, Intent]:
+        """One intent per symbol; ``short`` (the held shorts) switches on long/short mode."""
+        if short is not None:
+            return self._long_short_intents(step, held, group_weights, short)
         out: dict[str, Intent] = {}
         for k, s in enumerate(self.data.symbols):
             w = self._lists[k][step]
@@ -276,10 +309,53 @@ class WeightDecisions:
                 out[s] = Intent(Action.HOLD, 0.0, w, sw)
         return out
 
-    def active_steps(self, steps: np.ndarray, flat: bool = False) -> np.ndarray:
+    def _long_short_intents(
+        self,
+        step: int,
+        held: set[str],
+        group_weights: dict[str, float] | None,
+        short: set[str],
+    ) -> dict[str, Intent]:
+        self._signed_by_step()
+        lists = self._signed_lists
+        assert lists is not None
+        out: dict[str, Intent] = {}
+        for k, s in enumerate(self.data.symbols):
+            w = lists[k][step]
+            sw = {self.group: 1.0}
+            if w != w:  # NaN: no bar for this symbol at this step
+                out[s] = Intent(Action.HOLD, 0.0, 0.0, sw)
+            elif s in held:
+                is_short = s in short
+                sell = w >= -self.exit_threshold if is_short else w <= self.exit_threshold
+                side = PositionSide.SHORT if is_short else PositionSide.LONG
+                conf = 1.0 if sell else abs(w)
+                out[s] = Intent(Action.SELL if sell else Action.HOLD, 0.0, conf, sw, side)
+            elif abs(w) > self.entry_threshold:
+                m = 1.0 if group_weights is None else learned_multiplier(sw, group_weights)
+                pct = min(self.max_position_pct, abs(w) * self.position_pct * m)
+                side = PositionSide.SHORT if w < 0 else PositionSide.LONG
+                out[s] = Intent(Action.BUY, round(pct, 6), round(min(1.0, abs(w)), 4), sw, side)
+            else:
+                out[s] = Intent(Action.HOLD, 0.0, w, sw)
+        return out
+
+    def active_steps(
+        self, steps: np.ndarray, flat: bool = False, shorts: bool = False
+    ) -> np.ndarray:
         """Whether some symbol would BUY (as if flat) or, unless ``flat``, SELL (as if held) at
-        each step: the only steps where this source can act (the engine skips the rest)."""
-        w = self._by_step[:, np.asarray(steps, dtype=np.int64)]
+        each step: the only steps where this source can act (the engine skips the rest).
+        ``shorts``: in long/short mode (short entries, and covers as if held short)."""
+        idx = np.asarray(steps, dtype=np.int64)
+        if shorts:
+            w = self._signed_by_step()[:, idx]
+            with np.errstate(invalid="ignore"):
+                active = (np.abs(w) > self.entry_threshold).any(axis=0)
+                if not flat:
+                    active |= (w <= self.exit_threshold).any(axis=0)
+                    active |= (w >= -self.exit_threshold).any(axis=0)
+            return active
+        w = self._by_step[:, idx]
         with np.errstate(invalid="ignore"):
             active = (w > self.entry_threshold).any(axis=0)
             if not flat:
@@ -294,7 +370,8 @@ class FamilyDecisions(WeightDecisions):
     included); being causal, the weight at a bar does not depend on where a run starts or ends.
     Funding defaults to ``data.funding`` (loaded for perpetual runs); a symbol without funding
     gets zero weights from the carry family (listed in ``no_funding``). Short (negative)
-    weights are kept in ``weights`` for a future long/short engine but act as flat here.
+    weights (a family's ``long_only=False`` mode) act as flat in a long-only run and open
+    shorts in a run with ``allow_shorts`` (``WeightDecisions``).
     """
 
     def __init__(
