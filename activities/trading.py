@@ -155,6 +155,7 @@ class TradingActivities:
             max_position_pct=req.max_position_pct,
             derivatives=derivatives,
             group_weights=req.group_weights,
+            plan_params=req.plan_params,
         )
         acted = [f"{d.ticker} {d.action}" for d in decision.decisions if d.action != "HOLD"]
         log.info(

@@ -317,6 +317,16 @@ class Settings(BaseSettings):
     price_board_every_s: float = Field(
         default=0.5, gt=0, le=10, description="how often the listener writes the price board"
     )
+    exit_plans: bool = Field(
+        default=True,
+        description="an entry's exit plan is used: its stop is the position's, its target and "
+        "invalidation wake the position's agent layer (docs/architecture.md)",
+    )
+    rule_exit_plans: bool = Field(
+        default=False,
+        description="the rule policy writes exit plans too (off until the walk-forward in "
+        "docs/backtests.md shows they help; with it off the backtests match live trading)",
+    )
     feature_board_every_s: float = Field(
         default=2.0, gt=0, le=60, description="how often the listener writes the feature board"
     )

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from trading.models import ExitPlan, PositionSide, WakeCondition
+from trading.models import ExitPlan, PositionSide, SymbolFeatures, WakeCondition
 
 MIN_STOP_ATR = 1.0  # the stop at least one ATR(14) of the decision interval from the price
 MIN_STOP_PCT = 0.005  # ... and never closer than 0.5 %
@@ -182,6 +182,12 @@ def stop_loss_pct_for(plan: ExitPlan, entry: float, fee_rate: float, hard_pct: f
     if not math.isfinite(loss):
         return hard_pct
     return min(hard_pct, max(1e-6, loss))
+
+
+def plan_features(f: SymbolFeatures) -> dict[str, float]:
+    """The feature values a plan's invalidation may watch, from the 1h features."""
+    values = (("change_pct_1h", f.ret_1h), ("volume_z", f.volume_z))
+    return {k: v for k, v in values if v is not None and math.isfinite(v)}
 
 
 def _metric(cond: WakeCondition) -> str:

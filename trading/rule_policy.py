@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from trading.exit_plan import rule_plan
 from trading.features import regime_of
 from trading.learner import STARTING_WEIGHTS
 from trading.models import (
@@ -29,6 +30,7 @@ from trading.models import (
     AgentDecision,
     DerivativesReading,
     MarketView,
+    PositionParams,
     SymbolFeatures,
     TradeDecision,
 )
@@ -230,6 +232,7 @@ def _decision(
     max_position_pct: float,
     derivatives: DerivativesReading | None,
     group_weights: dict[str, float] | None = None,
+    plan_params: PositionParams | None = None,
 ) -> tuple[TradeDecision, str]:
     sig = symbol_signal(f, derivatives)
     why = "; ".join(sig.reasons)
@@ -252,6 +255,17 @@ def _decision(
     if action is Action.BUY:
         pct = round(min(max_position_pct, position_pct * (0.5 + confidence)), 4)
     text = f"{action.value} {symbol} at {f.price:.6g}: {why}; score {sig.score:+.2f}."
+    plan = None
+    if action is Action.BUY and plan_params is not None:
+        plan = rule_plan(
+            symbol,
+            f.price,
+            atr_pct=f.atr_pct,
+            ema21=f.ema21,
+            stop_loss_pct=plan_params.stop_loss_pct,
+            trail_activate_pct=plan_params.trail_activate_pct,
+            fee_rate=plan_params.fee_rate,
+        )
     decision = TradeDecision(
         ticker=symbol,
         action=action,
@@ -259,6 +273,7 @@ def _decision(
         confidence=confidence,
         reasoning=text,
         signal_weights=weights,
+        exit_plan=plan,
     )
     return decision, sig.regime
 
@@ -270,10 +285,12 @@ def decide(
     max_position_pct: float = 0.30,
     derivatives: dict[str, DerivativesReading] | None = None,
     group_weights: dict[str, float] | None = None,
+    plan_params: PositionParams | None = None,
 ) -> AgentDecision:
     """One rule-policy decision per symbol of ``market`` (source "rule"). Never raises.
 
     ``group_weights`` (learner weights per signal group) scale BUY confidence and size only.
+    With ``plan_params`` each BUY carries the rules' exit plan (``exit_plan.rule_plan``).
     """
     position_pct = _finite_or(position_pct, 0.0)
     max_position_pct = _finite_or(max_position_pct, 0.0)
@@ -290,6 +307,7 @@ def decide(
                 max_position_pct,
                 derivatives.get(symbol),
                 group_weights,
+                plan_params,
             )
         except Exception as exc:  # a bad feature set must not take the other symbols down
             decision = TradeDecision(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from trading.exit_plan import describe as describe_plan
 from trading.models import DerivativesReading, Model, SymbolFeatures
 
 if TYPE_CHECKING:  # state.py imports this module; the builder only needs the types
@@ -555,6 +556,10 @@ def render_position_prompt(req: EvaluateRequest, context: SnapshotContext | None
         f"{_pct(req.params.trail_pct, 0).lstrip('+')} below peak once peak >= "
         f"{_pct(req.params.trail_activate_pct, 0)}",
     ]
+    if p.exit_plan is not None:  # the entry's own words are data, as any text from outside
+        lines.append(f"exit plan: {clean_untrusted(describe_plan(p.exit_plan), 240)}")
+    if p.plan_event is not None:
+        lines.append(f"PLAN EVENT: {clean_untrusted(p.plan_event, 240)}: judge the position now")
     missing = list(ctx.missing)
     for f in (req.features, req.btc_features if p.symbol != "BTC/USDT" else None):
         if f is not None:

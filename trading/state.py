@@ -25,6 +25,7 @@ from trading.limits import (
 from trading.llm_budget import LLMSpend
 from trading.models import (
     ClosedTrade,
+    ExitPlan,
     Fill,
     LLMCallInfo,
     MarketView,
@@ -111,6 +112,10 @@ class EngineConfig(Model):
     # positions read prices and features from the boards and score locally
     # (PositionInput.lean_ticks); the rule policy decides as a local activity
     lean_ticks: bool = False
+    # entries carry exit plans: their stop becomes the position's, their target and
+    # invalidation wake its agent layer (issue 15; off in histories from before)
+    exit_plans: bool = False
+    rule_exit_plans: bool = False  # ... and the rule policy writes them too
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> EngineConfig:
@@ -173,6 +178,7 @@ class OpenPosition(Model):
     trough_price: float = 0.0
     entry_crypto_regime: str = "unknown"  # the learner credits the trade to this regime
     adopted: bool = False  # taken over from the exchange by reconciliation, not bought here
+    exit_plan: ExitPlan | None = None  # the entry's plan, handed to every watcher (issue 15)
 
 
 class Portfolio(Model):
@@ -426,6 +432,11 @@ class PositionState(Model):
     close_books: str | None = None  # reconciliation: gone at the exchange, book it closed
     stop_orders: int = 0  # stops placed (a move is a cancel and a new one)
     stop_errors: int = 0  # stop placements, reads or cancels that failed
+    # the entry's exit plan (issue 15, trading/exit_plan.py): its stop is ``params``' stop loss;
+    # its target and invalidation wake the agent layer once each ("target", "invalidated")
+    exit_plan: ExitPlan | None = None
+    plan_event: str | None = None  # the last of them to fire, as the agent layer is told
+    plan_fired: list[str] = Field(default_factory=list)
 
 
 class AddOrder(Model):
@@ -572,6 +583,8 @@ class DecideRequest(Model):
     max_exposure: float = 0.70
     context: SnapshotContext | None = None
     group_weights: dict[str, float] | None = None  # learner weights for the rule policy
+    # with it the rule policy writes each entry's exit plan from these limits (issue 15)
+    plan_params: PositionParams | None = None
 
 
 class EvaluateRequest(Model):

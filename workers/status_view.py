@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from trading.exit_plan import describe as describe_plan
 from trading.models import ClosedTrade
 from trading.state import DecisionLogEntry, Incident, StatusView
 from workflows.ui_text import price, qty
@@ -32,6 +33,8 @@ def render_status(view: StatusView) -> str:
             f"{'  (adopted)' if pos.adopted else ''}"
             f"{'  (exit requested)' if pos.exit_requested else ''}"
         )
+        if pos.exit_plan is not None:
+            lines.append(f"      plan ({pos.exit_plan.source}): {describe_plan(pos.exit_plan)}")
     g = view.gate
     lines.append(
         f"  gate: next_check_seconds={g.next_check_seconds} wake_conditions={len(g.wake_conditions)} "

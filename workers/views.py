@@ -18,6 +18,7 @@ from temporalio.client import Client
 
 from activities.journal import Journal
 from trading.config import Settings
+from trading.exit_plan import describe as describe_plan
 from trading.learner import PosteriorTable
 from trading.models import ClosedTrade, Model
 from trading.protective_stop import stop_loss_level
@@ -45,6 +46,8 @@ class PositionView(Model):
     status: str
     last_verdict: str | None = None
     last_score: float | None = None
+    exit_plan: str | None = None  # the entry's plan, one line (issue 15)
+    plan_event: str | None = None  # the last of its conditions to fire
     entry_time_ms: int
     last_price_ms: int | None = None  # market time of the last price
     adopted: bool = False
@@ -168,6 +171,9 @@ class Views:
             peak = state.peak_price if state else max(entry, last)
             trail = check_safety(entry, max(peak, last), last, params, 0.0).trail_price
             stop = stop_loss_level(entry, params)
+        plan = state.exit_plan if state else pos.exit_plan
+        if plan is not None:
+            stop = plan.stop_price  # the position's stop is its plan's
         value = qty * last * (1 - fee)
         return PositionView(
             position_id=pos.position_id,
@@ -187,6 +193,8 @@ class Views:
             status=state.status.value if state else "UNKNOWN",
             last_verdict=state.last_verdict if state else None,
             last_score=state.last_score if state else None,
+            exit_plan=describe_plan(plan) if plan is not None else None,
+            plan_event=(state.plan_fired[-1] if state and state.plan_fired else None),
             entry_time_ms=pos.entry_time_ms,
             last_price_ms=state.last_price_ms if state else None,
             adopted=pos.adopted,

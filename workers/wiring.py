@@ -38,6 +38,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         exchange_stops=settings.mode in ("testnet", "live") and settings.exchange_stops,
         search_attributes=settings.search_attributes,
         lean_ticks=settings.lean_ticks,
+        exit_plans=settings.exit_plans,
+        rule_exit_plans=settings.exit_plans and settings.rule_exit_plans,
         initial_cash=settings.initial_cash,
         max_position_pct=settings.max_position_pct,
         max_exposure=settings.max_exposure,

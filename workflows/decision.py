@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from trading import circuit_breaker as breaker
     from trading import learner, llm_budget, metrics
     from trading.config import interval_seconds
+    from trading.exit_plan import stop_loss_pct_for
     from trading.learner import LearnerState, LearnerUpdateRequest, PosteriorTable
     from trading.llm_budget import BreakerSave, LedgerRequest, LedgerView
     from trading.macro import MacroRegime, MacroRequest
@@ -34,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         AgentDecision,
         ClosedTrade,
         DecisionRecord,
+        ExitPlan,
         Fill,
         LLMCallInfo,
         MarketView,
@@ -626,6 +628,9 @@ class DecisionWorkflow:
             max_position_pct=cfg.max_position_pct,
             max_exposure=cfg.max_exposure,
             context=books.snapshot_context(s, extra, self._budget_time_ms()),
+            plan_params=(
+                cfg.position_params(s.regimes.trail_multiplier) if cfg.rule_exit_plans else None
+            ),
         )
         decision = await self._decide(request)
         if decision is None:
@@ -635,7 +640,7 @@ class DecisionWorkflow:
         for d in decision.decisions:
             self._why = d.reasoning
             note = await self._apply(
-                d.ticker, d.action, d.position_pct, d.signal_weights, view, wake, stale
+                d.ticker, d.action, d.position_pct, d.signal_weights, view, wake, stale, d.exit_plan
             )
             self._note(note)
         self._apply_agent_settings(decision)
@@ -677,6 +682,7 @@ class DecisionWorkflow:
         view: MarketView,
         wake: Wake,
         stale: str | None,
+        plan: ExitPlan | None = None,
     ) -> str | None:
         s = self._s
         if symbol not in s.config.symbols:
@@ -703,7 +709,7 @@ class DecisionWorkflow:
             if wake_ms is not None and exit_ms is not None and wake_ms <= exit_ms:
                 return f"{symbol} BUY: skipped, the wake predates the last exit of {symbol}"
             return await self._open(
-                symbol, position_pct, features.price, view.as_of_ms, weights, features.regime
+                symbol, position_pct, features.price, view.as_of_ms, weights, features.regime, plan
             )
         if action == Action.ADD:
             if pos is None:
@@ -719,6 +725,7 @@ class DecisionWorkflow:
         time_ms: int,
         weights: dict[str, float],
         symbol_regime: str = "unknown",
+        plan: ExitPlan | None = None,
     ) -> str:
         s = self._s
         cfg = s.config
@@ -762,6 +769,7 @@ class DecisionWorkflow:
             peak_price=fill.price,
             trough_price=fill.price,
             entry_crypto_regime=s.regimes.crypto,
+            exit_plan=plan if cfg.exit_plans else None,
         )
         s.positions[symbol] = pos
         s.counters.positions_opened += 1
@@ -780,6 +788,12 @@ class DecisionWorkflow:
     ) -> PositionInput:
         s = self._s
         cfg = s.config
+        params = cfg.position_params(s.regimes.trail_multiplier)
+        if pos.exit_plan is not None:  # the plan's stop, from the fill, never past the hard one
+            stop = stop_loss_pct_for(
+                pos.exit_plan, pos.avg_entry, params.fee_rate, params.stop_loss_pct
+            )
+            params = params.model_copy(update={"stop_loss_pct": stop})
         return PositionInput(
             state=PositionState(
                 position_id=pos.position_id,
@@ -800,8 +814,9 @@ class DecisionWorkflow:
                 entry_regime=symbol_regime,
                 entry_vol_regime=pos.entry_crypto_regime,
                 current_vol_regime=s.regimes.crypto,
+                exit_plan=pos.exit_plan,
             ),
-            params=cfg.position_params(s.regimes.trail_multiplier),
+            params=params,
             decision_workflow_id=workflow.info().workflow_id,
             trading_task_queue=cfg.trading_task_queue,
             market_task_queue=cfg.market_task_queue,

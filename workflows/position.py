@@ -28,7 +28,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from trading import metrics
+    from trading import exit_plan, metrics
     from trading.models import (
         ClosedTrade,
         Fill,
@@ -254,6 +254,7 @@ class PositionWorkflow:
                 s.stop.stop_price if s.stop is not None and s.stop.working else None,
                 s.last_verdict,
                 s.status.value + (f" ({s.exit_reason})" if s.exit_reason else ""),
+                exit_plan.describe(s.exit_plan) if s.exit_plan is not None else None,
             )
         )
         if not self._input.search_attributes or s.status.value == self._shown_status:
@@ -380,6 +381,7 @@ class PositionWorkflow:
         hours = max(0.0, (s.last_price_ms - s.entry_time_ms) / 3_600_000)
         result = check_safety(s.avg_entry, s.peak_price, price, self._input.params, hours)
         if not result.exit:
+            self._watch_plan(price, None)
             await self._protect()
             return
         if s.exit_requested:
@@ -387,6 +389,38 @@ class PositionWorkflow:
         if s.exit_retry_after_ms is not None and self._now_ms() < s.exit_retry_after_ms:
             return  # the last exit was rejected: ask again after the backoff
         s.exit_requested = result.reason or "safety"
+
+    def _watch_plan(self, price: float | None, features: dict[str, float] | None) -> None:
+        """The exit plan's target and invalidation, once each (pure code, no command): an
+        invalidation exits, unless Claude may judge the position (then it is asked at once);
+        a reached target asks the agent layer at once (the trailing stop guards the gain)."""
+        s = self._state
+        plan = s.exit_plan
+        if plan is None or s.status != PositionStatus.OPEN or s.exit_requested:
+            return
+        event = None
+        if "invalidated" not in s.plan_fired and exit_plan.invalidated(plan, price, features):
+            event = "invalidated"
+        elif (
+            "target" not in s.plan_fired
+            and price is not None
+            and exit_plan.target_reached(plan, price)
+        ):
+            event = "target"
+        if event is None:
+            return
+        s.plan_fired.append(event)
+        c = plan.invalidation
+        s.plan_event = (
+            f"invalidated: {c.metric} {c.operator} {c.threshold:g}"
+            + (f" ({c.reason})" if c.reason else "")
+            if event == "invalidated"
+            else f"target {plan.target_price:.6g} reached"
+        )
+        if event == "invalidated" and not self._llm_on():
+            s.exit_requested = "plan_invalidated"
+            return
+        s.next_agent_ms = self._now_ms()  # the agent layer looks at it in this wake-up
 
     # ------------------------------------------------------------ agent layer
 
@@ -407,9 +441,14 @@ class PositionWorkflow:
         symbols = [s.symbol] if s.symbol == BTC else [s.symbol, BTC]
         try:
             view = await self._features(symbols)
+            features = view.symbols.get(s.symbol)
+            if features is not None and s.exit_plan is not None:
+                self._watch_plan(None, exit_plan.plan_features(features))
+                if s.exit_requested:
+                    return
             request = EvaluateRequest(
                 position=s,
-                features=view.symbols.get(s.symbol),
+                features=features,
                 btc_features=view.symbols.get(BTC),
                 params=self._input.params,
             )
@@ -419,12 +458,18 @@ class PositionWorkflow:
                 "agent layer skipped for %s: %s", s.position_id, api.failure_text(err)
             )
             return
+        event = s.plan_event
         if self._llm_due(verdict):
             verdict = await self._llm_verdict(request) or verdict
+        s.plan_event = None  # told once
         s.last_score = verdict.score
         s.last_verdict = f"{verdict.verdict} ({verdict.source})"
         if s.status != PositionStatus.OPEN:
             return  # closing meanwhile: the verdict is moot
+        if event is not None and event.startswith("invalidated") and verdict.source != "llm":
+            if not s.exit_requested:  # Claude could not be asked: the plan stands
+                s.exit_requested = "plan_invalidated"
+            return
         if verdict.verdict == "EXIT" and not s.exit_requested:
             s.exit_requested = "agent_exit" if verdict.source != "llm" else "llm_exit"
         elif verdict.verdict == "ADD":
@@ -490,11 +535,16 @@ class PositionWorkflow:
             **options,
         )
 
+    def _llm_on(self) -> bool:
+        s = self._state
+        return s.llm_on if s.llm_on is not None else self._input.llm_enabled
+
     def _llm_due(self, scorer: PositionVerdict) -> bool:
         s = self._state
-        on = s.llm_on if s.llm_on is not None else self._input.llm_enabled
-        if not on:
+        if not self._llm_on():
             return False
+        if s.plan_event is not None:
+            return True  # a plan's condition fired: Claude is asked now
         if scorer.verdict != "HOLD" or s.last_llm_eval_ms is None:
             return True
         return self._now_ms() - s.last_llm_eval_ms >= _ms(self._input.llm_eval_interval_s)

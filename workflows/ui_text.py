@@ -103,6 +103,7 @@ def position_now(
     exchange_stop: float | None,
     verdict: str | None,
     status: str,
+    plan: str | None = None,
 ) -> str:
     lines = [
         f"**{symbol}** {status.lower()} · {qty(q)} @ {price(entry)} · last {price(last)}",
@@ -111,6 +112,8 @@ def position_now(
     ]
     if exchange_stop is not None:
         lines.append(f"**Exchange stop** {price(exchange_stop)}")
+    if plan is not None:
+        lines.append(f"**Plan** {plan}")
     lines.append(f"**Last verdict** {verdict or '–'}")
     return "  \n".join(lines)
 

@@ -19,8 +19,9 @@ from activities.learner_store import LearnerActivities, LearnerStore
 from activities.paper_broker import PaperBroker
 from activities.trading import TradingActivities
 from tests.workflows.fakes import FakeMarket, FakeRegimes, PriceScript, ScriptedPolicy
-from trading.models import Action, PositionParams, TradeDecision, Wake
-from trading.state import DecisionInput, DecisionState, EngineConfig
+from trading.exit_plan import stop_loss_pct_for
+from trading.models import Action, ExitPlan, PositionParams, TradeDecision, Wake, WakeCondition
+from trading.state import DecisionInput, DecisionState, EngineConfig, PositionInput
 from workflows.decision import DecisionWorkflow
 from workflows.position import PositionWorkflow
 
@@ -255,12 +256,16 @@ async def test_duplicate_wake_ids_are_handled_once(ts_env, tmp_path):
         handle = await rig.start()
         for _ in range(3):  # a retried delivery brings the same wake again
             await handle.signal(DecisionWorkflow.wake, Wake(reason="candle_close", wake_id="w1"))
+        await _until(handle, lambda s: s.counters.wakes_handled == 1 and not s.queue, ts_env)
+        # ... and again after it was handled; then a new wake (sent after the first cycle, so
+        # it cannot fold into it however fast the signals arrive)
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="candle_close", wake_id="w1"))
         await handle.signal(DecisionWorkflow.wake, Wake(reason="candle_close", wake_id="w2"))
         state = await _until(
             handle, lambda s: s.counters.wakes_handled == 2 and not s.queue, ts_env
         )
-    assert state.counters.wakes_received == 4
-    assert state.counters.cycles == 2
+    assert state.counters.wakes_received == 5
+    assert state.counters.cycles == 2 and state.counters.wakes_folded == 0
 
 
 async def _flatten(handle: WorkflowHandle, env: WorkflowEnvironment) -> DecisionState:
@@ -386,3 +391,36 @@ async def test_drawdown_halts_entries_until_resume(ts_env, tmp_path):
         assert "ETH/USDT" in state.positions
         state = await _flatten(handle, ts_env)
     assert rig.broker.balances().holdings == {}
+
+
+async def test_an_entrys_exit_plan_reaches_its_position_and_sets_its_stop(ts_env, tmp_path):
+    """Issue 15: the plan's stop at 97 (FakeMarket's price is 100) is the position's stop loss,
+    and the plan is the position's, as the status and the Temporal UI show."""
+    plan = ExitPlan(
+        stop_price=97.0,
+        target_price=110.0,
+        invalidation=WakeCondition(metric="BTC/USDT:price", operator="lt", threshold=96.0),
+    )
+
+    def script(cycle: int, req) -> list[TradeDecision]:
+        return [
+            TradeDecision(ticker="BTC/USDT", action=Action.BUY, position_pct=0.2, exit_plan=plan)
+        ]
+
+    rig = Rig(ts_env, tmp_path, FakeMarket(), ScriptedPolicy(script))
+    async with rig.worker():
+        handle = await rig.start(exit_plans=True)
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="by hand"))
+        state = await _until(handle, lambda s: "BTC/USDT" in s.positions, ts_env)
+        pos = state.positions["BTC/USDT"]
+        assert pos.exit_plan == plan
+        position = ts_env.client.get_workflow_handle(pos.workflow_id)
+        status = await position.query(PositionWorkflow.status)
+        history = await position.fetch_history()
+    assert status.exit_plan == plan
+    started = history.events[0].workflow_execution_started_event_attributes
+    (inp,) = await ts_env.client.data_converter.decode(started.input.payloads, [PositionInput])
+    assert inp.params.stop_loss_pct == pytest.approx(
+        stop_loss_pct_for(plan, pos.avg_entry, 0.001, 0.04)
+    )
+    assert inp.params.stop_loss_pct < 0.04  # tighter than the hard stop

@@ -14,7 +14,8 @@ from activities.trading import TradingActivities
 from tests.workflows.fakes import FakeMarket, PriceScript, ScriptedPolicy, SignalSink
 from tests.workflows.stop_desk import StopDesk
 from tests.workflows.test_position_workflow import ENTRY, QTY, _broker_with_entry, _input
-from trading.models import PositionParams, Side
+from trading.exit_plan import stop_loss_pct_for
+from trading.models import ExitPlan, PositionParams, Side, WakeCondition
 from trading.orders import client_order_id
 from trading.protective_stop import stop_loss_level
 from workflows.position import PositionWorkflow
@@ -26,6 +27,8 @@ async def _run(
     script: PriceScript,
     desk: StopDesk,
     exit_after_s: float | None = None,
+    params: PositionParams | None = None,
+    plan: ExitPlan | None = None,
 ):
     market = FakeMarket({"BTC/USDT": script})
     queue = f"q-{uuid.uuid4()}"
@@ -48,6 +51,9 @@ async def _run(
         sink = await env.client.start_workflow(SignalSink.run, id=f"sink-{queue}", task_queue=queue)
         inp = _input(position_id, sink.id, queue)
         inp.exchange_stops = True
+        if params is not None:
+            inp.params = params
+        inp.state.exit_plan = plan
         handle = await env.client.start_workflow(
             PositionWorkflow.run, inp, id=f"pos-{position_id}", task_queue=queue
         )
@@ -108,3 +114,20 @@ async def test_a_refused_stop_is_an_incident_and_is_tried_again(ts_env, tmp_path
     places = [c for what, c, _ in desk.calls if what == "place"]
     assert places[:2] == [client_order_id(pid, 2), client_order_id(pid, 3)]  # next tick
     assert trade.exit_reason == "exchange_stop"  # the second one held
+
+
+async def test_the_exit_plans_stop_is_the_stop_at_the_exchange(ts_env, tmp_path):
+    """Issue 15: a plan's stop at 97 (tighter than the 4 % hard stop) becomes the position's
+    stop loss (the DecisionWorkflow converts it, trading/exit_plan.stop_loss_pct_for), so the
+    protective stop rests at 97 and a fall to 96.5 between ticks fills there."""
+    plan = ExitPlan(
+        stop_price=97.0,
+        target_price=110.0,
+        invalidation=WakeCondition(metric="BTC/USDT:price", operator="lt", threshold=96.0),
+    )
+    params = PositionParams(stop_loss_pct=stop_loss_pct_for(plan, ENTRY, 0.001, 0.04))
+    script = PriceScript([(0, 100.0), (40, 96.5), (45, 100.0)])
+    desk = StopDesk(script)
+    trade, _, _, pid = await _run(ts_env, tmp_path, script, desk, params=params, plan=plan)
+    assert desk.calls[0] == ("place", client_order_id(pid, 2), pytest.approx(97.0))
+    assert trade.exit_reason == "exchange_stop" and trade.exit_price == pytest.approx(96.5)

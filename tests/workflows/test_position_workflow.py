@@ -15,7 +15,14 @@ from activities.journal import Journal
 from activities.paper_broker import PaperBroker
 from activities.trading import TradingActivities
 from tests.workflows.fakes import FakeMarket, PriceScript, ScriptedPolicy, SignalSink
-from trading.models import ClosedTrade, OrderRequest, PositionParams, Side
+from trading.models import (
+    ClosedTrade,
+    ExitPlan,
+    OrderRequest,
+    PositionParams,
+    Side,
+    WakeCondition,
+)
 from trading.orders import client_order_id
 from trading.state import EvaluateRequest, PositionInput, PositionState, PositionVerdict
 from workflows import activity_api as api
@@ -76,6 +83,7 @@ async def _run_position(
     policy: ScriptedPolicy | None = None,
     max_ticks_per_run: int | None = None,
     lean: bool = False,
+    plan: ExitPlan | None = None,
     **params,
 ) -> tuple[ClosedTrade, PaperBroker, str]:
     queue = f"q-{uuid.uuid4()}"
@@ -102,6 +110,7 @@ async def _run_position(
         inp = _input(position_id, sink.id, queue, **params)
         inp.max_ticks_per_run = max_ticks_per_run
         inp.lean_ticks = lean
+        inp.state.exit_plan = plan
         handle = await env.client.start_workflow(
             PositionWorkflow.run, inp, id=f"pos-{position_id}", task_queue=queue
         )
@@ -333,3 +342,39 @@ async def test_lean_positions_opened_together_spread_their_first_agent_check(ts_
     assert all(abs(t - s) < 5 for t, s in zip(firsts, slots, strict=True)), firsts
     assert set(slots) <= {90, 120, 150, 180}, firsts
     assert len(set(slots)) > 1, firsts  # 8 positions on one slot: 4 * 4**-8, never by chance
+
+
+# ------------------------------------------------------------ exit plans (issue 15)
+
+
+def _plan(invalid_below: float = 98.0, target: float = 110.0) -> ExitPlan:
+    return ExitPlan(
+        stop_price=96.2,
+        target_price=target,
+        invalidation=WakeCondition(
+            metric="BTC/USDT:price", operator="lt", threshold=invalid_below, reason="range lost"
+        ),
+    )
+
+
+async def test_a_fired_invalidation_exits_within_one_safety_interval(ts_env, tmp_path):
+    # 97.5: above the 4 % stop, below the plan's invalidation at 98
+    script = PriceScript([(0, 100.0), (61.0, 97.5)])
+    market = FakeMarket({"BTC/USDT": script})
+    trade, _, position_id = await _run_position(ts_env, tmp_path, market, plan=_plan())
+    assert trade.exit_reason == "plan_invalidated" and trade.exit_price == pytest.approx(97.5)
+    drop_ms = script.t0_ms + 61_000
+    assert drop_ms <= trade.exit_time_ms <= drop_ms + 30_000
+
+
+async def test_a_reached_target_asks_the_agent_layer_at_once(ts_env, tmp_path):
+    # the target at 105 is reached at 61 s: the scorer is asked then (its EXIT closes the
+    # position), not at its 3-minute timer
+    script = PriceScript([(0, 101.0), (61.0, 105.5)])
+    market = FakeMarket({"BTC/USDT": script})
+    trade, _, _ = await _run_position(
+        ts_env, tmp_path, market, policy=ExitPolicy(), plan=_plan(target=105.0)
+    )
+    assert trade.exit_reason == "agent_exit"
+    assert trade.exit_time_ms - script.t0_ms <= 61_000 + 30_000  # long before 180 s
+    assert market.view_calls == 1
