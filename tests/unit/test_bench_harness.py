@@ -236,3 +236,37 @@ def test_worker_overrides_name_real_settings() -> None:
     assert worker_overrides(pollers=10) == {"OCW_WORKER_MAX_CONCURRENT_WORKFLOW_TASK_POLLS": "10"}
     for env_name in WORKER_FLAGS.values():
         assert env_name[4:].lower() in Settings.model_fields, env_name
+
+
+def test_a_local_decide_is_a_stage_of_its_own_and_leaves_no_risk_gap() -> None:
+    """A lean engine's decide is a marker in the task that also schedules the order."""
+    ev = [
+        Ev(1, "WorkflowExecutionSignaled", 20.002, {"name": "wake", "input": {"reason": "b:1"}}),
+        Ev(2, "WorkflowTaskScheduled", 20.002),
+        Ev(3, "WorkflowTaskStarted", 20.005, {"scheduled": 2}),
+        Ev(4, "WorkflowTaskCompleted", 20.007, {"scheduled": 2, "started": 3}),
+        Ev(5, "ActivityTaskScheduled", 20.007, {"name": "market_view", "wft": 4}),
+        Ev(6, "ActivityTaskStarted", 20.010, {"scheduled": 5}),
+        Ev(7, "ActivityTaskCompleted", 20.020, {"scheduled": 5}),
+        Ev(8, "WorkflowTaskScheduled", 20.020),
+        Ev(9, "WorkflowTaskStarted", 20.022, {"scheduled": 8}),
+        Ev(10, "WorkflowTaskCompleted", 20.035, {"scheduled": 8, "started": 9}),
+        Ev(11, "MarkerRecorded", 20.035, {"name": "decide", "wft": 10}),
+        Ev(12, "ActivityTaskScheduled", 20.035, {"name": "place_order", "wft": 10}),
+        Ev(13, "ActivityTaskStarted", 20.036, {"scheduled": 12}),
+        Ev(14, "ActivityTaskCompleted", 20.045, {"scheduled": 12}),
+    ]
+    cyc = cycle_of(ev, "b:1", sent=20.0)
+    assert cyc is not None
+    stages = dict(cyc.stages)
+    assert list(stages) == [
+        "signal",
+        "workflow task",
+        "market view",
+        "decide (local)",
+        "risk",
+        "order",
+    ]
+    assert stages["decide (local)"] == pytest.approx(0.015)  # view done -> marker
+    assert stages["risk"] == pytest.approx(0.0)  # the order left in the same task
+    assert cyc.done("decide") == pytest.approx(20.035)
