@@ -77,6 +77,7 @@ from trading.agent_contract import (
 )
 from trading.circuit_breaker import BreakerState
 from trading.config import Settings
+from trading.exit_plan import plan_features
 from trading.llm_budget import BreakerSave, LedgerRequest, LedgerView, day_key, ledger_account
 from trading.llm_pricing import ModelPrice, TokenUsage, before_cutoff, cost_usd, price_for
 from trading.models import AgentDecision, LLMCallInfo
@@ -422,14 +423,7 @@ class LLMActivities:
             max_position_pct=req.max_position_pct,
             prices={s: f.price for s, f in features.items()},
             atr_pct={s: f.atr_pct for s, f in features.items() if f.atr_pct is not None},
-            features={
-                s: {
-                    k: v
-                    for k, v in (("change_pct_1h", f.ret_1h), ("volume_z", f.volume_z))
-                    if v is not None
-                }
-                for s, f in features.items()
-            },
+            features={s: plan_features(f) for s, f in features.items()},
             stop_loss_pct=limits.stop_loss_pct,
             fee_rate=limits.fee_rate,
             plan_required=limits.exit_plan_required,
