@@ -22,14 +22,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pydantic import ValidationError
 from temporalio import activity
 
-from activities.db import Database, Target, target_for
-from activities.price_board import BoardCache
-from trading.config import Settings
+from activities.price_board import BoardCache, BoardTable
 from trading.models import MarketView, SymbolFeatures
 from trading.state import BoardViewRequest
 from workflows import activity_api as api
@@ -58,28 +55,11 @@ class Sheet:
     features: dict[str, SymbolFeatures] = field(default_factory=dict)
 
 
-class FeatureBoard:
+class FeatureBoard(BoardTable):
     """The ``feature_board`` table: one row per market task queue and interval, as JSON."""
 
-    def __init__(self, target: Path | Target) -> None:
-        self.target = target
-        self._db: Database | None = None  # opened on first use, as the price board
-        self._ready = False
-
-    @property
-    def db(self) -> Database:
-        if self._db is None:
-            self._db = Database(self.target, "feature board")
-        return self._db
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FeatureBoard:
-        return cls(target_for(settings, settings.home / "prices.db"))
-
-    def _schema(self) -> None:
-        if not self._ready:
-            self.db.create_schema(SCHEMA)
-            self._ready = True
+    WHAT = "feature board"
+    SCHEMA = SCHEMA
 
     def write(self, board: str, rows: dict[str, SymbolFeatures], host: str, now: float) -> None:
         self._schema()
@@ -105,10 +85,6 @@ class FeatureBoard:
             except ValidationError as err:
                 log.warning("feature board: %s skipped: %s", symbol, err.errors()[0]["msg"])
         return out
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
 
 
 def view_answer(sheet: Sheet | None, req: BoardViewRequest, now: float) -> MarketView:

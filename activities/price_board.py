@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 
 from temporalio import activity
 
@@ -66,28 +66,43 @@ class Board:
     prices: dict[str, BoardPrice] = field(default_factory=dict)
 
 
-class PriceBoard:
-    """The ``price_board`` table: one row per market task queue, all its prices as JSON."""
+class BoardTable:
+    """A board's table in the engine's database (``prices.db`` under ``OCW_HOME``, or
+    ``OCW_DB_URL``), opened on first use: a bad file fails a read, never the worker's start."""
+
+    WHAT = "board"
+    SCHEMA: list[str] = []
 
     def __init__(self, target: Path | Target) -> None:
         self.target = target
-        self._db: Database | None = None  # opened on first use: a bad file fails a read,
-        self._ready = False  # never the worker's start
+        self._db: Database | None = None
+        self._ready = False
 
     @property
     def db(self) -> Database:
         if self._db is None:
-            self._db = Database(self.target, "price board")
+            self._db = Database(self.target, self.WHAT)
         return self._db
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> PriceBoard:
+    def from_settings(cls, settings: Settings) -> Self:
         return cls(target_for(settings, settings.home / "prices.db"))
 
     def _schema(self) -> None:
         if not self._ready:
-            self.db.create_schema(SCHEMA)
+            self.db.create_schema(self.SCHEMA)
             self._ready = True
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+class PriceBoard(BoardTable):
+    """The ``price_board`` table: one row per market task queue, all its prices as JSON."""
+
+    WHAT = "price board"
+    SCHEMA = SCHEMA
 
     def write(self, board: str, prices: dict[str, BoardPrice], host: str, now: float) -> None:
         self._schema()
@@ -115,10 +130,6 @@ class PriceBoard:
                 heard = None if heard_at is None else float(heard_at)
                 out.prices[symbol] = BoardPrice(float(price), int(time_ms), heard)
         return out
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
 
 
 def answer(board: Board | None, req: BoardPricesRequest, now: float) -> PricesResult:

@@ -13,13 +13,14 @@ with a reason; the rest of the answer still applies.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field
 
+from trading.answer_values import finite_number as _number
+from trading.answer_values import normalize_ticker
 from trading.exit_plan import validate_plan
 from trading.models import Action, AgentDecision, Model, TradeDecision, WakeCondition
 
@@ -324,39 +325,11 @@ def answer_payload(
 # ---------------------------------------------------------------- validation and clamping
 
 
-def _number(value: Any) -> float | None:
-    """A finite float from a JSON number (or numeric string); None for anything else."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        out = float(value)
-    elif isinstance(value, str):
-        try:
-            out = float(value.strip())
-        except ValueError:
-            return None
-    else:
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _text(value: Any, max_chars: int) -> str:
     if value is None:
         return ""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text[:max_chars]
-
-
-def normalize_ticker(raw: Any, universe: list[str]) -> str | None:
-    """``BTC/USDT``, ``btc/usdt``, ``BTCUSDT`` or ``BTC`` → the universe symbol; else None."""
-    if not isinstance(raw, str):
-        return None
-    key = raw.strip().upper()
-    for symbol in universe:
-        base, _, quote = symbol.upper().partition("/")
-        if key in (symbol.upper(), base + quote, base):
-            return symbol
-    return None
 
 
 def clean_signal_weights(raw: Any, notes: list[str], where: str) -> dict[str, float]:

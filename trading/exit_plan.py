@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from trading.answer_values import finite_number, normalize_ticker
 from trading.models import ExitPlan, PositionSide, SymbolFeatures, WakeCondition
 
 MIN_STOP_ATR = 1.0  # the stop at least one ATR(14) of the decision interval from the price
@@ -42,16 +43,6 @@ PRICE_METRIC = "price"
 FEATURE_METRICS = ("change_pct_1h", "volume_z")
 PLAN_OPERATORS = ("lt", "gt", "crosses_below", "crosses_above")
 REASON_MAX_CHARS = 160
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        out = float(value)
-    except ValueError:
-        return None
-    return out if math.isfinite(out) else None
 
 
 def min_distance_pct(atr_pct: float | None) -> float:
@@ -85,8 +76,7 @@ def _invalidation(
     if not isinstance(metric_raw, str) or ":" not in metric_raw:
         return f"invalidation metric {str(metric_raw)[:40]!r} is not <SYMBOL>:<metric>"
     sym_raw, _, name = metric_raw.rpartition(":")
-    base = symbol.split("/")[0].upper()
-    if sym_raw.strip().upper() not in (symbol.upper(), base + symbol.split("/")[-1].upper(), base):
+    if normalize_ticker(sym_raw, [symbol]) is None:
         return f"invalidation must watch {symbol} itself, not {sym_raw[:20]!r}"
     name = name.strip().lower()
     if name != PRICE_METRIC and name not in FEATURE_METRICS:
@@ -99,7 +89,7 @@ def _invalidation(
             f"invalidation operator {str(op_raw)[:20]!r} is not one of {', '.join(PLAN_OPERATORS)}"
         )
     op = _condition_operator(op, side)
-    threshold = _finite(raw.get("threshold"))
+    threshold = finite_number(raw.get("threshold"))
     if threshold is None:
         return "invalidation threshold is not a finite number"
     if name == PRICE_METRIC:
@@ -143,7 +133,7 @@ def validate_plan(
     if stop_loss_pct > 0:  # a wide ATR never pushes the band past the hard stop: it then is it
         near = min(near, sign * (price - hard) / price)
     notes: list[str] = []
-    stop = _finite(raw.get("stop_price"))
+    stop = finite_number(raw.get("stop_price"))
     if stop is None or stop <= 0:
         return f"stop_price {str(raw.get('stop_price'))[:20]!r} is not a positive finite number"
     if sign * (price - stop) <= 0:
@@ -153,7 +143,7 @@ def validate_plan(
     if stop_loss_pct > 0 and sign * (hard - stop) > 0:
         notes.append(f"stop_price {stop:g} beyond the hard stop: kept at {hard:.6g}")
         stop = hard
-    target = _finite(raw.get("target_price"))
+    target = finite_number(raw.get("target_price"))
     if target is None or target <= 0:
         return f"target_price {str(raw.get('target_price'))[:20]!r} is not a positive finite number"
     if sign * (target - price) <= 0:

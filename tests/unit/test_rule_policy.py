@@ -170,3 +170,25 @@ def test_never_raises_on_odd_inputs() -> None:
     out = decide(view(f), held=set(), position_pct=float("nan"), max_position_pct=-1)
     assert only(out, "BTC/USDT").position_pct == 0.0
     assert decide(MarketView(as_of_ms=0), held=set()).decisions == []
+
+
+def test_with_plan_params_a_buy_carries_the_rules_exit_plan() -> None:
+    """Issue 15: the rule policy writes each entry's plan (exit_plan.rule_plan) when asked."""
+    from trading.exit_plan import rule_plan
+    from trading.models import PositionParams
+
+    f = features(uptrend())
+    assert only(decide(view(f), held=set()), "BTC/USDT").exit_plan is None  # not asked
+    params = PositionParams()
+    d = only(decide(view(f), held=set(), plan_params=params), "BTC/USDT")
+    assert d.action is Action.BUY and d.exit_plan is not None
+    assert d.exit_plan == rule_plan(
+        "BTC/USDT",
+        f.price,
+        atr_pct=f.atr_pct,
+        ema21=f.ema21,
+        stop_loss_pct=params.stop_loss_pct,
+        trail_activate_pct=params.trail_activate_pct,
+        fee_rate=params.fee_rate,
+    )
+    assert d.exit_plan.source == "rule" and d.exit_plan.stop_price < f.price
