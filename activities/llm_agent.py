@@ -80,7 +80,7 @@ from trading.config import Settings
 from trading.exit_plan import plan_features
 from trading.llm_budget import BreakerSave, LedgerRequest, LedgerView, day_key, ledger_account
 from trading.llm_pricing import ModelPrice, TokenUsage, before_cutoff, cost_usd, price_for
-from trading.models import AgentDecision, LLMCallInfo
+from trading.models import AgentDecision, LLMCallInfo, PositionSide
 from trading.snapshot import build_snapshot, render_position_prompt, render_prompt
 from trading.state import DecideRequest, EvaluateRequest, PositionVerdict
 from workflows import activity_api as api
@@ -175,6 +175,8 @@ class LLMConfig:
                 decision_interval=s.decision_interval,
                 fee_rate=s.fee_rate,
                 exit_plan_required=s.llm_exit_plan_required,
+                shorts=s.shorts and s.market == "futures",
+                leverage=s.futures_leverage,
             ),
             model=s.llm_model,
             max_tokens=s.llm_max_tokens,
@@ -427,6 +429,10 @@ class LLMActivities:
             stop_loss_pct=limits.stop_loss_pct,
             fee_rate=limits.fee_rate,
             plan_required=limits.exit_plan_required,
+            shorts=limits.shorts and req.shorts,
+            short_held={
+                p.symbol for p in req.account_view.positions if p.side is PositionSide.SHORT
+            },
         )
 
     async def decide(self, req: DecideRequest, attempt: int = 1) -> AgentDecision:

@@ -22,7 +22,14 @@ from pydantic import Field
 from trading.answer_values import finite_number as _number
 from trading.answer_values import normalize_ticker
 from trading.exit_plan import validate_plan
-from trading.models import Action, AgentDecision, Model, TradeDecision, WakeCondition
+from trading.models import (
+    Action,
+    AgentDecision,
+    Model,
+    PositionSide,
+    TradeDecision,
+    WakeCondition,
+)
 
 PROMPT_VERSION = "ocw-llm-v1"
 DECISION_TOOL = "submit_decisions"
@@ -110,6 +117,27 @@ class AgentLimits(Model):
     decision_interval: str = "4h"
     fee_rate: float = 0.001
     exit_plan_required: bool = True  # a BUY without a valid exit plan is rejected
+    shorts: bool = False  # SHORT / COVER exist (USDⓈ-M futures with shorts on)
+    leverage: int = 1
+
+
+def actions_for(limits: AgentLimits) -> list[str]:
+    """The actions the tool schema offers: SHORT and COVER only where shorts are on."""
+    return [a.value for a in Action if limits.shorts or a not in (Action.SHORT, Action.COVER)]
+
+
+def _market_rules(limits: AgentLimits) -> str:
+    """The prompt's first hard limit: what the account may hold (static per deployment)."""
+    if not limits.shorts:
+        return """- Spot, long only. BUY opens a position, ADD increases an open one, SELL closes the whole \
+position; one position per symbol. SELL or ADD without a position is rejected; BUY while one \
+is open is ignored."""
+    return f"""- USDⓈ-M perpetual futures, long and short, isolated margin at {limits.leverage}x. BUY \
+opens a long and SELL closes it; SHORT opens a short and COVER closes it; ADD increases the \
+open position, whichever side; one position per symbol. SELL on a short, COVER on a long, and \
+SELL, COVER or ADD without a position are rejected; BUY or SHORT while one is open is ignored. \
+Funding is paid by longs and received by shorts when it is positive (the reverse when \
+negative). A short's stop sits above its entry and its trailing stop follows the lowest price."""
 
 
 # ---------------------------------------------------------------- system prompt and tools
@@ -120,7 +148,8 @@ def system_prompt(limits: AgentLimits) -> str:
     universe = ", ".join(limits.universe)
     groups = ", ".join(SIGNAL_GROUPS)
     metrics = ", ".join(f"<SYMBOL>:{m}" for m in WAKE_METRICS)
-    return f"""You are the trading agent of OCW, an automated spot crypto trading engine \
+    venue = "USDⓈ-M futures" if limits.shorts else "spot"
+    return f"""You are the trading agent of OCW, an automated {venue} crypto trading engine \
 trading {universe} on {limits.decision_interval} candles. Engine code executes your structured \
 answer; you never place orders yourself. Two tasks:
 1. DECIDE (tool {DECISION_TOOL}): the user message is a market snapshot. Return your \
@@ -130,10 +159,8 @@ note for your next call.
 Return HOLD, EXIT or ADD with a confidence and a short reason.
 
 Hard limits, enforced in code (asking for more is clamped or rejected):
-- Spot, long only. BUY opens a position, ADD increases an open one, SELL closes the whole \
-position; one position per symbol. SELL or ADD without a position is rejected; BUY while one \
-is open is ignored.
-- position_pct (share of portfolio value for BUY or ADD) is at most \
+{_market_rules(limits)}
+- position_pct (share of portfolio value for BUY, SHORT or ADD) is at most \
 {limits.max_position_pct:.2f}, then scaled by the macro exposure scale; total exposure never \
 exceeds {limits.max_exposure:.2f}; orders below the exchange minimum are skipped.
 - Every BUY carries an exit_plan: stop_price below the price (at least one ATR(14) of the \
@@ -141,7 +168,7 @@ decision interval and 0.5 % away; a stop beyond the hard stop is kept at it), ta
 above it (as far at least), and an invalidation on the symbol itself (its price lt a level \
 below the price, or its change_pct_1h / volume_z) that is not true now. A BUY without a valid \
 plan is rejected. The position's stop becomes your stop; when the target is reached or the \
-invalidation fires you are asked about the position at once.
+invalidation fires you are asked about the position at once.{_short_plan(limits)}
 - A safety layer acts every 30 s whatever you say: stop loss {limits.stop_loss_pct:.0%} below \
 entry; a trailing stop activates at +{limits.trail_activate_pct:.0%} and exits \
 {limits.trail_pct:.0%} below the peak. At {limits.drawdown_halt_pct:.0%} portfolio drawdown \
@@ -168,11 +195,18 @@ setup, the maximum only when trend, volume and derivatives agree. Lean on the si
 the learner finds reliable in this regime; say in regime_agreement whether the market behaves \
 as the regime label says.
 
-Be brief, every output token costs: list only BUY, SELL and ADD decisions (an empty list \
+Be brief, every output token costs: list only the decisions that act (no HOLD) (an empty list \
 holds everything); reasoning under 200 characters; market_assessment and memory_update under \
 200. Call the task's tool exactly once. If you cannot call it, answer with its JSON \
 object alone.
 """
+
+
+def _short_plan(limits: AgentLimits) -> str:
+    if not limits.shorts:
+        return ""
+    return """ Every SHORT carries one too, mirrored: stop_price \
+above the price, target_price below it, an invalidation such as its price gt a level above."""
 
 
 def tool_definitions(limits: AgentLimits) -> list[dict[str, Any]]:
@@ -186,14 +220,14 @@ def tool_definitions(limits: AgentLimits) -> list[dict[str, Any]]:
         "type": "object",
         "properties": {
             "ticker": {"type": "string", "enum": list(limits.universe)},
-            "action": {"type": "string", "enum": [a.value for a in Action]},
+            "action": {"type": "string", "enum": actions_for(limits)},
             "position_pct": {"type": "number", "minimum": 0, "maximum": limits.max_position_pct},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
             "reasoning": {"type": "string", "maxLength": 200},
             "signal_weights": weights,
             "exit_plan": {
                 "type": "object",
-                "description": "required with BUY: where the trade is wrong, where it has "
+                "description": "required with BUY (and SHORT): where the trade is wrong, where it has "
                 "worked, and what invalidates it before either",
                 "properties": {
                     "stop_price": {"type": "number", "exclusiveMinimum": 0},
@@ -374,6 +408,28 @@ class DecisionLimits:
     stop_loss_pct: float = 0.04
     fee_rate: float = 0.001
     plan_required: bool = False
+    shorts: bool = False  # SHORT / COVER are allowed (futures with shorts on)
+    short_held: set[str] = field(default_factory=set)  # the held symbols that are short
+
+
+def _side_error(action: str, ticker: str, lim: DecisionLimits) -> str | None:
+    """Why ``action`` does not fit the account's shorts setting or the held position's side."""
+    held = ticker in lim.held
+    short = ticker in lim.short_held
+    if action in ("SHORT", "COVER") and not lim.shorts:
+        return (
+            f"{action} rejected, shorts are off (spot is long-only; shorts need "
+            "OCW_MARKET=futures and OCW_SHORTS=true)"
+        )
+    if action in ("SELL", "COVER", "ADD") and not held:
+        return f"{action} without an open position"
+    if action == "SELL" and short:
+        return "SELL rejected, the open position is a short (COVER closes it)"
+    if action == "COVER" and not short:
+        return "COVER rejected, the open position is a long (SELL closes it)"
+    if action in ("BUY", "SHORT") and held:
+        return f"{action} ignored, a position is already open (ADD increases it)"
+    return None
 
 
 def _decision(raw: Any, idx: int, lim: DecisionLimits, notes: list[str]) -> TradeDecision | str:
@@ -389,12 +445,10 @@ def _decision(raw: Any, idx: int, lim: DecisionLimits, notes: list[str]) -> Trad
     action = action_raw.strip().upper() if isinstance(action_raw, str) else None
     if action not in Action.__members__:
         return f"{where}: unknown action {str(action_raw)[:20]!r}"
-    held = ticker in lim.held
-    if action in ("SELL", "ADD") and not held:
-        return f"{where}: {action} without an open position"
-    if action == "BUY" and held:
-        return f"{where}: BUY ignored, a position is already open (ADD increases it)"
-    pct_raw = raw.get("position_pct", 0.0 if action in ("SELL", "HOLD") else None)
+    side_error = _side_error(action, ticker, lim)
+    if side_error is not None:
+        return f"{where}: {side_error}"
+    pct_raw = raw.get("position_pct", 0.0 if action in ("SELL", "COVER", "HOLD") else None)
     pct = _number(pct_raw)
     if pct is None:
         return f"{where}: position_pct {str(pct_raw)[:20]!r} is not a finite number"
@@ -402,7 +456,7 @@ def _decision(raw: Any, idx: int, lim: DecisionLimits, notes: list[str]) -> Trad
         notes.append(f"{where}: position_pct {pct:g} clamped to {lim.max_position_pct:g}")
         pct = lim.max_position_pct
     pct = max(0.0, pct)
-    if action in ("BUY", "ADD") and pct <= 0.0:
+    if action in ("BUY", "SHORT", "ADD") and pct <= 0.0:
         return f"{where}: {action} with position_pct 0"
     conf_raw = raw.get("confidence", 0.5)
     conf = _number(conf_raw)
@@ -412,10 +466,11 @@ def _decision(raw: Any, idx: int, lim: DecisionLimits, notes: list[str]) -> Trad
         notes.append(f"{where}: confidence {conf:g} clamped to [0, 1]")
         conf = max(0.0, min(1.0, conf))
     plan = None
-    if action == "BUY":
-        plan = _entry_plan(raw.get("exit_plan"), ticker, lim, notes)
+    if action in ("BUY", "SHORT"):
+        side = PositionSide.SHORT if action == "SHORT" else PositionSide.LONG
+        plan = _entry_plan(raw.get("exit_plan"), ticker, lim, notes, side)
         if isinstance(plan, str):
-            return f"{where}: BUY rejected, {plan}"
+            return f"{where}: {action} rejected, {plan}"
     return TradeDecision(
         ticker=ticker,
         action=Action(action),
@@ -427,8 +482,14 @@ def _decision(raw: Any, idx: int, lim: DecisionLimits, notes: list[str]) -> Trad
     )
 
 
-def _entry_plan(raw: Any, ticker: str, lim: DecisionLimits, notes: list[str]):
-    """A BUY's validated exit plan, None when it has none and none is required, or why not."""
+def _entry_plan(
+    raw: Any,
+    ticker: str,
+    lim: DecisionLimits,
+    notes: list[str],
+    side: PositionSide = PositionSide.LONG,
+):
+    """An entry's validated exit plan, None when it has none and none is required, or why not."""
     if raw is None and not lim.plan_required:
         return None
     price = lim.prices.get(ticker)
@@ -442,6 +503,7 @@ def _entry_plan(raw: Any, ticker: str, lim: DecisionLimits, notes: list[str]):
         stop_loss_pct=lim.stop_loss_pct,
         fee_rate=lim.fee_rate,
         features=lim.features.get(ticker),
+        side=side,
     )
     if not isinstance(plan, str):
         notes.extend(f"{ticker}: {n}" for n in plan.notes)

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from trading.limits import (
@@ -177,6 +177,11 @@ class Settings(BaseSettings):
         default=1, description="USDⓈ-M leverage set per symbol (hard maximum in trading/limits.py)"
     )
     futures_margin_mode: Literal["isolated", "cross"] = "isolated"
+    shorts: bool = Field(
+        default=False,
+        description="short entries (SHORT / COVER) on USDⓈ-M futures: needs OCW_MARKET=futures; "
+        "spot is long-only",
+    )
     exchange_stops: bool = Field(
         default=True, description="testnet / live: a protective stop at the exchange per position"
     )
@@ -426,6 +431,15 @@ class Settings(BaseSettings):
         for interval in value:
             interval_seconds(interval)
         return value
+
+    @model_validator(mode="after")
+    def _shorts_need_futures(self) -> Settings:
+        if self.shorts and self.market != "futures":
+            raise ValueError(
+                "OCW_SHORTS=true needs OCW_MARKET=futures: spot is long-only (a spot account "
+                "cannot sell what it does not hold); set OCW_MARKET=futures or OCW_SHORTS=false"
+            )
+        return self
 
     # ------------------------------------------------------------ derived
 

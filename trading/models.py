@@ -145,10 +145,15 @@ class Wake(Model):
 
 
 class Action(StrEnum):
+    """BUY opens a long and SELL closes it; SHORT opens a short and COVER closes it (USDⓈ-M
+    futures with shorts enabled only); ADD adds to whichever position is open."""
+
     BUY = "BUY"
     SELL = "SELL"
     HOLD = "HOLD"
     ADD = "ADD"
+    SHORT = "SHORT"
+    COVER = "COVER"
 
 
 class WakeCondition(Model):
@@ -272,6 +277,14 @@ class OrderRequest(Model):
     market_time_ms: int
     reason: str = ""
     account: str = ""
+    # the position's direction: an order on the exit side of it (a long's SELL, a short's BUY)
+    # is reduce-only on futures; LONG where a payload has none (histories before shorts)
+    position_side: PositionSide = PositionSide.LONG
+
+    @property
+    def reduces(self) -> bool:
+        """The order closes (part of) its position rather than opening or adding to it."""
+        return self.side == self.position_side.exit_side
 
 
 class Fill(Model):
@@ -315,8 +328,9 @@ class StopStatus(StrEnum):
 
 
 class StopRequest(Model):
-    """A protective SELL stop under a long: spot STOP_LOSS_LIMIT, futures STOP_MARKET
-    reduce-only. ``client_order_id`` is deterministic (position id + sequence), as for orders."""
+    """A protective stop: a SELL under a long (spot STOP_LOSS_LIMIT, futures STOP_MARKET
+    reduce-only) or a BUY above a short (futures STOP_MARKET reduce-only only).
+    ``client_order_id`` is deterministic (position id + sequence), as for orders."""
 
     client_order_id: str
     position_id: str
@@ -326,6 +340,7 @@ class StopRequest(Model):
     stop_price: float = Field(gt=0)
     market_time_ms: int
     account: str = ""
+    position_side: PositionSide = PositionSide.LONG  # the stop's order is its exit side
 
 
 class StopRef(Model):
@@ -338,6 +353,7 @@ class StopRef(Model):
     stop_price: float = Field(gt=0)
     market_time_ms: int
     account: str = ""
+    position_side: PositionSide = PositionSide.LONG
 
 
 class StopState(Model):

@@ -17,6 +17,7 @@ from trading.limits import (
     Cash,
     CooloffHours,
     DrawdownFraction,
+    Leverage,
     Notional,
     PortfolioFraction,
     SignalsPerRun,
@@ -31,6 +32,7 @@ from trading.models import (
     MarketView,
     Model,
     PositionParams,
+    PositionSide,
     PositionStatus,
     StopState,
     SymbolFeatures,
@@ -116,6 +118,9 @@ class EngineConfig(Model):
     # invalidation wake its agent layer (issue 15; off in histories from before)
     exit_plans: bool = False
     rule_exit_plans: bool = False  # ... and the rule policy writes them too
+    # short entries (SHORT / COVER) on USDⓈ-M futures (issue 15); off: long-only, as on spot
+    shorts: bool = False
+    leverage: Leverage = 1  # the futures leverage: a short's liquidation price follows from it
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> EngineConfig:
@@ -179,6 +184,7 @@ class OpenPosition(Model):
     entry_crypto_regime: str = "unknown"  # the learner credits the trade to this regime
     adopted: bool = False  # taken over from the exchange by reconciliation, not bought here
     exit_plan: ExitPlan | None = None  # the entry's plan, handed to every watcher (issue 15)
+    side: PositionSide = PositionSide.LONG  # a short sold to open; its value is q·(2E - P)
 
 
 class Portfolio(Model):
@@ -435,6 +441,9 @@ class PositionState(Model):
     # the entry's exit plan (issue 15, trading/exit_plan.py): its stop is ``params``' stop loss;
     # its target and invalidation wake the agent layer once each ("target", "invalidated")
     exit_plan: ExitPlan | None = None
+    # the direction (issue 15): a short's stop sits above the entry and its exit is a BUY;
+    # ``peak_price`` / ``trough_price`` keep their plain meaning (highest / lowest seen)
+    side: PositionSide = PositionSide.LONG
     plan_event: str | None = None  # the last of them to fire, as the agent layer is told
     plan_fired: list[str] = Field(default_factory=list)
 
@@ -585,6 +594,7 @@ class DecideRequest(Model):
     group_weights: dict[str, float] | None = None  # learner weights for the rule policy
     # with it the rule policy writes each entry's exit plan from these limits (issue 15)
     plan_params: PositionParams | None = None
+    shorts: bool = False  # short entries may be proposed (USDⓈ-M futures with shorts on)
 
 
 class EvaluateRequest(Model):

@@ -40,6 +40,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         lean_ticks=settings.lean_ticks,
         exit_plans=settings.exit_plans,
         rule_exit_plans=settings.exit_plans and settings.rule_exit_plans,
+        shorts=settings.shorts and settings.market == "futures",
+        leverage=settings.futures_leverage,
         initial_cash=settings.initial_cash,
         max_position_pct=settings.max_position_pct,
         max_exposure=settings.max_exposure,

@@ -163,7 +163,7 @@ def test_bad_decisions_are_rejected_one_by_one() -> None:
     assert "unknown ticker 'DOGE/USDT'" in reasons[0]
     assert reasons[1] == "SOL/USDT: SELL without an open position"
     assert "BUY ignored, a position is already open" in reasons[2]
-    assert "unknown action 'SHORT'" in reasons[3]
+    assert "SHORT rejected, shorts are off (spot is long-only" in reasons[3]
     assert "not a finite number" in reasons[4]
     assert reasons[5] == "PAXG/USDT: ADD without an open position"
     assert "not an object" in reasons[6]
