@@ -18,9 +18,15 @@ Exactly one order per client order id, whatever fails:
 
 Orders are marketable limit IOC (last ± ``limit_cap_pct``) or market. Fills come from the
 order's trades, fees converted to the quote currency; a BUY whose fee is taken in the base
-asset books the quantity received. A remainder of a SELL too small to trade on its own is
+asset books the quantity received. A remainder of an exit too small to trade on its own is
 reported as ``dust``, so an exit does not chase it. The broker keeps no state of its own: the
 exchange is the record, so any worker may pick up any attempt.
+
+Shorts (USDⓈ-M only, one-way mode): an order carries its position's direction
+(``OrderRequest.position_side``); a short opens and adds with a SELL and exits with a BUY. On
+futures every order on its position's exit side is reduce-only (``OrderRequest.reduces``), so
+an exit can never open the other side. Spot is long-only: an order for a short is refused
+before anything is sent. Futures balances report a short as a negative holding.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from trading.models import (
     IncomeEntry,
     OrderRequest,
     OrderStatus,
+    PositionSide,
     Side,
     StopRef,
     StopRequest,
@@ -183,8 +190,15 @@ class ExchangeBroker:
     async def place(self, req: OrderRequest, *, retried: bool) -> Fill:
         rules = await self.rules(req.symbol)
         cfg = self.config
+        if cfg.market == "spot" and req.position_side is PositionSide.SHORT:
+            log.warning("order %s refused: spot is long-only", req.client_order_id)
+            return self._rejected(
+                req, f"not sent: spot is long-only, no {req.side.value} for a short position"
+            )
         is_market = cfg.order_type == "market"
-        reduce_only = cfg.market == "futures" and req.side == Side.SELL  # long only: a sell exits
+        # on futures an order on its position's exit side (a long's SELL, a short's BUY) may
+        # only reduce it: the exchange refuses (-2022) or caps what would flip the position
+        reduce_only = cfg.market == "futures" and req.reduces
         ref = (
             req.ref_price
             if is_market
@@ -436,10 +450,14 @@ class ExchangeBroker:
         complete = order.status == VenueStatus.FILLED
         dust = 0.0
         rest = req.qty - filled
-        if req.side == Side.SELL and rest > req.qty * QTY_RTOL:
+        # dust is what an exit leaves that no order could trade on its own: a long's SELL on
+        # spot (lot step, min notional), or on futures a reduce-only exit of either side (a
+        # short's BUY cover too), where only the lot step counts: reduce-only orders are
+        # exempt from the minimum notional, so a tradable rest of a short is never dust
+        if req.reduces and rest > req.qty * QTY_RTOL:
             is_market = self.config.order_type == "market"
             alone = check_order(
-                Side.SELL, rest, price, rules, is_market, reduce_only=order.reduce_only
+                req.side, rest, price, rules, is_market, reduce_only=order.reduce_only
             )
             if not alone.ok and alone.filter in (
                 "LOT_SIZE",
@@ -502,12 +520,14 @@ class ExchangeBroker:
         rules = await self.rules(symbol)
         side = Side.BUY if str(raw.get("side")).lower() == "buy" else Side.SELL
         amount = float(raw.get("amount") or 0) or float(raw.get("filled") or 0)
+        reduce_only = self.config.market == "futures" and _reduce_only(raw)
         order = Order(
             client_order_id=coid,
             symbol=symbol,
             side=side,
             type=OrderType.MARKET,
             qty=amount,
+            reduce_only=reduce_only,
         )
         order = self._take(order, raw)
         if order.filled_qty > 0 and order.venue_order_id:
@@ -522,6 +542,7 @@ class ExchangeBroker:
             qty=amount,
             ref_price=price,
             market_time_ms=int(raw.get("timestamp") or 0),
+            position_side=_position_side(side, reduce_only, self.config.market),
         )
         if order.is_open:  # a working order (a resting stop): nothing final to report yet
             return self._rejected(req, f"open: {order.status.value}", order).model_copy(
@@ -549,7 +570,8 @@ class ExchangeBroker:
 
     async def balances(self) -> Balances:
         """Cash (the quote asset's total) and the holdings of the traded symbols: spot base
-        balances, or the size of each open futures long."""
+        balances, or each open futures position signed (one-way mode): a long's size, a short's
+        size negated (Binance's ``positionAmt``), so reconciliation tells one from the other."""
         await self.start()
         quote = next(iter(self._rules.values())).quote
         try:
@@ -687,6 +709,25 @@ class ExchangeBroker:
             raise
         self.budget.observe(pool, 200, getattr(self.exchange, "last_response_headers", {}) or {})
         return result
+
+
+def _reduce_only(raw: Any) -> bool:
+    """Whether an order answer (ccxt's, or its raw ``info``) says reduce-only."""
+    info = (raw or {}).get("info") or {}
+    flag = raw.get("reduceOnly")
+    if flag is None:
+        flag = info.get("reduceOnly")
+    return flag is True or str(flag).lower() == "true"
+
+
+def _position_side(side: Side, reduce_only: bool, market: str) -> PositionSide:
+    """The direction of the position a looked-up order belongs to: on futures a reduce-only
+    BUY covers a short and a plain SELL opens (or adds to) one; everything else is a long's."""
+    if market != "futures":
+        return PositionSide.LONG
+    if (side == Side.BUY) == reduce_only:
+        return PositionSide.SHORT
+    return PositionSide.LONG
 
 
 def _attempt() -> int:

@@ -1,8 +1,11 @@
 """Protective stops held by the exchange (SPEC §4, §9): placed, read, and cancelled once.
 
 Spot: a ``STOP_LOSS_LIMIT`` SELL (the limit ``stop_limit_price`` below the trigger, GTC).
-USDⓈ-M: a ``STOP_MARKET`` SELL, reduce-only, through the algo-order endpoint (Binance moved
-conditional orders there; ccxt sends a ``stopLossPrice`` order on a linear market to it).
+USDⓈ-M: a ``STOP_MARKET`` on the position's exit side, reduce-only (never ``closePosition``),
+through the algo-order endpoint (Binance moved conditional orders there; ccxt sends a
+``stopLossPrice`` order on a linear market to it): a SELL under a long, a BUY above a short
+(``StopRequest.position_side``), which triggers when the last price rises to it. Spot is
+long-only: a stop for a short is refused, nothing is sent.
 
 The same exactly-once rules as orders (``activities/exchange_broker.py``): a client id per stop
 (a move is a cancel and a new stop with a new sequence), a retried placement looks the id up
@@ -24,7 +27,15 @@ from activities.ccxt_binance import is_final_refusal, short_error
 from activities.exchange_events import looked_up, num
 from signals.rest_budget import RestUnavailable
 from trading.market_rules import check_order, stop_limit_price
-from trading.models import OrderRequest, Side, StopRef, StopRequest, StopState, StopStatus
+from trading.models import (
+    OrderRequest,
+    PositionSide,
+    Side,
+    StopRef,
+    StopRequest,
+    StopState,
+    StopStatus,
+)
 from trading.order_state import Order, OrderLookedUp, OrderType
 from trading.order_state import OrderStatus as VenueStatus
 
@@ -74,8 +85,14 @@ class ExchangeStops:
 
     async def place(self, req: StopRequest, *, retried: bool) -> StopState:
         b = self.b
-        rules = await b.rules(req.symbol)
         ref = _ref(req)
+        if not self.futures and req.position_side is PositionSide.SHORT:
+            log.warning("stop %s refused: spot is long-only", req.client_order_id)
+            return _state(
+                ref, StopStatus.REJECTED, "not sent: spot is long-only, no stop for a short"
+            )
+        rules = await b.rules(req.symbol)
+        side = req.position_side.exit_side  # SELL under a long, BUY above a short
         deadline = b._clock() + b.config.resolve_s
         if retried:
             found = await self._settled_read(ref, b._now_ms(), deadline)
@@ -83,7 +100,7 @@ class ExchangeStops:
                 return found
         if self.futures:
             check = check_order(
-                Side.SELL, req.qty, req.stop_price, rules, True,
+                side, req.qty, req.stop_price, rules, True,
                 stop_price=req.stop_price, reduce_only=True,
             )  # fmt: skip
             limit = None
@@ -109,7 +126,7 @@ class ExchangeStops:
             try:
                 raw = await b._call(
                     "create", b.exchange.create_order, b.venue_symbol(req.symbol),
-                    kind, "sell", check.qty, price, params,
+                    kind, side.value.lower(), check.qty, price, params,
                 )  # fmt: skip
             except RestUnavailable as err:
                 raise StopInDoubt(f"stop {req.client_order_id} not sent yet: {err}") from None
@@ -179,10 +196,12 @@ class ExchangeStops:
         rules = await b.rules(ref.symbol)
         info = (raw or {}).get("info") or {}
         now = b._now_ms()
+        side = _side_of(raw, ref)
+        position_side = PositionSide.SHORT if side == Side.BUY else PositionSide.LONG
         order = Order(
             client_order_id=ref.client_order_id,
             symbol=ref.symbol,
-            side=Side.SELL,
+            side=side,
             type=OrderType.STOP_MARKET if self.futures else OrderType.STOP_LIMIT,
             qty=ref.qty,
             limit_price=None if self.futures else stop_limit_price(ref.stop_price, rules),
@@ -220,11 +239,12 @@ class ExchangeStops:
                 position_id=ref.position_id,
                 seq=1,
                 symbol=ref.symbol,
-                side=Side.SELL,
+                side=side,
                 qty=ref.qty,
                 ref_price=ref.stop_price,
                 market_time_ms=ref.market_time_ms,
                 reason="exchange_stop",
+                position_side=position_side,
             )
             fill = b._fill(order, req, rules)
         return StopState(
@@ -275,7 +295,18 @@ def _ref(req: StopRequest) -> StopRef:
         qty=req.qty,
         stop_price=req.stop_price,
         market_time_ms=req.market_time_ms,
+        account=req.account,
+        position_side=req.position_side,
     )
+
+
+def _side_of(raw: Any, ref: StopRef) -> Side:
+    """The stop's order side as the exchange answers it (its word wins: a stop is always on
+    its position's exit side, so a BUY is a short's), else the ref's exit side."""
+    side = str((raw or {}).get("side") or ((raw or {}).get("info") or {}).get("side") or "")
+    if side.lower() in ("buy", "sell"):
+        return Side(side.upper())
+    return ref.position_side.exit_side
 
 
 def _state(ref: StopRef, status: StopStatus, reason: str) -> StopState:

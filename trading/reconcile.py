@@ -23,6 +23,11 @@ Actions:
 * ``close``: a tracked position of which the exchange holds nothing (sold or moved outside
   the engine) and whose stop does not explain it: its books close at the last price, reason
   ``reconciled``, with no order.
+* shorts (USDⓈ-M, one-way mode): the exchange's holding is signed (a short negative, Binance's
+  ``positionAmt``) and is compared with the books in the tracked position's direction: a short
+  the engine holds that the exchange no longer holds (nothing, or a long) is closed like a
+  long; an untracked short is adopted as a short (``side``) when the account trades shorts,
+  and reported otherwise. A long and a short are never netted against each other.
 * while the account trades (a decision cycle runs or work is queued: an entry may be in
   flight) or a position's exit or add is under way, nothing that an in-flight order could
   explain is acted on or reported: it waits for the next round (notes say so). Orphan stops
@@ -37,7 +42,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from trading.models import Model, VenueOrder
+from trading.models import Model, PositionSide, VenueOrder
 
 ActionKind = Literal["cancel", "check", "adopt", "close"]
 QTY_RTOL = 1e-6
@@ -54,6 +59,7 @@ class BookPosition(Model):
     stop_client_order_id: str | None = None  # its working exchange-side stop, if any
     running: bool = True  # its PositionWorkflow runs
     busy: bool = False  # an exit or an add is under way: its order may be in flight
+    side: PositionSide = PositionSide.LONG  # ``qty`` is its size either way
 
 
 class ReconcileInput(Model):
@@ -63,11 +69,13 @@ class ReconcileInput(Model):
     busy: bool = False  # the account is mid-cycle (an entry may be in flight) or has work queued
     positions: list[BookPosition] = Field(default_factory=list)
     exchange_cash: float
-    exchange_holdings: dict[str, float] = Field(default_factory=dict)  # symbol -> base qty
+    # symbol -> base qty; signed on futures: a short negative (Binance's positionAmt)
+    exchange_holdings: dict[str, float] = Field(default_factory=dict)
     open_orders: list[VenueOrder] = Field(default_factory=list)
     traded: list[str] = Field(default_factory=list)  # the account's symbols
     prices: dict[str, float] = Field(default_factory=dict)  # symbol -> the exchange's last
     tolerance: dict[str, float] = Field(default_factory=dict)  # symbol -> untradable dust
+    shorts: bool = False  # the account trades shorts: an untracked short is adopted as one
 
 
 class ReconcileAction(Model):
@@ -75,8 +83,9 @@ class ReconcileAction(Model):
     symbol: str
     target: str  # a client order id, a position id, or the symbol (adopt)
     detail: str
-    qty: float = 0.0  # adopt: what to adopt, at ``price``
+    qty: float = 0.0  # adopt: what to adopt (its size), at ``price``
     price: float = 0.0
+    side: PositionSide = PositionSide.LONG  # adopt: a long, or a short (negative holding)
     done: bool = False
     error: str = ""
 
@@ -151,14 +160,31 @@ def reconcile(inp: ReconcileInput) -> ReconcileReport:
     checked = {a.symbol for a in actions if a.kind == "check"}
     for sym in symbols:
         tracked = [p for p in inp.positions if p.symbol == sym]
+        signed = inp.exchange_holdings.get(sym, 0.0)
+        sides = {p.side for p in tracked}
+        if len(sides) > 1:
+            mismatches.append(f"{sym}: a long and a short tracked at once (one-way mode nets them)")
+            continue
+        if tracked:
+            side = next(iter(sides))
+        else:
+            side = PositionSide.SHORT if signed < 0 else PositionSide.LONG
+        short = side is PositionSide.SHORT
+        label = "short " if short else ""
         books = sum(p.qty for p in tracked)
-        held = inp.exchange_holdings.get(sym, 0.0)
+        held = signed * side.sign  # what the exchange holds in the books' direction
         slack = inp.tolerance.get(sym, 0.0) + max(books, abs(held)) * QTY_RTOL
         if held < books - slack:
             if sym in checked:
-                notes.append(f"{sym}: exchange {held:g} < books {books:g}: a stop ended (checked)")
+                notes.append(
+                    f"{sym}: exchange {label}{held:g} < books {label}{books:g}: a stop ended "
+                    "(checked)"
+                )
             elif inp.busy or any(p.busy for p in tracked):
-                notes.append(f"{sym}: exchange {held:g} < books {books:g} while trading: deferred")
+                notes.append(
+                    f"{sym}: exchange {label}{held:g} < books {label}{books:g} while trading: "
+                    "deferred"
+                )
             elif held <= slack:
                 for p in (p for p in tracked if p.running):
                     actions.append(
@@ -166,20 +192,33 @@ def reconcile(inp: ReconcileInput) -> ReconcileReport:
                             kind="close",
                             symbol=sym,
                             target=p.position_id,
-                            detail=f"the exchange holds none of its {p.qty:g}: books closed "
-                            "at the last price (reconciled)",
+                            detail=f"the exchange holds none of its {label}{p.qty:g}: books "
+                            "closed at the last price (reconciled)",
+                            side=side,
                         )
+                    )
+                if held < -slack:
+                    notes.append(
+                        f"{sym}: the exchange holds {signed:g}, the other way round: looked at "
+                        "again once the books are closed"
                     )
             else:
                 mismatches.append(
-                    f"{sym}: the exchange holds {held:g}, the books {books:g}: sold in part "
-                    "outside the engine, or an exit not booked yet"
+                    f"{sym}: the exchange holds {label}{held:g}, the books {label}{books:g}: "
+                    f"{'bought back' if short else 'sold'} in part outside the engine, or an "
+                    "exit not booked yet"
                 )
         elif held > books + slack:
             price = inp.prices.get(sym, 0.0)
             if inp.busy and not tracked:
-                notes.append(f"{sym}: {held:g} untracked while the account trades: deferred")
+                notes.append(f"{sym}: {label}{held:g} untracked while the account trades: deferred")
+            elif not tracked and sym in inp.traded and short and not inp.shorts:
+                mismatches.append(
+                    f"{sym}: a short of {held:g} that no position tracks: not adopted, the "
+                    "account does not trade shorts"
+                )
             elif not tracked and sym in inp.traded and price > 0:
+                what = f"a short of {held:g}" if short else f"{held:g} held"
                 actions.append(
                     ReconcileAction(
                         kind="adopt",
@@ -187,13 +226,14 @@ def reconcile(inp: ReconcileInput) -> ReconcileReport:
                         target=sym,
                         qty=held,
                         price=price,
-                        detail=f"{held:g} held that no position tracks: adopted at {price:g}",
+                        side=side,
+                        detail=f"{what} that no position tracks: adopted at {price:g}",
                     )
                 )
             elif not tracked and sym in inp.traded:
-                mismatches.append(f"{sym}: {held:g} untracked and no price to adopt it at")
+                mismatches.append(f"{sym}: {label}{held:g} untracked and no price to adopt it at")
             else:
-                notes.append(f"{sym}: {held - books:g} held beside the engine's position")
+                notes.append(f"{sym}: {label}{held - books:g} held beside the engine's position")
 
     # the books cannot know every fee of what happened outside them (a sale by hand): a
     # shortfall within a round trip's fees is no mismatch

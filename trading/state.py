@@ -330,6 +330,9 @@ class AdoptedHolding(Model):
     cost: float = Field(gt=0)  # quote spent including fees
     fees: float = Field(default=0.0, ge=0)
     entry_time_ms: int
+    # a short held at the exchange (USDⓈ-M; reconciliation): ``qty`` is its size, ``cost``
+    # the margin it stands for (qty x avg_entry); LONG where a payload has none
+    side: PositionSide = PositionSide.LONG
 
 
 class AdoptRequest(Model):

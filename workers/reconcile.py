@@ -1,8 +1,8 @@
 """Reconciliation, carried out: gather both sides, compare (``trading/reconcile.py``), act.
 
-The books come from Temporal (the DecisionWorkflow's positions, each PositionWorkflow's stop);
-the exchange's side from the broker (balances, open orders incl. conditional ones, futures
-positions). Acting means cancelling the engine's own orphan orders and telling a position whose
+The books come from Temporal (the DecisionWorkflow's positions with their side, each
+PositionWorkflow's stop); the exchange's side from the broker (balances, open orders incl.
+conditional ones, futures positions signed: a short negative). Acting means cancelling the engine's own orphan orders and telling a position whose
 stop ended to look now; the result goes to the DecisionWorkflow (``reconciled``), so
 ``ocw status`` shows the last one from any machine. ``ocw reconcile --dry-run`` only prints.
 """
@@ -71,6 +71,7 @@ async def gather(
                 stop_client_order_id=stop_id,
                 running=running,
                 busy=busy,
+                side=pos.side,
             )
         )
     balances = await broker.balances()
@@ -96,6 +97,7 @@ async def gather(
         traded=list(settings.symbols),
         prices=prices,
         tolerance=tolerance,
+        shorts=bool(view.config and view.config.shorts),
     )
 
 
@@ -138,6 +140,7 @@ async def run_reconcile(
                     avg_entry=action.price,
                     cost=action.qty * action.price,
                     entry_time_ms=report.time_ms,
+                    side=action.side,
                 )
                 await client.get_workflow_handle(wid).execute_update(
                     DecisionWorkflow.adopt, AdoptRequest(holding=holding), result_type=str

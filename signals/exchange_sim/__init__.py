@@ -36,7 +36,11 @@ Choices where Binance is richer than a test needs (each stated where it is made)
   sides) and in USDT on futures; Binance charges spot fees in the received asset or BNB;
 - liquidity: one counterparty at the last price (taker at ``last ± slippage``, resting limit at
   its own price), at most ``max_fill_qty`` per matching pass; no order book, no self-trade
-  prevention, no iceberg, OCO / order lists, trailing stops, hedge mode or liquidations;
+  prevention, no iceberg, OCO / order lists, trailing stops, hedge mode or liquidations (the
+  liquidation price is reported by ``positionRisk``, never acted on);
+- shorts as in one-way mode: a SELL with no position opens one (negative ``positionAmt``),
+  reduce-only orders that would increase or flip a position are refused (-2022), a short's
+  STOP_MARKET BUY triggers on a rise, funding is received by shorts at a positive rate;
 - the futures mark price is the last price; ``workingType`` is accepted but both kinds trigger on
   the last price; one leverage bracket per symbol;
 - client order ids: spot enforces ``^[a-zA-Z0-9-_]{1,36}$`` (what spot's -1100 answer names),

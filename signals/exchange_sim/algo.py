@@ -7,7 +7,11 @@ algo order becomes TRIGGERED and places a MARKET (``*_MARKET``) or LIMIT (``STOP
 ``TAKE_PROFIT``) order in the book *under the same client id*, then FINISHED once that order
 is done. A reduce-only / close-position order with nothing left to reduce at trigger time
 EXPIRES (a stop orphaned by a closed position never opens the other side); one refused for
-margin is REJECTED.
+margin is REJECTED. A short's stop is a BUY: a STOP / STOP_MARKET BUY triggers when the last
+price rises to its trigger (``orders.triggered``), and is refused at once (-2021) when the
+price is there already. Reduce-only: refused (-2022) in the position's own direction or with
+no position, and as a STOP / TAKE_PROFIT limit larger than the position; a STOP_MARKET larger
+than the position closes it.
 """
 
 from __future__ import annotations
@@ -103,8 +107,11 @@ class AlgoService:
             reduce_only=reduce_only or close_position,
             notional_price=price if price is not None else trigger,
         )
-        if (reduce_only or close_position) and self.book.reducible(market.id, side) <= 0:
+        room = self.book.reducible(market.id, side)
+        if (reduce_only or close_position) and room <= 0:
             raise reduce_only_rejected()
+        if reduce_only and not otype.endswith("_MARKET") and qty > room:
+            raise reduce_only_rejected()  # a stop-limit that would flip the position
         if triggered(otype, side, trigger, quote.price):
             raise BinanceError(-2021, "Order would immediately trigger.")
         now = self.core.clock_ms()

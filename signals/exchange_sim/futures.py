@@ -6,7 +6,16 @@ is ``|amount| × mark / leverage`` (mark = last price); open orders hold
 + cross unrealized PnL − order margin``. An order that would open more than ``available``
 covers is refused (-2019). Realized PnL, commission (fee rate × notional, in USDT) and funding
 go to the wallet and to the income history. There is no liquidation and no maintenance-margin
-call; there is one leverage bracket per symbol. Conditional orders are ``algo.py``'s.
+call (``liquidation_price`` is reported, never acted on); there is one leverage bracket per
+symbol, its maintenance amount 0. Conditional orders are ``algo.py``'s.
+
+Shorts, as Binance one-way mode has them: a SELL with no position opens a short (a negative
+``positionAmt``), a BUY reduces it. Reduce-only (the FAQ "Summary of Failed Orders in Binance
+Futures"): an order in the position's own direction, or with no position, is refused (-2022
+"ReduceOnly Order is rejected."); so is a reduce-only LIMIT order larger than the position (it
+would flip it), while a reduce-only MARKET order (and a triggered STOP_MARKET) larger than the
+position has priority and closes it, the rest expiring. Funding: ``rate × notional``, paid by
+longs and received by shorts when the rate is positive (the other way when negative).
 """
 
 from __future__ import annotations
@@ -149,6 +158,37 @@ class FuturesBook:
         if self.settings(market.id).margin_type == "ISOLATED":
             return pos.isolated_wallet
         return abs(pos.amount) * self.mark(market) / self.settings(market.id).leverage
+
+    def liquidation_price(self, market: Market) -> Decimal:
+        """Binance's one-way liquidation price (USDⓈ-M FAQ "How to Calculate Liquidation Price"):
+        ``LP = (WB - TMM1 + UPNL1 + cum - side·Q·EP) / (Q·MMR - side·Q)``, side +1 long, -1
+        short, Q the size, cum 0 (one bracket). Isolated: WB the position's isolated wallet,
+        TMM1 = UPNL1 = 0; cross: WB the cross wallet, TMM1 / UPNL1 the maintenance margin and
+        unrealized PnL of the other cross positions. 0 when there is none (a 1x long)."""
+        pos = self.position(market.id)
+        if not pos.amount:
+            return ZERO
+        side = Decimal(1) if pos.amount > 0 else Decimal(-1)
+        q = abs(pos.amount)
+        mmr = market.rules.maint_margin_ratio
+        if self.settings(market.id).margin_type == "ISOLATED":
+            wb, tmm, upnl = pos.isolated_wallet, ZERO, ZERO
+        else:
+            wb, tmm, upnl = self.state.wallet, ZERO, ZERO
+            for other in self.core.futures_markets.values():
+                o = self.position(other.id)
+                if not o.amount:
+                    continue
+                if self.settings(other.id).margin_type == "ISOLATED":
+                    wb -= o.isolated_wallet
+                elif other.id != market.id:
+                    tmm += abs(o.amount) * self.mark(other) * other.rules.maint_margin_ratio
+                    upnl += self.unrealized(other)
+        denominator = q * mmr - side * q
+        if denominator == 0:
+            return ZERO
+        price = (wb - tmm + upnl - side * q * pos.entry) / denominator
+        return max(ZERO, price)
 
     def reducible(self, exchange_id: str, side: str) -> Decimal:
         """How much an order of ``side`` can reduce the position by."""
@@ -299,8 +339,10 @@ class FuturesBook:
             reduce_only=req.reduce_only,
             notional_price=ref,
         )
-        if req.reduce_only and self.reducible(market.id, req.side) <= 0:
-            raise reduce_only_rejected()
+        if req.reduce_only:
+            room = self.reducible(market.id, req.side)
+            if room <= 0 or (req.type != "MARKET" and req.qty > room):
+                raise reduce_only_rejected()  # it would increase or flip the position
         post_only = req.tif == "GTX" and quote is not None and req.price is not None
         if post_only and marketable(req.side, req.price, quote.price):  # type: ignore[arg-type,union-attr]
             raise BinanceError(
@@ -522,7 +564,9 @@ class FuturesBook:
         settings.margin_type = margin_type
 
     def pay_funding(self, exchange_id: str, rate: Decimal) -> Decimal:
-        """Settle one funding interval: longs pay ``rate × notional`` (shorts receive it)."""
+        """Settle one funding interval: ``-positionAmt × mark × rate``, so at a positive rate
+        longs pay and shorts receive (a negative rate the other way), as a FUNDING_FEE income
+        entry of that sign."""
         market = self.core.market(True, exchange_id)
         pos = self.position(exchange_id)
         if not pos.amount:

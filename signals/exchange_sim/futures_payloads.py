@@ -135,7 +135,7 @@ def _position_numbers(book: FuturesBook, m: Market) -> dict[str, Any]:
         "breakEvenPrice": fmt(pos.entry),
         "markPrice": fmt(mark),
         "unRealizedProfit": fmt(upnl),
-        "liquidationPrice": "0",
+        "liquidationPrice": _liquidation(book, m),
         "isolatedMargin": fmt(pos.isolated_wallet + upnl if isolated and pos.amount else ZERO),
         "notional": fmt(notional),
         "isolatedWallet": fmt(pos.isolated_wallet if isolated else ZERO),
@@ -148,6 +148,12 @@ def _position_numbers(book: FuturesBook, m: Market) -> dict[str, Any]:
         "_leverage": settings.leverage,
         "_margin_type": settings.margin_type,
     }
+
+
+def _liquidation(book: FuturesBook, m: Market) -> str:
+    """Binance answers "0" where there is no liquidation price (no position, a 1x long)."""
+    price = book.liquidation_price(m)
+    return fmt(price) if price > 0 else "0"
 
 
 def position_risk_v3(book: FuturesBook, markets: list[Market]) -> list[dict[str, Any]]:
@@ -181,7 +187,7 @@ def position_risk_v2(book: FuturesBook, markets: list[Market]) -> list[dict[str,
                 "breakEvenPrice": n["breakEvenPrice"],
                 "markPrice": n["markPrice"],
                 "unRealizedProfit": n["unRealizedProfit"],
-                "liquidationPrice": "0",
+                "liquidationPrice": n["liquidationPrice"],
                 "leverage": str(n["_leverage"]),
                 "maxNotionalValue": fmt(_NOTIONAL_CAP, 0),
                 "marginType": "isolated" if n["_isolated"] else "cross",
