@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -65,7 +66,8 @@ _SCHEMA = (
         pnl_pct        REAL NOT NULL,
         exit_reason    TEXT NOT NULL,
         signal_weights TEXT NOT NULL,
-        recorded_at    TEXT NOT NULL
+        recorded_at    TEXT NOT NULL,
+        side           TEXT NOT NULL DEFAULT 'long'
     )""",
     """CREATE TABLE IF NOT EXISTS incidents (
         incident_id    TEXT PRIMARY KEY,
@@ -144,6 +146,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
         "exit_reason",
         "signal_weights",
         "recorded_at",
+        "side",
     ),
     "incidents": (
         "incident_id",
@@ -215,6 +218,24 @@ class Journal:
         self.db_path = self.db.path  # None on PostgreSQL
         at = self.db.dialect.bytewise("recorded_at")
         self.db.create_schema((*_SCHEMA, *(_RECORDED_INDEX.format(t=t, col=at) for t in _COLUMNS)))
+        self._add_trade_side()
+
+    def _add_trade_side(self) -> None:
+        """A journal from before shorts has no ``trades.side``: add it (every old trade was a
+        long). Idempotent, and safe when several processes open the journal at once."""
+        if self.db.path is None:  # PostgreSQL knows IF NOT EXISTS for a column
+            self.db.execute(
+                "ALTER TABLE trades ADD COLUMN IF NOT EXISTS side TEXT NOT NULL DEFAULT 'long'"
+            )
+            return
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(trades)").rows}
+        if "side" in columns:
+            return
+        try:
+            self.db.execute("ALTER TABLE trades ADD COLUMN side TEXT NOT NULL DEFAULT 'long'")
+        except sqlite3.OperationalError as err:  # another process added it meanwhile
+            if "duplicate column" not in str(err):
+                raise
 
     @staticmethod
     def target_of(settings: Settings) -> Target:

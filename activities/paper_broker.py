@@ -6,6 +6,14 @@ ever placed (rejected ones too), keyed by ``client_order_id``. ``place_order`` r
 Fill unchanged. A retried activity, a worker killed with SIGKILL mid-call and restarted, or two
 processes racing on the same id therefore fill at most once.
 
+Shorts (``allow_shorts``: a paper USDⓈ-M futures account, issue 15): a SELL that opens a short
+(``position_side`` SHORT) takes its notional and fee out of the cash as collateral, as the books
+and the backtester reckon a 1x short; the short is kept apart (``shorts``: quantity and entry
+notional per symbol) and shows as a negative holding. Its cover (a BUY on the short's side,
+never more than is short) returns the collateral plus ``(entry - price)·qty`` less the fee.
+One position per symbol, either side (Binance's one-way mode). Without ``allow_shorts`` (a
+spot account) a short is refused: spot is long-only.
+
 The paper broker stays single-host: its file is always SQLite under OCW_HOME, even when
 ``OCW_DB_URL`` puts the journal, learner snapshots and LLM store in PostgreSQL
 (``activities/db.py``). Run the paper account's workers on one host (or use an exchange).
@@ -22,7 +30,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trading.models import Balances, Fill, OrderRequest, OrderStatus, Side
+from trading.models import Balances, Fill, OrderRequest, OrderStatus, PositionSide, Side
 from trading.orders import CLIENT_ORDER_ID_MAX
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,11 @@ CREATE TABLE IF NOT EXISTS orders (
     created_at      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS orders_position ON orders (position_id, id);
+CREATE TABLE IF NOT EXISTS shorts (
+    symbol   TEXT PRIMARY KEY,
+    qty      REAL NOT NULL,
+    notional REAL NOT NULL
+);
 """
 
 
@@ -88,7 +101,8 @@ def connect(db_path: Path) -> sqlite3.Connection:
 
 
 class PaperBroker:
-    """Simulated spot account: fills at ``ref_price`` moved by slippage, charges a quote fee."""
+    """Simulated spot account (or a 1x futures one with ``allow_shorts``): fills at
+    ``ref_price`` moved by slippage, charges a quote fee."""
 
     def __init__(
         self,
@@ -96,12 +110,14 @@ class PaperBroker:
         initial_cash: float,
         fee_rate: float = 0.001,
         slippage_bps: float = 5.0,
+        allow_shorts: bool = False,
     ) -> None:
         if fee_rate < 0 or slippage_bps < 0 or initial_cash < 0:
             raise ValueError("initial_cash, fee_rate and slippage_bps must be >= 0")
         self.db_path = Path(db_path)
         self.fee_rate = fee_rate
         self.slippage = slippage_bps / 10_000
+        self.allow_shorts = allow_shorts
         self._lock = threading.Lock()
         self._conn = connect(self.db_path)
         with self._tx() as cur:
@@ -187,6 +203,19 @@ class PaperBroker:
         row = cur.execute("SELECT qty FROM holdings WHERE symbol = ?", (req.symbol,)).fetchone()
         held = row[0] if row else 0.0
         qty = req.qty
+        short = cur.execute(
+            "SELECT qty, notional FROM shorts WHERE symbol = ?", (req.symbol,)
+        ).fetchone()
+        if req.position_side is PositionSide.SHORT:
+            if not self.allow_shorts:
+                return self._reject(
+                    req, "shorts are refused: this is a spot account (spot is long-only)"
+                )
+            if held > 0:
+                return self._reject(req, f"{req.symbol} is held long: one position per symbol")
+            return self._execute_short(cur, req, cash, short)
+        if short is not None:
+            return self._reject(req, f"{req.symbol} is held short: one position per symbol")
 
         if req.side is Side.BUY:
             price = req.ref_price * (1 + self.slippage)
@@ -236,6 +265,68 @@ class PaperBroker:
             reason=req.reason,
         )
 
+    def _execute_short(
+        self,
+        cur: sqlite3.Cursor,
+        req: OrderRequest,
+        cash: float,
+        short: tuple[float, float] | None,
+    ) -> Fill:
+        """A short's entry or add (SELL) or its cover (BUY), at 1x: the notional is the
+        collateral (module docstring)."""
+        qty = req.qty
+        short_qty, short_notional = short if short is not None else (0.0, 0.0)
+        if req.side is Side.SELL:  # open or add: the collateral and the fee leave the cash
+            price = req.ref_price * (1 - self.slippage)
+            need = qty * price * (1 + self.fee_rate)
+            if need > cash:
+                if need > cash * (1 + QTY_RTOL):
+                    return self._reject(
+                        req, f"insufficient margin: need {need:.8f}, have {cash:.8f}"
+                    )
+                qty = cash / (price * (1 + self.fee_rate))
+            notional = qty * price
+            fee = notional * self.fee_rate
+            new_cash = max(cash - notional - fee, 0.0)
+            new_qty, new_notional = short_qty + qty, short_notional + notional
+        else:  # cover: reduce-only, never more than is short
+            price = req.ref_price * (1 + self.slippage)
+            if short is None:
+                return self._reject(req, f"reduce-only: no short of {req.symbol} to cover")
+            if abs(qty - short_qty) <= QTY_RTOL * max(qty, short_qty):
+                qty = short_qty
+            elif qty > short_qty:
+                return self._reject(
+                    req, f"reduce-only: cover {qty:.12g} exceeds the short {short_qty:.12g}"
+                )
+            released = short_notional * (qty / short_qty)
+            notional = qty * price
+            fee = notional * self.fee_rate
+            new_cash = max(cash + 2.0 * released - notional - fee, 0.0)
+            new_qty, new_notional = short_qty - qty, short_notional - released
+        cur.execute("UPDATE account SET cash = ? WHERE id = 1", (new_cash,))
+        if new_qty > 0:
+            cur.execute(
+                "INSERT INTO shorts (symbol, qty, notional) VALUES (?, ?, ?) "
+                "ON CONFLICT (symbol) DO UPDATE SET qty = excluded.qty, "
+                "notional = excluded.notional",
+                (req.symbol, new_qty, new_notional),
+            )
+        else:
+            cur.execute("DELETE FROM shorts WHERE symbol = ?", (req.symbol,))
+        return Fill(
+            client_order_id=req.client_order_id,
+            position_id=req.position_id,
+            symbol=req.symbol,
+            side=req.side,
+            status=OrderStatus.FILLED,
+            qty=qty,
+            price=price,
+            fee=fee,
+            market_time_ms=req.market_time_ms,
+            reason=req.reason,
+        )
+
     @staticmethod
     def _reject(req: OrderRequest, reason: str) -> Fill:
         return Fill(
@@ -270,9 +361,14 @@ class PaperBroker:
                 rows = self._conn.execute(
                     "SELECT symbol, qty FROM holdings ORDER BY symbol"
                 ).fetchall()
+                shorts = self._conn.execute(
+                    "SELECT symbol, qty FROM shorts ORDER BY symbol"
+                ).fetchall()
             finally:
                 self._conn.execute("COMMIT")
-        return Balances(cash=cash, holdings=dict(rows))
+        holdings = dict(rows)
+        holdings.update({symbol: -qty for symbol, qty in shorts})  # a short: negative
+        return Balances(cash=cash, holdings=holdings)
 
     def fills(self, position_id: str | None = None) -> list[Fill]:
         """Every stored order's Fill (REJECTED ones included), in the order they were placed."""

@@ -38,7 +38,7 @@ from trading.models import (
     StopState,
 )
 from trading.rule_policy import decide as rule_decide
-from trading.safety import net_pnl_pct
+from trading.safety import best_of, net_pnl_pct
 from trading.scorer import ScorerInputs, score_position
 from trading.state import (
     DecideRequest,
@@ -156,6 +156,8 @@ class TradingActivities:
             derivatives=derivatives,
             group_weights=req.group_weights,
             plan_params=req.plan_params,
+            shorts=req.shorts,
+            short_held={p.symbol for p in req.account_view.positions if p.side == "short"},
         )
         acted = [f"{d.ticker} {d.action}" for d in decision.decisions if d.action != "HOLD"]
         log.info(
@@ -229,9 +231,11 @@ class TradingActivities:
         pos = req.position
         fee = req.params.fee_rate
         f, btc = req.features, req.btc_features
+        side = pos.side
+        best = best_of(side, pos.peak_price, pos.trough_price)
         inputs = ScorerInputs(
-            pnl_pct=net_pnl_pct(pos.avg_entry, pos.last_price, fee),
-            peak_pnl_pct=net_pnl_pct(pos.avg_entry, pos.peak_price, fee),
+            pnl_pct=net_pnl_pct(pos.avg_entry, pos.last_price, fee, side=side),
+            peak_pnl_pct=net_pnl_pct(pos.avg_entry, best, fee, side=side),
             hours_held=max(0.0, (pos.last_price_ms - pos.entry_time_ms) / 3_600_000),
             entry_regime=pos.entry_regime,
             entry_vol_regime=pos.entry_vol_regime,
@@ -244,7 +248,7 @@ class TradingActivities:
             is_btc=pos.symbol == "BTC/USDT",
         )
         result = score_position(
-            inputs, exit_score=req.params.exit_score, add_score=req.params.add_score
+            inputs, exit_score=req.params.exit_score, add_score=req.params.add_score, side=side
         )
         return PositionVerdict(
             verdict=result.verdict,

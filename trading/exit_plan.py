@@ -162,12 +162,20 @@ def validate_plan(
     )
 
 
-def stop_loss_pct_for(plan: ExitPlan, entry: float, fee_rate: float, hard_pct: float) -> float:
+def stop_loss_pct_for(
+    plan: ExitPlan,
+    entry: float,
+    fee_rate: float,
+    hard_pct: float,
+    side: PositionSide | None = None,
+) -> float:
     """The position's stop as the net loss at the plan's stop from the actual ``entry`` (its
-    fill), never looser than the hard stop nor tighter than a tick above zero."""
+    fill), never looser than the hard stop nor tighter than a tick above zero. Without a
+    ``side`` the stop's place says it (above the entry: a short's)."""
     k = (1.0 - fee_rate) / (1.0 + fee_rate)
     loss = 1.0 - k * plan.stop_price / entry  # long: net loss at the stop
-    if plan.stop_price > entry:  # a short's stop lies above
+    short = plan.stop_price > entry if side is None else PositionSide(side) is PositionSide.SHORT
+    if short:  # a short's stop lies above
         loss = plan.stop_price / entry - k
     if not math.isfinite(loss):
         return hard_pct
@@ -220,16 +228,26 @@ def rule_plan(
     stop_loss_pct: float,
     trail_activate_pct: float,
     fee_rate: float,
+    side: PositionSide = PositionSide.LONG,
 ) -> ExitPlan | None:
-    """The rule policy's plan (SPEC §7 rules, long): the hard stop, the target where its
-    trailing stop takes over (``trail_activate_pct`` up), invalid once the trend's EMA21 at
-    entry is lost (when it lies between the stop and the price; else the 1h change falling
-    past three ATRs). None when the rules leave no valid plan (no stop configured)."""
-    hard = hard_stop_price(price, stop_loss_pct, fee_rate, PositionSide.LONG)
-    if ema21 is not None and math.isfinite(ema21) and hard < ema21 < price:
+    """The rule policy's plan (SPEC §7 rules; a short's mirrored): the hard stop, the target
+    where its trailing stop takes over (``trail_activate_pct`` in the trade's favour), invalid
+    once the trend's EMA21 at entry is lost (when it lies between the stop and the price; else
+    the 1h change moving three ATRs against the trade). None when the rules leave no valid
+    plan (no stop configured)."""
+    side = PositionSide(side)
+    long = side is PositionSide.LONG
+    hard = hard_stop_price(price, stop_loss_pct, fee_rate, side)
+    ema_between = (
+        ema21 is not None
+        and math.isfinite(ema21)
+        and (hard < ema21 < price if long else price < ema21 < hard)
+    )
+    if ema_between:
+        assert ema21 is not None
         invalid: dict[str, Any] = {
             "metric": f"{symbol}:price",
-            "operator": "lt",
+            "operator": "lt" if long else "gt",
             "threshold": round(ema21, 10),
             "reason": "the trend's EMA21 at entry lost",
         }
@@ -237,11 +255,14 @@ def rule_plan(
         atr = atr_pct if atr_pct is not None and math.isfinite(atr_pct) and atr_pct > 0 else 0.01
         invalid = {
             "metric": f"{symbol}:change_pct_1h",
-            "operator": "lt",
-            "threshold": round(-3.0 * atr, 6),
-            "reason": "a 1h fall of three ATRs",
+            "operator": "lt" if long else "gt",
+            "threshold": round((-3.0 if long else 3.0) * atr, 6),
+            "reason": "a 1h fall of three ATRs" if long else "a 1h rise of three ATRs",
         }
-    target = price * (1.0 + max(trail_activate_pct, min_distance_pct(atr_pct)))
+    move = max(trail_activate_pct, min_distance_pct(atr_pct))
+    target = price * (1.0 + move) if long else price * (1.0 - move)
+    if target <= 0:
+        return None
     got = validate_plan(
         {"stop_price": hard, "target_price": target, "invalidation": invalid},
         symbol=symbol,
@@ -249,6 +270,7 @@ def rule_plan(
         atr_pct=atr_pct,
         stop_loss_pct=stop_loss_pct,
         fee_rate=fee_rate,
+        side=side,
         source="rule",
     )
     return got if isinstance(got, ExitPlan) else None

@@ -15,6 +15,18 @@ Learned group weights (optional, from the learner, SPEC §5): a BUY's confidence
 size, is multiplied by how the groups that pushed it up (positive signal weight) are weighted
 relative to their starting weights, bounded to [0.5, 1.5] (``learned_multiplier``). Actions are
 never changed, SELLs never touched; without group weights the policy is exactly as above.
+
+Shorts (``shorts=True``, USDⓈ-M futures only; issue 15): the *trend* rules mirrored, and only
+they (a reversion short into a ranging market's upper band is not part of SPEC §7):
+
+* SHORT when flat, trending, no long rule fires, RSI14 < 50 and momentum14 < -2 %
+  (score ``-(0.5 + 0.25·ramp((50 - RSI)/20) + 0.25·ramp((-2 % - mom)/8 %))``, the BUY's
+  mirror), sized as a BUY;
+* COVER a held short when momentum14 > +5 % in a trend (the mirror of the trend SELL) or when
+  any long rule fires (the market says BUY: a short has no business there).
+
+Long decisions are exactly as without shorts. A SHORT's signal weights keep the sign
+convention (+ = for a long), so its trend weight is negative.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from trading.models import (
     DerivativesReading,
     MarketView,
     PositionParams,
+    PositionSide,
     SymbolFeatures,
     TradeDecision,
 )
@@ -54,6 +67,10 @@ RULE_WEIGHT = 0.7
 DERIV_WEIGHT = 0.3
 LEARNED_MIN = 0.5
 LEARNED_MAX = 1.5
+# the trend rules mirrored for shorts
+RSI_SHORT_MAX = 50.0
+MOM_SHORT_MAX = -0.02
+MOM_COVER_MIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -128,6 +145,21 @@ def _trending_rule(f: SymbolFeatures, reasons: list[str]) -> float:
         reasons.append(f"momentum14 {mom:+.1%} < -5%")
         return -(0.5 + 0.5 * _ramp((MOM_SELL_MAX - mom) / 0.10))
     reasons.append(f"no trend rule fires (RSI14 {rsi:.1f}, momentum14 {mom:+.1%})")
+    return 0.0
+
+
+def short_rule(f: SymbolFeatures, regime: str, reasons: list[str]) -> float:
+    """The mirrored trend rules (module docstring): < 0 says SHORT, > 0 says COVER, 0 neither.
+    Outside a trend (or without RSI14 and momentum14) they say nothing."""
+    rsi, mom = f.rsi14, f.momentum14
+    if regime != "trending" or rsi is None or mom is None:
+        return 0.0
+    if rsi < RSI_SHORT_MAX and mom < MOM_SHORT_MAX:
+        reasons.append(f"short rule: RSI14 {rsi:.1f} < 50 and momentum14 {mom:+.1%} < -2%")
+        return -(0.5 + 0.25 * _ramp((50.0 - rsi) / 20.0) + 0.25 * _ramp((-0.02 - mom) / 0.08))
+    if mom > MOM_COVER_MIN:
+        reasons.append(f"cover rule: momentum14 {mom:+.1%} > +5%")
+        return 0.5 + 0.5 * _ramp((mom - MOM_COVER_MIN) / 0.10)
     return 0.0
 
 
@@ -233,8 +265,14 @@ def _decision(
     derivatives: DerivativesReading | None,
     group_weights: dict[str, float] | None = None,
     plan_params: PositionParams | None = None,
+    shorts: bool = False,
+    held_short: bool = False,
 ) -> tuple[TradeDecision, str]:
     sig = symbol_signal(f, derivatives)
+    if shorts and not sig.missing and (held_short or (not held and sig.action is not Action.BUY)):
+        return _short_decision(
+            symbol, f, sig, held_short, position_pct, max_position_pct, plan_params
+        )
     why = "; ".join(sig.reasons)
     weights = sig.signal_weights
     if sig.missing:
@@ -278,6 +316,64 @@ def _decision(
     return decision, sig.regime
 
 
+def _short_decision(
+    symbol: str,
+    f: SymbolFeatures,
+    sig: RuleSignal,
+    held_short: bool,
+    position_pct: float,
+    max_position_pct: float,
+    plan_params: PositionParams | None = None,
+) -> tuple[TradeDecision, str]:
+    """A held short (COVER or HOLD) or a flat symbol no long rule buys (SHORT or HOLD)."""
+    reasons = list(sig.reasons)
+    rule = short_rule(f, sig.regime, reasons)
+    action = Action.HOLD
+    score = 0.0
+    if held_short:
+        if sig.action is Action.BUY:
+            action, score = Action.COVER, sig.score
+            reasons.append("a long rule fires: cover the short")
+        elif rule > 0:
+            action, score = Action.COVER, rule
+        else:
+            reasons.append("short held, no cover rule fires")
+    elif rule < 0:
+        action, score = Action.SHORT, rule
+        if sig.derivatives is not None:
+            score = RULE_WEIGHT * rule + DERIV_WEIGHT * sig.derivatives
+    why = "; ".join(reasons)
+    confidence = round(min(1.0, abs(score)), 4)
+    pct = 0.0
+    weights = dict(sig.signal_weights)
+    if action is Action.SHORT:
+        pct = round(min(max_position_pct, position_pct * (0.5 + confidence)), 4)
+        weights = _weights(f, sig.regime, rule, sig.derivatives)
+    text = f"{action.value} {symbol} at {f.price:.6g}: {why}; score {score:+.2f}."
+    plan = None
+    if action is Action.SHORT and plan_params is not None:
+        plan = rule_plan(
+            symbol,
+            f.price,
+            atr_pct=f.atr_pct,
+            ema21=f.ema21,
+            stop_loss_pct=plan_params.stop_loss_pct,
+            trail_activate_pct=plan_params.trail_activate_pct,
+            fee_rate=plan_params.fee_rate,
+            side=PositionSide.SHORT,
+        )
+    decision = TradeDecision(
+        ticker=symbol,
+        action=action,
+        position_pct=pct,
+        confidence=confidence if action is not Action.HOLD else round(min(1.0, abs(sig.score)), 4),
+        reasoning=text,
+        signal_weights=weights,
+        exit_plan=plan,
+    )
+    return decision, sig.regime
+
+
 def decide(
     market: MarketView,
     held: set[str],
@@ -286,12 +382,17 @@ def decide(
     derivatives: dict[str, DerivativesReading] | None = None,
     group_weights: dict[str, float] | None = None,
     plan_params: PositionParams | None = None,
+    shorts: bool = False,
+    short_held: set[str] | None = None,
 ) -> AgentDecision:
     """One rule-policy decision per symbol of ``market`` (source "rule"). Never raises.
 
     ``group_weights`` (learner weights per signal group) scale BUY confidence and size only.
     With ``plan_params`` each BUY carries the rules' exit plan (``exit_plan.rule_plan``).
+    With ``shorts`` the mirrored trend rules may SHORT a flat symbol and COVER a held short
+    (``short_held``: the held symbols that are short, a subset of ``held``).
     """
+    short_held = short_held or set()
     position_pct = _finite_or(position_pct, 0.0)
     max_position_pct = _finite_or(max_position_pct, 0.0)
     derivatives = derivatives or {}
@@ -308,6 +409,8 @@ def decide(
                 derivatives.get(symbol),
                 group_weights,
                 plan_params,
+                shorts,
+                symbol in short_held,
             )
         except Exception as exc:  # a bad feature set must not take the other symbols down
             decision = TradeDecision(
@@ -332,8 +435,9 @@ def decide(
             regimes.setdefault("no data", []).append(symbol)
     summary = "; ".join(f"{label}: {', '.join(syms)}" for label, syms in sorted(regimes.items()))
     trades = sum(d.action is not Action.HOLD for d in decisions)
+    rules = "SPEC §7, shorts by the mirrored trend rules" if shorts else "SPEC §7"
     assessment = (
-        f"Rule policy (SPEC §7). Regimes — {summary or 'no symbols'}. "
+        f"Rule policy ({rules}). Regimes — {summary or 'no symbols'}. "
         f"{trades} trade(s) out of {len(decisions)} symbol(s)."
     )
     return AgentDecision(source="rule", decisions=decisions, market_assessment=assessment)

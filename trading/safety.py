@@ -132,6 +132,30 @@ def worst_price(side: PositionSide, worst: float, price: float) -> float:
     return update_trough(worst, price, side=side)
 
 
+def best_of(side: PositionSide, peak: float, trough: float) -> float:
+    """The best price of a position that keeps its plain extremes (highest ``peak``, lowest
+    ``trough`` seen, as the workflows do): a long's peak, a short's trough."""
+    return trough if _side(side) is SHORT else peak
+
+
+def worst_of(side: PositionSide, peak: float, trough: float) -> float:
+    """The adverse extreme of the same: a long's trough, a short's peak."""
+    return peak if _side(side) is SHORT else trough
+
+
+def mark_value(
+    side: PositionSide, qty: float, entry_price: float, price: float, fee_rate: float = 0.0
+) -> float:
+    """What a position is worth at ``price`` net of the exit fee at ``fee_rate``: a long's
+    ``q·P·(1-f)``, a short's collateral plus open PnL ``q·(2E - P) - q·P·f`` (the entry's
+    notional is its collateral, as the backtester and the books reckon it). Less the cost
+    (``q·E`` plus the entry fee) it is the net PnL."""
+    exit_fee = qty * price * fee_rate
+    if _side(side) is SHORT:
+        return qty * (2.0 * entry_price - price) - exit_fee
+    return qty * price - exit_fee
+
+
 def check_safety(
     entry_price: float,
     peak_price: float,

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from trading.exit_plan import describe as describe_plan
-from trading.models import DerivativesReading, Model, SymbolFeatures
+from trading.models import DerivativesReading, Model, PositionSide, SymbolFeatures
+from trading.safety import mark_value
 
 if TYPE_CHECKING:  # state.py imports this module; the builder only needs the types
     from trading.state import AccountView, DecideRequest, EvaluateRequest
@@ -144,6 +145,7 @@ class SnapshotContext(Model):
 
 class PositionSnapshot(Model):
     symbol: str
+    side: PositionSide = PositionSide.LONG  # a short says so: it is closed by COVER
     entry: float
     qty: float
     last_price: float
@@ -202,21 +204,30 @@ def _account_snapshot(
     missing: list[str] = []
     positions = []
     for p in account.positions:
-        value = p.qty * p.last_price * (1.0 - fee)
+        short = p.side is PositionSide.SHORT
+        value = mark_value(p.side, p.qty, p.avg_entry, p.last_price, fee)
         pnl = value - p.cost
         mark = marks.get(p.symbol)
         if mark is None:
             missing.append(f"peak/MAE of {p.symbol}")
+        mae = None
+        if mark is not None:  # the adverse extreme: a short's peak, a long's trough
+            mae = (
+                min(0.0, 1.0 - mark.peak_price / p.avg_entry)
+                if short
+                else min(0.0, mark.trough_price / p.avg_entry - 1.0)
+            )
         positions.append(
             PositionSnapshot(
                 symbol=p.symbol,
+                side=p.side,
                 entry=p.avg_entry,
                 qty=p.qty,
                 last_price=p.last_price,
                 pnl_usd=pnl,
                 pnl_pct=pnl / p.cost if p.cost > 0 else 0.0,
-                peak=mark.peak_price if mark else None,
-                mae_pct=min(0.0, mark.trough_price / p.avg_entry - 1.0) if mark else None,
+                peak=(mark.trough_price if short else mark.peak_price) if mark else None,
+                mae_pct=mae,
                 hours_held=max(0.0, (as_of_ms - p.entry_time_ms) / 3_600_000),
             )
         )
@@ -467,11 +478,13 @@ def _account_lines(a: AccountSnapshot) -> list[str]:
     if a.positions:
         lines.append(f"open positions ({len(a.positions)}):")
         for p in a.positions:
+            short = p.side is PositionSide.SHORT
             extremes = ""
-            if p.peak is not None:
-                extremes = f" peak {_num(p.peak)} mae {_pct(p.mae_pct)}"
+            if p.peak is not None:  # the best price: a short's trough
+                extremes = f" {'trough' if short else 'peak'} {_num(p.peak)} mae {_pct(p.mae_pct)}"
             lines.append(
-                f"- {p.symbol} entry {_num(p.entry)} qty {_num(p.qty)} last {_num(p.last_price)} "
+                f"- {p.symbol}{' SHORT' if short else ''} entry {_num(p.entry)} qty {_num(p.qty)} "
+                f"last {_num(p.last_price)} "
                 f"pnl {_pct(p.pnl_pct)} ({_usd(p.pnl_usd)}){extremes} held {p.hours_held:.1f}h"
             )
     else:
@@ -540,19 +553,33 @@ def render_position_prompt(req: EvaluateRequest, context: SnapshotContext | None
     ctx = context or SnapshotContext()
     p = req.position
     fee = req.params.fee_rate
-    value = p.qty * p.last_price * (1.0 - fee)
+    short = p.side is PositionSide.SHORT
+    value = mark_value(p.side, p.qty, p.avg_entry, p.last_price, fee)
     pnl = value - p.cost
     pnl_pct = pnl / p.cost if p.cost > 0 else 0.0
-    peak_pct = p.peak_price / p.avg_entry - 1.0
-    mae_pct = min(0.0, p.trough_price / p.avg_entry - 1.0)
+    # the best and the adverse excursion as the position sees them (a short gains on a fall)
+    best = p.trough_price if short else p.peak_price
+    best_pct = best / p.avg_entry - 1.0
+    if short:
+        best_pct = 1.0 - best / p.avg_entry
+        mae_pct = min(0.0, 1.0 - p.peak_price / p.avg_entry)
+    else:
+        mae_pct = min(0.0, p.trough_price / p.avg_entry - 1.0)
     hours = max(0.0, (p.last_price_ms - p.entry_time_ms) / 3_600_000)
+    side_text = "SHORT " if short else ""
     lines = [
         f"# position check {iso_minute(p.last_price_ms)}",
-        f"{p.symbol} entry {_num(p.avg_entry)} qty {_num(p.qty)} last {_num(p.last_price)} "
-        f"pnl {_pct(pnl_pct)} ({_usd(pnl)}) net of fees | peak {_num(p.peak_price)} "
-        f"({_pct(peak_pct)}) | mae {_pct(mae_pct)} | held {hours:.1f}h | entry regime "
+        f"{side_text}{p.symbol} entry {_num(p.avg_entry)} qty {_num(p.qty)} last "
+        f"{_num(p.last_price)} pnl {_pct(pnl_pct)} ({_usd(pnl)}) net of fees | "
+        f"{'trough' if short else 'peak'} {_num(best)} ({_pct(best_pct)}) | mae "
+        f"{_pct(mae_pct)} | held {hours:.1f}h | entry regime "
         f"{clean_untrusted(p.entry_regime, LABEL_MAX_CHARS)}",
         f"safety layer (runs anyway): stop {_pct(-req.params.stop_loss_pct, 1)}, trail "
+        f"{_pct(req.params.trail_pct, 0).lstrip('+')} "
+        f"{'above the trough' if short else 'below peak'} once the best move >= "
+        f"{_pct(req.params.trail_activate_pct, 0)}"
+        if short
+        else f"safety layer (runs anyway): stop {_pct(-req.params.stop_loss_pct, 1)}, trail "
         f"{_pct(req.params.trail_pct, 0).lstrip('+')} below peak once peak >= "
         f"{_pct(req.params.trail_activate_pct, 0)}",
     ]

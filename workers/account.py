@@ -220,7 +220,12 @@ def broker_seed(broker: PaperBroker, reason: str) -> AccountSeed:
     holdings: list[AdoptedHolding] = []
     fills = [f for f in broker.fills() if f.status.value == "FILLED"]
     for symbol, qty in sorted(balances.holdings.items()):
-        if qty <= 0:
+        if qty < 0:
+            raise SetupError(
+                f"the broker holds a short of {-qty:g} {symbol}: a reset does not adopt shorts; "
+                "cover it first (`ocw close-all`) and reset again"
+            )
+        if qty == 0:
             continue
         lots: list = []
         held = 0.0

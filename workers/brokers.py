@@ -51,6 +51,7 @@ def build_broker(settings: Settings, budget: RestBudget | None = None) -> Broker
                 initial_cash=settings.initial_cash,
                 fee_rate=settings.fee_rate,
                 slippage_bps=settings.slippage_bps,
+                allow_shorts=settings.shorts,
             )
         )
     assert settings.binance_api_key is not None and settings.binance_api_secret is not None

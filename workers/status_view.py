@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from trading.exit_plan import describe as describe_plan
-from trading.models import ClosedTrade
+from trading.models import ClosedTrade, PositionSide
+from trading.safety import mark_value
 from trading.state import DecisionLogEntry, Incident, StatusView
 from workflows.ui_text import price, qty
 
@@ -26,9 +27,10 @@ def render_status(view: StatusView) -> str:
         f"  open positions ({len(view.positions)}):",
     ]
     for pos in view.positions:
-        pnl = pos.qty * pos.last_price - pos.cost
+        pnl = mark_value(pos.side, pos.qty, pos.avg_entry, pos.last_price) - pos.cost
+        side = " short" if pos.side is PositionSide.SHORT else ""
         lines.append(
-            f"    {pos.position_id:<28} {pos.symbol:<10} qty {qty(pos.qty)} "
+            f"    {pos.position_id:<28} {pos.symbol:<10}{side} qty {qty(pos.qty)} "
             f"entry {price(pos.avg_entry)} last {price(pos.last_price)} pnl {pnl:+,.2f}"
             f"{'  (adopted)' if pos.adopted else ''}"
             f"{'  (exit requested)' if pos.exit_requested else ''}"

@@ -20,9 +20,9 @@ from activities.journal import Journal
 from trading.config import Settings
 from trading.exit_plan import describe as describe_plan
 from trading.learner import PosteriorTable
-from trading.models import ClosedTrade, Model
+from trading.models import ClosedTrade, Model, PositionSide
 from trading.protective_stop import stop_loss_level
-from trading.safety import check_safety, net_pnl_pct
+from trading.safety import check_safety, mark_value, net_pnl_pct
 from trading.state import PositionState, StatusView
 from workflows.decision import DecisionWorkflow
 from workflows.position import PositionWorkflow
@@ -34,11 +34,12 @@ class PositionView(Model):
     position_id: str
     workflow_id: str
     symbol: str
+    side: str = "long"  # "short": sold to open on USDⓈ-M futures (issue 15)
     qty: float
     avg_entry: float
     last_price: float
     cost: float
-    pnl: float  # net of the exit fee, as if sold at the last price
+    pnl: float  # net of the exit fee, as if closed at the last price
     pnl_pct: float
     stop: float | None  # the safety layer's stop-loss level
     trail: float | None  # the trailing stop, once active
@@ -165,26 +166,31 @@ class Views:
         qty = state.qty if state else pos.qty
         cost = state.cost if state else pos.cost
         fee = params.fee_rate if params else 0.001
+        side = pos.side
         trail = None
         stop = None
         if params is not None and entry > 0 and last > 0:
-            peak = state.peak_price if state else max(entry, last)
-            trail = check_safety(entry, max(peak, last), last, params, 0.0).trail_price
-            stop = stop_loss_level(entry, params)
+            if side is PositionSide.SHORT:
+                best = min(state.trough_price if state else min(entry, last), last)
+            else:
+                best = max(state.peak_price if state else max(entry, last), last)
+            trail = check_safety(entry, best, last, params, 0.0, side=side).trail_price
+            stop = stop_loss_level(entry, params, side)
         plan = state.exit_plan if state else pos.exit_plan
         if plan is not None:
             stop = plan.stop_price  # the position's stop is its plan's
-        value = qty * last * (1 - fee)
+        value = mark_value(side, qty, entry, last, fee)
         return PositionView(
             position_id=pos.position_id,
             workflow_id=pos.workflow_id,
             symbol=pos.symbol,
+            side=side.value,
             qty=qty,
             avg_entry=entry,
             last_price=last,
             cost=cost,
             pnl=value - cost,
-            pnl_pct=net_pnl_pct(entry, last, fee) if entry > 0 and last > 0 else 0.0,
+            pnl_pct=net_pnl_pct(entry, last, fee, side=side) if entry > 0 and last > 0 else 0.0,
             stop=stop,
             trail=trail,
             exchange_stop=(

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from trading.config import interval_seconds
     from trading.exit_plan import stop_loss_pct_for
     from trading.learner import LearnerState, LearnerUpdateRequest, PosteriorTable
+    from trading.leverage import liquidation_distance_ok, loss_exit_price
     from trading.llm_budget import BreakerSave, LedgerRequest, LedgerView
     from trading.macro import MacroRegime, MacroRequest
     from trading.models import (
@@ -41,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
         MarketView,
         Model,
         OrderRequest,
-        Side,
+        PositionSide,
         Wake,
     )
     from trading.orders import client_order_id
@@ -304,6 +305,10 @@ class DecisionWorkflow:
             raise ValueError(f"adopt: {req.holding.symbol} is not traded by {s.config.account}")
         if req.holding.symbol in s.positions:
             raise ValueError(f"adopt: a position tracks {req.holding.symbol} already")
+        if req.holding.side is PositionSide.SHORT and not s.config.shorts:
+            raise ValueError(
+                f"adopt: {req.holding.symbol} is short and {s.config.account} trades no shorts"
+            )
 
     @workflow.update(name="halt")
     def halt_update(self, req: ControlRequest | None = None) -> str:
@@ -539,13 +544,16 @@ class DecisionWorkflow:
             trough_price=h.avg_entry,
             entry_crypto_regime=s.regimes.crypto,
             adopted=flagged,
+            side=h.side,
         )
         s.positions[h.symbol] = pos
         s.counters.positions_opened += 1
         s.last_prices.setdefault(h.symbol, h.avg_entry)
         await self._start_watcher(pos, next_seq=2)
+        short = " short" if h.side is PositionSide.SHORT else ""
         self._note(
-            f"{h.symbol} adopted {ui_text.qty(h.qty)} @ {ui_text.price(h.avg_entry)} -> {position_id}"
+            f"{h.symbol} adopted{short} {ui_text.qty(h.qty)} @ {ui_text.price(h.avg_entry)} "
+            f"-> {position_id}"
         )
 
     async def _adopt(self, h: AdoptedHolding) -> None:
@@ -631,6 +639,7 @@ class DecisionWorkflow:
             plan_params=(
                 cfg.position_params(s.regimes.trail_multiplier) if cfg.rule_exit_plans else None
             ),
+            shorts=cfg.shorts,
         )
         decision = await self._decide(request)
         if decision is None:
@@ -690,10 +699,17 @@ class DecisionWorkflow:
         pos = s.positions.get(symbol)
         if action == Action.HOLD:
             return None
-        if action == Action.SELL:
+        if action in (Action.SELL, Action.COVER):
             if pos is None:
-                return f"{symbol} SELL: rejected, no open position"
-            return await self._request_exit(pos, "decision_sell")
+                return f"{symbol} {action}: rejected, no open position"
+            wants = PositionSide.SHORT if action == Action.COVER else PositionSide.LONG
+            if pos.side is not wants:
+                closer = "COVER" if pos.side is PositionSide.SHORT else "SELL"
+                return f"{symbol} {action}: rejected, the position is {pos.side} ({closer} it)"
+            reason = "decision_cover" if action == Action.COVER else "decision_sell"
+            return await self._request_exit(pos, reason)
+        if action == Action.SHORT and not s.config.shorts:
+            return f"{symbol} SHORT: rejected, shorts are off (spot is long-only)"
         features = view.symbols.get(symbol)
         if features is None:
             return f"{symbol} {action}: skipped, no price"
@@ -701,15 +717,23 @@ class DecisionWorkflow:
             return f"{symbol} {action}: skipped, entries halted ({s.portfolio.halt_reason})"
         if stale:
             return f"{symbol} {action}: skipped, the wake is stale"
-        if action == Action.BUY:
+        if action in (Action.BUY, Action.SHORT):
             if pos is not None:
-                return f"{symbol} BUY: ignored, position {pos.position_id} already open"
+                return f"{symbol} {action}: ignored, position {pos.position_id} already open"
             exit_ms = s.last_exit_ms.get(symbol)
             wake_ms = wake.market_time_ms
             if wake_ms is not None and exit_ms is not None and wake_ms <= exit_ms:
-                return f"{symbol} BUY: skipped, the wake predates the last exit of {symbol}"
+                return f"{symbol} {action}: skipped, the wake predates the last exit of {symbol}"
+            side = PositionSide.SHORT if action == Action.SHORT else PositionSide.LONG
             return await self._open(
-                symbol, position_pct, features.price, view.as_of_ms, weights, features.regime, plan
+                symbol,
+                position_pct,
+                features.price,
+                view.as_of_ms,
+                weights,
+                features.regime,
+                plan,
+                side,
             )
         if action == Action.ADD:
             if pos is None:
@@ -726,12 +750,17 @@ class DecisionWorkflow:
         weights: dict[str, float],
         symbol_regime: str = "unknown",
         plan: ExitPlan | None = None,
+        side: PositionSide = PositionSide.LONG,
     ) -> str:
         s = self._s
         cfg = s.config
-        sizing = self._risk_check("BUY", symbol, position_pct, price, held_qty=0.0)
+        act = "SHORT" if side is PositionSide.SHORT else "BUY"
+        sizing = self._risk_check("BUY", symbol, position_pct, price, held_qty=0.0, side=side)
         if not sizing.approved:
-            return f"{symbol} BUY: skipped, {sizing.reason}"
+            return f"{symbol} {act}: skipped, {sizing.reason}"
+        refused = self._liquidation_refusal(side, price, plan)
+        if refused is not None:
+            return f"{symbol} {act}: skipped, {refused}"
         n = s.entry_seq.get(symbol, 0) + 1
         s.entry_seq[symbol] = n
         position_id = f"{cfg.account}-{s.epoch}-{symbol.split('/')[0]}-{n}"
@@ -740,18 +769,19 @@ class DecisionWorkflow:
             position_id=position_id,
             seq=1,
             symbol=symbol,
-            side=Side.BUY,
+            side=side.entry_side,
             qty=sizing.qty,
             ref_price=price,
             market_time_ms=time_ms,
             reason="entry",
             account=cfg.account,
+            position_side=side,
         )
         fill = await self._place(order)
         if isinstance(fill, str):
-            return f"{symbol} BUY: failed, {fill}"
+            return f"{symbol} {act}: failed, {fill}"
         if not fill.filled:
-            return f"{symbol} BUY: rejected by broker, {fill.reason}"
+            return f"{symbol} {act}: rejected by broker, {fill.reason}"
         cost = fill.qty * fill.price + fill.fee
         s.portfolio.cash -= cost
         s.portfolio.fees_paid += fill.fee
@@ -770,14 +800,33 @@ class DecisionWorkflow:
             trough_price=fill.price,
             entry_crypto_regime=s.regimes.crypto,
             exit_plan=plan if cfg.exit_plans else None,
+            side=side,
         )
         s.positions[symbol] = pos
         s.counters.positions_opened += 1
         await self._start_watcher(pos, entry=fill, symbol_regime=symbol_regime)
         self._mark()
         return (
-            f"{symbol} BUY {ui_text.qty(fill.qty)} @ {ui_text.price(fill.price)} -> {position_id}"
+            f"{symbol} {act} {ui_text.qty(fill.qty)} @ {ui_text.price(fill.price)} -> {position_id}"
         )
+
+    def _liquidation_refusal(
+        self, side: PositionSide, price: float, plan: ExitPlan | None
+    ) -> str | None:
+        """Why an entry at ``price`` may not be sent: its loss exit would not fire in front of
+        the isolated liquidation price at the account's leverage (trading/leverage.py). Only
+        a position that can be liquidated is checked: a short, or a long above 1x."""
+        cfg = self._s.config
+        if side is PositionSide.LONG and cfg.leverage <= 1:
+            return None
+        params = cfg.position
+        if plan is not None and cfg.exit_plans:
+            stop = stop_loss_pct_for(plan, price, params.fee_rate, params.stop_loss_pct, side)
+            params = params.model_copy(update={"stop_loss_pct": stop})
+        ok, reason = liquidation_distance_ok(
+            side, price, loss_exit_price(side, price, params), cfg.leverage
+        )
+        return None if ok else f"liquidation: {reason}"
 
     def _position_input(
         self,
@@ -791,7 +840,7 @@ class DecisionWorkflow:
         params = cfg.position_params(s.regimes.trail_multiplier)
         if pos.exit_plan is not None:  # the plan's stop, from the fill, never past the hard one
             stop = stop_loss_pct_for(
-                pos.exit_plan, pos.avg_entry, params.fee_rate, params.stop_loss_pct
+                pos.exit_plan, pos.avg_entry, params.fee_rate, params.stop_loss_pct, pos.side
             )
             params = params.model_copy(update={"stop_loss_pct": stop})
         return PositionInput(
@@ -815,6 +864,7 @@ class DecisionWorkflow:
                 entry_vol_regime=pos.entry_crypto_regime,
                 current_vol_regime=s.regimes.crypto,
                 exit_plan=pos.exit_plan,
+                side=pos.side,
             ),
             params=params,
             decision_workflow_id=workflow.info().workflow_id,
@@ -851,9 +901,10 @@ class DecisionWorkflow:
                         pos.symbol,
                         pos.qty,
                         pos.avg_entry,
-                        stop_loss_level(pos.avg_entry, inp.params),
+                        stop_loss_level(pos.avg_entry, inp.params, pos.side),
                         opened_by,
                         why,
+                        side=pos.side.value,
                     ),
                     details=ui_text.position_details(
                         pos.position_id,
@@ -873,7 +924,7 @@ class DecisionWorkflow:
         if pos.exit_requested:
             return f"{pos.symbol} ADD: ignored, position is closing"
         sizing = self._risk_check(
-            "ADD", pos.symbol, position_pct, price, pos.qty, pos.pending_add_notional
+            "ADD", pos.symbol, position_pct, price, pos.qty, pos.pending_add_notional, pos.side
         )
         if not sizing.approved:
             return f"{pos.symbol} ADD: skipped, {sizing.reason}"
@@ -897,14 +948,15 @@ class DecisionWorkflow:
                 return
 
     async def _request_exit(self, pos: OpenPosition, reason: str) -> str:
+        act = "COVER" if pos.side is PositionSide.SHORT else "SELL"
         if pos.exit_requested:
-            return f"{pos.symbol} SELL: exit already requested"
+            return f"{pos.symbol} {act}: exit already requested"
         pos.exit_requested = True
         pos.exit_requested_ms = self._now_ms()
         pos.exit_reason = reason
         if not await self._tell_position(pos, PositionWorkflow.exit, reason):
-            return f"{pos.symbol} SELL: {pos.position_id} did not take the exit; looking it up"
-        return f"{pos.symbol} SELL: exit requested on {pos.position_id} ({reason})"
+            return f"{pos.symbol} {act}: {pos.position_id} did not take the exit; looking it up"
+        return f"{pos.symbol} {act}: exit requested on {pos.position_id} ({reason})"
 
     async def _place(self, order: OrderRequest) -> Fill | str:
         """The broker's Fill, or the text of the order's final error (nothing was placed)."""
@@ -941,8 +993,10 @@ class DecisionWorkflow:
         price: float,
         held_qty: float,
         pending_add_notional: float = 0.0,
+        side: PositionSide = PositionSide.LONG,
     ):
-        """SPEC §8 before any entry or add: caps, macro scale, cash, minimum, halt."""
+        """SPEC §8 before any entry or add: caps, macro scale, cash, minimum, halt; exposure
+        counts gross (a short's notional like a long's)."""
         s = self._s
         cfg = s.config
         return check_order(
@@ -961,6 +1015,7 @@ class DecisionWorkflow:
             macro_scale=s.regimes.exposure_scale,
             fee_rate=cfg.position.fee_rate,
             pending_add_notional=pending_add_notional,
+            side=side,
         )
 
     # ------------------------------------------------------------ positions that went quiet
@@ -1012,7 +1067,9 @@ class DecisionWorkflow:
                 await self._tell_position(pos, PositionWorkflow.exit, reason, check=False)
                 self._note(f"{pos.symbol}: exit resent to {position_id}")
             return
-        if view.broker_qty <= 0:
+        # the broker shows a short as a negative holding
+        held = -view.broker_qty if pos.side is PositionSide.SHORT else view.broker_qty
+        if held <= 0:
             self._incident(
                 f"position {position_id}",
                 f"its workflow is {view.status} and the broker holds no {pos.symbol}: "
@@ -1024,8 +1081,8 @@ class DecisionWorkflow:
         pos.workflow_id = f"ocw-position-{position_id}-w{pos.watcher}"
         pos.exit_requested = False
         pos.exit_requested_ms = None
-        if view.broker_qty < pos.qty:
-            pos.qty = view.broker_qty
+        if held < pos.qty:
+            pos.qty = held
         s.counters.watchers_replaced += 1
         self._incident(
             f"position {position_id}",

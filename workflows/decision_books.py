@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from trading import learner, llm_budget
 from trading.models import ClosedTrade, Wake
 from trading.risk import cooloff_over, drawdown_update
+from trading.safety import mark_value
 from trading.snapshot import (
     EngineStatus,
     MacroReading,
@@ -30,7 +31,18 @@ from trading.state import (
 
 
 def exposure_value(s: DecisionState) -> float:
+    """Gross exposure: Σ qty·price over longs and shorts alike (SPEC §8's cap counts both)."""
     return sum(p.qty * s.last_prices.get(sym, p.last_price) for sym, p in s.positions.items())
+
+
+def positions_value(s: DecisionState) -> float:
+    """What the positions add to the equity: a long's ``q·P``, a short's collateral plus its
+    open PnL ``q·(2E - P)`` (its notional left the cash at entry, as the backtester books
+    it). Equal to ``exposure_value`` without shorts."""
+    return sum(
+        mark_value(p.side, p.qty, p.avg_entry, s.last_prices.get(sym, p.last_price))
+        for sym, p in s.positions.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,7 @@ def mark_to_market(s: DecisionState) -> MarkNote:
         pos.peak_price = max(pos.peak_price or pos.last_price, pos.last_price)
         pos.trough_price = min(pos.trough_price or pos.last_price, pos.last_price)
     p = s.portfolio
-    p.equity = p.cash + exposure_value(s)
+    p.equity = p.cash + positions_value(s)
     dd = drawdown_update(
         peak_equity=p.peak_equity,
         equity=p.equity,

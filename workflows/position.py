@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         MarketView,
         OrderRequest,
         OrderStatus,
+        PositionSide,
         PositionStatus,
         Side,
         StopRef,
@@ -43,8 +44,8 @@ with workflow.unsafe.imports_passed_through():
         StopState,
     )
     from trading.orders import client_order_id
-    from trading.protective_stop import should_move, stop_level, stop_loss_level
-    from trading.safety import check_safety, net_pnl_pct
+    from trading.protective_stop import should_move, stop_level, stop_loss_level, triggers_now
+    from trading.safety import best_of, check_safety, mark_value, net_pnl_pct
     from trading.snapshot import PositionMark, RegimeReading, SnapshotContext
     from trading.state import (
         ERROR_TEXT_MAX,
@@ -236,8 +237,8 @@ class PositionWorkflow:
         its status changes (only on a server that has them)."""
         s = self._state
         params = self._input.params
-        safety = check_safety(s.avg_entry, s.peak_price, s.last_price, params, 0.0)
-        value = s.qty * s.last_price * (1 - params.fee_rate)
+        safety = check_safety(s.avg_entry, self._best(), s.last_price, params, 0.0, side=s.side)
+        value = mark_value(s.side, s.qty, s.avg_entry, s.last_price, params.fee_rate)
         pnl = (s.trade.pnl if s.trade else value - s.cost) if s.cost > 0 else 0.0
         workflow.set_current_details(
             ui_text.position_now(
@@ -248,13 +249,14 @@ class PositionWorkflow:
                 pnl,
                 s.trade.pnl_pct
                 if s.trade
-                else net_pnl_pct(s.avg_entry, s.last_price, params.fee_rate),
-                stop_loss_level(s.avg_entry, params),
+                else net_pnl_pct(s.avg_entry, s.last_price, params.fee_rate, side=s.side),
+                stop_loss_level(s.avg_entry, params, s.side),
                 safety.trail_price,
                 s.stop.stop_price if s.stop is not None and s.stop.working else None,
                 s.last_verdict,
                 s.status.value + (f" ({s.exit_reason})" if s.exit_reason else ""),
                 exit_plan.describe(s.exit_plan) if s.exit_plan is not None else None,
+                side=s.side,
             )
         )
         if not self._input.search_attributes or s.status.value == self._shown_status:
@@ -379,7 +381,9 @@ class PositionWorkflow:
                 )
         s.price_stale = stale
         hours = max(0.0, (s.last_price_ms - s.entry_time_ms) / 3_600_000)
-        result = check_safety(s.avg_entry, s.peak_price, price, self._input.params, hours)
+        result = check_safety(
+            s.avg_entry, self._best(), price, self._input.params, hours, side=s.side
+        )
         if not result.exit:
             self._watch_plan(price, None)
             await self._protect()
@@ -404,7 +408,7 @@ class PositionWorkflow:
         elif (
             "target" not in s.plan_fired
             and price is not None
-            and exit_plan.target_reached(plan, price)
+            and exit_plan.target_reached(plan, price, s.side)
         ):
             event = "target"
         if event is None:
@@ -615,6 +619,7 @@ class PositionWorkflow:
             market_time_ms=s.last_price_ms,
             reason=reason,
             account=s.account,
+            position_side=s.side,
         )
         try:
             fill = await workflow.execute_activity(
@@ -663,7 +668,7 @@ class PositionWorkflow:
                 return
             s.status = PositionStatus.CLOSING
         price = await self._exit_price()
-        result = await self._place(Side.SELL, s.qty, price, reason)
+        result = await self._place(s.side.exit_side, s.qty, price, reason)
         if isinstance(result, str):
             await self._exit_failed(reason, result)
             return
@@ -683,7 +688,7 @@ class PositionWorkflow:
             client_order_id=f"{s.position_id}-{reason}"[:64],
             position_id=s.position_id,
             symbol=s.symbol,
-            side=Side.SELL,
+            side=s.side.exit_side,
             status=OrderStatus.FILLED,
             qty=s.qty,
             price=s.last_price,
@@ -706,9 +711,11 @@ class PositionWorkflow:
             s.status = PositionStatus.OPEN
             self._incident(f"exit ({reason})", f"{fill.qty:.8g} of {s.qty + fill.qty:.8g} sold")
             return
-        proceeds = s.exit_value - s.exit_fees
         fees = s.entry_fees + s.exit_fees
-        pnl = proceeds - s.cost
+        if s.side is PositionSide.SHORT:  # sold at the entry, bought back at the exit
+            pnl = (s.cost - s.entry_fees) - s.exit_value - fees
+        else:
+            pnl = s.exit_value - s.exit_fees - s.cost
         trade = ClosedTrade(
             trade_id=s.position_id,
             symbol=s.symbol,
@@ -722,6 +729,7 @@ class PositionWorkflow:
             pnl_pct=pnl / s.cost if s.cost > 0 else 0.0,
             exit_reason=reason,
             signal_weights=s.signal_weights,
+            side=s.side,
         )
         s.trade = trade
         s.exit_reason = reason
@@ -752,23 +760,30 @@ class PositionWorkflow:
             stop_price=stop.stop_price,
             market_time_ms=s.last_price_ms,
             account=s.account,
+            position_side=s.side,
         )
 
     async def _protect(self) -> None:
-        """Keep the exchange's stop at the safety layer's level: place it, move it up with
-        the trail, resize it after an add. A level at or above the price is left to the
-        safety layer (the exchange would refuse a stop that triggers at once)."""
+        """Keep the exchange's stop at the safety layer's level: place it, tighten it with
+        the trail, resize it after an add. A level the price has already crossed (at or above
+        it for a long, at or below for a short) is left to the safety layer (the exchange
+        would refuse a stop that triggers at once)."""
         s = self._state
         if not self._input.exchange_stops or s.status != PositionStatus.OPEN:
             return
         if s.exit_requested or s.qty <= 0:
             return
-        level = stop_level(s.avg_entry, s.peak_price, s.last_price, self._input.params)
+        params = self._input.params
+        level = stop_level(s.avg_entry, self._best(), s.last_price, params, s.side)
         current = s.stop if s.stop is not None and s.stop.working else None
         moved = should_move(
-            current.stop_price if current else None, current.qty if current else 0.0, level, s.qty
+            current.stop_price if current else None,
+            current.qty if current else 0.0,
+            level,
+            s.qty,
+            side=s.side,
         )
-        if level is None or not moved or level >= s.last_price:
+        if level is None or not moved or triggers_now(level, s.last_price, s.side):
             return
         if current is not None:
             gone = await self._cancel_stop()
@@ -785,11 +800,13 @@ class PositionWorkflow:
             stop_price=level,
             market_time_ms=s.last_price_ms,
             account=s.account,
+            position_side=s.side,
         )
         state = await self._stop_activity(
             api.PLACE_STOP,
             request,
-            f"exchange stop SELL {ui_text.qty(s.qty)} {s.symbol} @ {ui_text.price(level)}",
+            f"exchange stop {s.side.exit_side.value} {ui_text.qty(s.qty)} {s.symbol} "
+            f"@ {ui_text.price(level)}",
             api.STOP_CALL,
             "exchange stop",
         )
@@ -885,7 +902,7 @@ class PositionWorkflow:
 
     async def _add(self, order: AddOrder) -> None:
         s = self._state
-        result = await self._place(Side.BUY, order.qty, order.ref_price, order.reason)
+        result = await self._place(s.side.entry_side, order.qty, order.ref_price, order.reason)
         if isinstance(result, Fill):
             fill = result
             new_qty = s.qty + fill.qty
@@ -900,7 +917,7 @@ class PositionWorkflow:
                 client_order_id=client_order_id(s.position_id, s.next_seq - 1),
                 position_id=s.position_id,
                 symbol=s.symbol,
-                side=Side.BUY,
+                side=s.side.entry_side,
                 status=OrderStatus.REJECTED,
                 qty=0.0,
                 price=0.0,
@@ -964,6 +981,11 @@ class PositionWorkflow:
             return agent_ms
         k = workflow.random().randint((slots + 1) // 2, slots)
         return k * self._safety_ms()
+
+    def _best(self) -> float:
+        """The best price seen: a long's peak, a short's trough (the state keeps both)."""
+        s = self._state
+        return best_of(s.side, s.peak_price, s.trough_price)
 
     def _safety_ms(self) -> int:
         return _ms(self._input.params.safety_interval_s)

@@ -69,9 +69,15 @@ def decided_by_value(decided_by: str) -> str:
 
 
 def position_summary(
-    symbol: str, q: float, entry: float, stop: float | None, opened_by: str, why: str
+    symbol: str,
+    q: float,
+    entry: float,
+    stop: float | None,
+    opened_by: str,
+    why: str,
+    side: str = "long",
 ) -> str:
-    head = f"{symbol} long {qty(q)} @ {price(entry)}"
+    head = f"{symbol} {side} {qty(q)} @ {price(entry)}"
     if stop is not None:
         head += f" · stop {price(stop)}"
     head += f" · opened by {opened_by}"
@@ -104,9 +110,11 @@ def position_now(
     verdict: str | None,
     status: str,
     plan: str | None = None,
+    side: str = "long",
 ) -> str:
+    short = " short" if side == "short" else ""
     lines = [
-        f"**{symbol}** {status.lower()} · {qty(q)} @ {price(entry)} · last {price(last)}",
+        f"**{symbol}**{short} {status.lower()} · {qty(q)} @ {price(entry)} · last {price(last)}",
         f"**PnL** {money(pnl)} ({pnl_pct:+.2%}) net of fees",
         f"**Stop** {price(stop)} · **trail** {price(trail) if trail else 'not active'}",
     ]

@@ -43,7 +43,7 @@ from activities.journal import Journal
 from tests.integration.procs import file_has, free_port, has, ocw, wait_for
 from trading.backtest.engine import BacktestResult, run_backtest
 from trading.backtest.params import BacktestParams
-from trading.backtest.policy import RuleDecisions
+from trading.backtest.policy import RuleDecisions, intent_of
 from trading.config import Settings
 from trading.market_data import format_timestamp, load_ohlcv_csv, parse_timestamp_ms
 from trading.models import ClosedTrade, DecisionRecord
@@ -54,6 +54,10 @@ from workflows.decision import DecisionWorkflow
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "PAXG/USDT"]
 START = "2025-08-08T00:00:00Z"  # 10 days: 15 entries, 13 policy exits (SOL never trades)
+# long/short on USDⓈ-M futures (issue 15): 10 days with 13 trades, 5 of them shorts covered by
+# the mirrored trend rules; funding is left out of both paths (the paper broker charges none)
+SHORTS_START = "2026-01-15T00:00:00Z"
+SHORTS_SETTINGS = {"OCW_MARKET": "futures", "OCW_SHORTS": "true"}
 DAYS = 10
 REPLAY_SECONDS = 60  # speed 14,400: a 1h bar = 250 ms, a 4h candle = 1 s of wall time
 WARMUP_DAYS = 40  # `ocw listen --warmup-days` default: 240 4h bars >= the 200-bar window
@@ -96,6 +100,7 @@ class Leg:
     qty: float
     ref: str  # position / trade id
     lag_bars: int = 0  # replay exits: 1h bars between the deciding close and the fill
+    side: str = "long"  # a short's exit is a buy: it fills above the tick
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -116,7 +121,14 @@ def backtest_legs(result: BacktestResult) -> tuple[list[Leg], list[Leg]]:
     entries, exits = [], []
     for t in result.trades:
         entries.append(
-            Leg(t.symbol, t.entry_time_ms - CANDLE_MS, "entry", t.entry_price, t.qty, t.trade_id)
+            Leg(
+                t.symbol,
+                t.entry_time_ms - CANDLE_MS,
+                _entry(t.side),
+                t.entry_price,
+                t.qty,
+                t.trade_id,
+            )
         )
         if t.exit_reason == "end_of_test":
             exits.append(Leg(t.symbol, -1, "open at end", t.exit_price, t.qty, t.trade_id))
@@ -143,18 +155,34 @@ def live_legs(
     entries, exits = [], []
     for t in trades:
         entries.append(
-            Leg(t.symbol, _candle(t.entry_time_ms), "entry", t.entry_price, t.qty, t.trade_id)
+            Leg(
+                t.symbol, _candle(t.entry_time_ms), _entry(t.side), t.entry_price, t.qty, t.trade_id
+            )
         )
         decided = requested.get(t.trade_id, t.exit_time_ms)
         lag = (t.exit_time_ms - decided) // HOUR_MS
-        leg = Leg(t.symbol, _candle(decided), t.exit_reason, t.exit_price, t.qty, t.trade_id, lag)
+        leg = Leg(
+            t.symbol, _candle(decided), t.exit_reason, t.exit_price, t.qty, t.trade_id, lag, t.side
+        )
         exits.append(leg)
     for p in open_positions:
         entries.append(
-            Leg(p.symbol, _candle(p.entry_time_ms), "entry", p.avg_entry, p.qty, p.position_id)
+            Leg(
+                p.symbol,
+                _candle(p.entry_time_ms),
+                _entry(p.side),
+                p.avg_entry,
+                p.qty,
+                p.position_id,
+            )
         )
         exits.append(Leg(p.symbol, -1, "open at end", p.last_price, p.qty, p.position_id))
     return entries, exits
+
+
+def _entry(side: str) -> str:
+    """An entry leg's reason: the side is part of what must match."""
+    return "entry" if side == "long" else f"entry ({side})"
 
 
 def _candle(market_ms: int) -> int:
@@ -192,7 +220,8 @@ def compare_legs(
 
 
 def replay_fill_problems(exits: list[Leg], closes_1h: dict[tuple[str, int], float]) -> list[str]:
-    """A replay exit must fill before the next decision, at the 1h close it filled on ∓ 5 bps."""
+    """A replay exit must fill before the next decision, at the 1h close it filled on ∓ 5 bps
+    (a long's sell below it, a short's buy above)."""
     problems = []
     for leg in exits:
         if leg.reason == "open at end":
@@ -202,7 +231,8 @@ def replay_fill_problems(exits: list[Leg], closes_1h: dict[tuple[str, int], floa
             continue
         fill_close = leg.candle_ms + CANDLE_MS - 1 + leg.lag_bars * HOUR_MS
         tick = closes_1h.get((leg.symbol, fill_close))
-        if tick is None or abs(leg.price / (tick * (1 - SLIPPAGE)) - 1) > 1e-12:
+        slip = SLIPPAGE if leg.side == "short" else -SLIPPAGE
+        if tick is None or abs(leg.price / (tick * (1 + slip)) - 1) > 1e-12:
             problems.append(f"{leg.ref}: exit at {leg.price:.8g}, the tick then was {tick}")
     return problems
 
@@ -242,10 +272,13 @@ def _sort_key(key: tuple[str, int, str]) -> tuple[int, str, str]:
 # ---------------------------------------------------------------- configuration
 
 
-def parity_env(home: Path, address: str, fred_dir: Path, speed: float) -> dict[str, str]:
+def parity_env(
+    home: Path, address: str, fred_dir: Path, speed: float, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     return {
         **os.environ,
         **PARITY_SETTINGS,
+        **(extra or {}),
         "OCW_HOME": str(home),
         "OCW_TEMPORAL_ADDRESS": address,
         "OCW_FRED_DIR": str(fred_dir),
@@ -260,9 +293,16 @@ def settings_from_env(env: dict[str, str]) -> Settings:
 
 
 def backtest_params(settings: Settings) -> BacktestParams:
-    """What ``ocw backtest`` takes from the engine's settings, with the agent layer off."""
+    """What ``ocw backtest`` takes from the engine's settings, with the agent layer off; a
+    futures account with shorts is a perpetual run that allows them."""
     shared = set(BacktestParams.model_fields) & set(Settings.model_fields)
-    return BacktestParams(**{n: getattr(settings, n) for n in shared}, agent_every_bars=0)
+    shorts = settings.shorts and settings.market == "futures"
+    return BacktestParams(
+        **{n: getattr(settings, n) for n in shared},
+        agent_every_bars=0,
+        perpetual=shorts,
+        allow_shorts=shorts,
+    )
 
 
 # ---------------------------------------------------------------- the comparator itself
@@ -308,14 +348,21 @@ def test_replay_exit_checks_its_own_tick_and_the_next_decision():
 
 
 @pytest.mark.integration
-async def test_replay_and_backtester_make_the_same_trades(tmp_path: Path, data_dir: Path):
-    start_ms = parse_timestamp_ms(START)
+@pytest.mark.parametrize(
+    "start,extra",
+    [(START, {}), (SHORTS_START, SHORTS_SETTINGS)],
+    ids=["spot-long", "futures-long-short"],
+)
+async def test_replay_and_backtester_make_the_same_trades(
+    tmp_path: Path, data_dir: Path, start: str, extra: dict[str, str]
+):
+    start_ms = parse_timestamp_ms(start)
     end_ms = start_ms + DAYS * 86_400_000
     speed = DAYS * 86_400 / REPLAY_SECONDS
     home = tmp_path / "home"
     fred = tmp_path / "no-fred"
     fred.mkdir()
-    env = parity_env(home, f"127.0.0.1:{free_port()}", fred, speed)
+    env = parity_env(home, f"127.0.0.1:{free_port()}", fred, speed, extra)
     settings = settings_from_env(env)
     assert settings.agent_interval_s / speed > 2 * REPLAY_SECONDS  # no agent tick in the run
 
@@ -331,9 +378,12 @@ async def test_replay_and_backtester_make_the_same_trades(tmp_path: Path, data_d
         scorer_interval=None,
         warmup_bars=WARMUP_DAYS * 6,
     )
+    loaded.data.funding.clear()  # the paper broker charges no funding: neither does this
     result = run_backtest(loaded.data, params, start_ms, end_ms + CANDLE_MS)
     bt_entries, bt_exits = backtest_legs(result)
     assert len(bt_entries) >= 8, "the window should trade"
+    if params.allow_shorts:
+        assert sum(t.side == "short" for t in result.trades) >= 3, "the window should short"
 
     # ---- the Temporal path, as a user runs it
     files = [data_dir / f"binance_{s.replace('/', '')}_1h.csv" for s in SYMBOLS]
@@ -345,7 +395,7 @@ async def test_replay_and_backtester_make_the_same_trades(tmp_path: Path, data_d
         procs.append(ocw(["worker"], env, logs / "worker.log"))
         listen_log = logs / "listen.log"
         args = ["listen", "--replay", *map(str, files), "--speed", str(speed)]
-        args += ["--days", str(DAYS), "--start", START, "--warmup-days", str(WARMUP_DAYS)]
+        args += ["--days", str(DAYS), "--start", start, "--warmup-days", str(WARMUP_DAYS)]
         procs.append(ocw([*args, "--updates-per-bar", "0"], env, listen_log))
         client = await connect(settings, attempts=60, delay_s=0.5)
         handle = client.get_workflow_handle(settings.decision_workflow_id)
@@ -411,18 +461,28 @@ async def test_replay_and_backtester_make_the_same_trades(tmp_path: Path, data_d
         problems.append("the replay's drawdown halt is on")
 
     # ---- the same rule scores at every decision, for every symbol (features equal)
-    rules = RuleDecisions(loaded.data, params.default_position_pct, params.max_position_pct)
+    rules = RuleDecisions(
+        loaded.data, params.default_position_pct, params.max_position_pct, params.allow_shorts
+    )
     steps = {int(t): k for k, t in enumerate(loaded.data.timeline)}
     for d in decisions:
         candle = candle_of_close(d.market_time_ms or 0)
         if candle not in steps:
             continue
-        as_flat, _ = rules.both(steps[candle])
+        as_flat, holding = rules.both(steps[candle])
+        shorted = rules.holding_short(steps[candle]) if params.allow_shorts else {}
         for td in d.decision.decisions:
-            if abs(td.confidence - as_flat[td.ticker].confidence) > SCORE_TOL:
+            # the backtester's intent for the same holding: flat, held long or held short
+            live = intent_of(td)
+            seen = [m[td.ticker] for m in (as_flat, holding, shorted) if td.ticker in m]
+            if not any(
+                (i.action, i.side) == (live.action, live.side)
+                and abs(td.confidence - i.confidence) <= SCORE_TOL
+                for i in seen
+            ):
                 problems.append(
-                    f"{_when(candle)} {td.ticker}: replay score {td.confidence} vs backtest "
-                    f"{as_flat[td.ticker].confidence}"
+                    f"{_when(candle)} {td.ticker}: replay {td.action} score {td.confidence} vs "
+                    f"backtest {[(str(i.action), i.confidence) for i in seen]}"
                 )
 
     # ---- the same entries and exits, at matching prices

@@ -258,3 +258,45 @@ def _first_halt(result, halt_pct: float) -> int | None:
     peaks = np.maximum.accumulate(np.maximum(result.equity, result.params.initial_cash))
     hit = np.flatnonzero(1.0 - result.equity / peaks >= halt_pct)
     return int(result.times[hit[0]]) if len(hit) else None
+
+
+def test_rule_decisions_with_shorts_mirror_one_live_call(data) -> None:
+    """Issue 15: with shorts the memo is the live ``decide(..., shorts=True)`` for every
+    holding (flat, held long, held short); SHORT is a BUY intent with side short, COVER a
+    SELL; and the mirrored rules do short somewhere on a random market."""
+    from trading.models import Action, PositionSide
+    from trading.rule_policy import decide
+
+    decisions = RuleDecisions(data, 0.2, 0.3, shorts=True)
+    seen = set()
+    for step in range(300, 1400, 7):
+        view = decisions.view(step)
+        for held, short in ((set(), set()), (set(SYMBOLS), set()), (set(SYMBOLS), set(SYMBOLS))):
+            live = {
+                d.ticker: d for d in decide(view, held, shorts=True, short_held=short).decisions
+            }
+            memo = decisions.intents(step, held, short=short)
+            for symbol, d in live.items():
+                i = memo[symbol]
+                seen.add(d.action)
+                want = {Action.SHORT: Action.BUY, Action.COVER: Action.SELL}.get(d.action, d.action)
+                assert i.action == want and i.position_pct == d.position_pct
+                assert i.side == (
+                    PositionSide.SHORT if d.action is Action.SHORT else PositionSide.LONG
+                )
+    assert {Action.SHORT, Action.COVER} <= seen
+    active = decisions.active_steps(np.arange(300, 1400), shorts=True)
+    long_only = RuleDecisions(data, 0.2, 0.3).active_steps(np.arange(300, 1400))
+    assert active.sum() > long_only.sum()  # short entries and covers are steps to act on
+
+
+def test_a_backtest_with_shorts_trades_both_sides_and_keeps_longs_alone(data) -> None:
+    start = _start(data)
+    base = BacktestParams(perpetual=True)
+    longs = run_backtest(data, base, start)
+    both = run_backtest(data, base.model_copy(update={"allow_shorts": True}), start)
+    sides = {t.side for t in both.trades}
+    assert sides == {"long", "short"}
+    assert all(t.exit_reason != "decision_sell" for t in both.trades if t.side == "short")
+    assert any(t.exit_reason == "decision_cover" for t in both.trades)
+    assert len(longs.trades) > 0 and all(t.side == "long" for t in longs.trades)

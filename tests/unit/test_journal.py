@@ -365,3 +365,38 @@ def test_rows_since_under_the_monitors_cursor_reads_each_row_once(
         got += [r["client_order_id"] for r in new]
     assert got == [f"pos-{i}-1" for i in range(7)]
     assert cursor.startswith(S1)
+
+
+def test_a_short_trade_keeps_its_side(journal: Journal) -> None:
+    short = make_trade("s-1", 12.0).model_copy(update={"side": "short"})
+    assert journal.record_trade("paper", short)
+    assert journal.record_trade("paper", make_trade("l-1", 5.0))
+    sides = {t.trade_id: t.side for t in journal.trades("paper")}
+    assert sides == {"s-1": "short", "l-1": "long"}
+
+
+def test_a_journal_from_before_shorts_gains_the_side_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        """CREATE TABLE trades (trade_id TEXT PRIMARY KEY, account TEXT NOT NULL,
+        symbol TEXT NOT NULL, qty REAL NOT NULL, entry_price REAL NOT NULL,
+        exit_price REAL NOT NULL, entry_time_ms INTEGER NOT NULL, exit_time_ms INTEGER NOT NULL,
+        fees REAL NOT NULL, pnl REAL NOT NULL, pnl_pct REAL NOT NULL, exit_reason TEXT NOT NULL,
+        signal_weights TEXT NOT NULL, recorded_at TEXT NOT NULL)"""
+    )
+    conn.execute(
+        "INSERT INTO trades VALUES ('old-1', 'paper', 'BTC/USDT', 1, 100, 110, 0, 1, 0.2, 9.8, "
+        "0.098, 'trailing_stop', '{}', '2025-01-01T00:00:00Z')"
+    )
+    conn.commit()
+    conn.close()
+    for _ in range(2):  # opening it again finds the column there
+        with Journal(path) as j:
+            (old,) = j.trades("paper")
+            assert old.side == "long" and old.pnl == pytest.approx(9.8)
+    with Journal(path) as j:
+        j.record_trade("paper", make_trade("s-2", 3.0).model_copy(update={"side": "short"}))
+        assert {t.trade_id: t.side for t in j.trades("paper")}["s-2"] == "short"

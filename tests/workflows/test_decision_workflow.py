@@ -20,7 +20,16 @@ from activities.paper_broker import PaperBroker
 from activities.trading import TradingActivities
 from tests.workflows.fakes import FakeMarket, FakeRegimes, PriceScript, ScriptedPolicy
 from trading.exit_plan import stop_loss_pct_for
-from trading.models import Action, ExitPlan, PositionParams, TradeDecision, Wake, WakeCondition
+from trading.models import (
+    Action,
+    ExitPlan,
+    PositionParams,
+    PositionSide,
+    Side,
+    TradeDecision,
+    Wake,
+    WakeCondition,
+)
 from trading.state import DecisionInput, DecisionState, EngineConfig, PositionInput
 from workflows.decision import DecisionWorkflow
 from workflows.position import PositionWorkflow
@@ -424,3 +433,57 @@ async def test_an_entrys_exit_plan_reaches_its_position_and_sets_its_stop(ts_env
         stop_loss_pct_for(plan, pos.avg_entry, 0.001, 0.04)
     )
     assert inp.params.stop_loss_pct < 0.04  # tighter than the hard stop
+
+
+async def test_a_short_opens_is_valued_and_closes_through_the_books(ts_env, tmp_path):
+    """Issue 15: a SHORT sells to open a short position (its own PositionWorkflow, side
+    short), the books value it at q·(2E - P), its stop above the entry fires on a rise with a
+    BUY, and the cash ends at the start plus (entry - exit)·q less both fees."""
+    script = PriceScript([(0, 100.0), (400, 95.0), (800, 104.5)])
+
+    def decide(cycle: int, req) -> list[TradeDecision]:
+        assert req.shorts  # the policy is told shorts are on
+        return [TradeDecision(ticker="BTC/USDT", action=Action.SHORT, position_pct=0.2)]
+
+    rig = Rig(ts_env, tmp_path, FakeMarket({"BTC/USDT": script}), ScriptedPolicy(decide))
+    rig.broker.allow_shorts = True
+    async with rig.worker():
+        handle = await rig.start(shorts=True)
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="by hand"))
+        state = await _until(handle, lambda s: "BTC/USDT" in s.positions, ts_env)
+        pos = state.positions["BTC/USDT"]
+        assert pos.side is PositionSide.SHORT
+        position = ts_env.client.get_workflow_handle(pos.workflow_id)
+        assert (await position.query(PositionWorkflow.status)).side is PositionSide.SHORT
+        # at 95 the short is worth its collateral plus (100 - 95)·q
+        await ts_env.sleep(timedelta(seconds=450))
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="mark"))
+        marked = await _until(handle, lambda s: s.last_prices.get("BTC/USDT") == 95.0, ts_env)
+        assert marked.positions and marked.portfolio.equity == pytest.approx(
+            marked.portfolio.cash + pos.qty * (2 * pos.avg_entry - 95.0)
+        )
+        assert marked.portfolio.equity > 10_000.0 - 5.0  # a gain, not a long's loss
+        state = await _until(handle, lambda s: not s.positions, ts_env, timeout_s=120)
+    (trade,) = state.recent_trades
+    assert trade.side is PositionSide.SHORT and trade.exit_reason == "stop_loss"
+    assert trade.exit_price == pytest.approx(104.5)
+    fills = [f for f in rig.broker.fills() if f.position_id == trade.trade_id]
+    assert [f.side for f in fills] == [Side.SELL, Side.BUY]
+    expected = (trade.entry_price - trade.exit_price) * trade.qty - trade.fees
+    assert trade.pnl == pytest.approx(expected)
+    assert state.portfolio.cash == pytest.approx(10_000.0 + trade.pnl)
+    assert rig.broker.balances().cash == pytest.approx(state.portfolio.cash)
+
+
+async def test_a_short_is_refused_when_shorts_are_off(ts_env, tmp_path):
+    def decide(cycle: int, req) -> list[TradeDecision]:
+        return [TradeDecision(ticker="BTC/USDT", action=Action.SHORT, position_pct=0.2)]
+
+    rig = Rig(ts_env, tmp_path, FakeMarket(), ScriptedPolicy(decide))
+    async with rig.worker():
+        handle = await rig.start()
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="by hand"))
+        state = await _until(handle, lambda s: any(e.done for e in s.decision_log), ts_env)
+    assert not state.positions and rig.broker.fills() == []
+    notes = [a for entry in state.decision_log for a in entry.actions]
+    assert any("SHORT: rejected, shorts are off" in a for a in notes)

@@ -20,6 +20,7 @@ from trading.models import (
     ExitPlan,
     OrderRequest,
     PositionParams,
+    PositionSide,
     Side,
     WakeCondition,
 )
@@ -33,9 +34,15 @@ QTY = 10.0
 T0 = 1_750_000_000_000
 
 
-def _broker_with_entry(tmp_path: Path, position_id: str) -> tuple[PaperBroker, Journal]:
+def _broker_with_entry(
+    tmp_path: Path, position_id: str, side: PositionSide = PositionSide.LONG
+) -> tuple[PaperBroker, Journal]:
     broker = PaperBroker(
-        tmp_path / "broker.db", initial_cash=10_000, fee_rate=0.001, slippage_bps=0
+        tmp_path / "broker.db",
+        initial_cash=10_000,
+        fee_rate=0.001,
+        slippage_bps=0,
+        allow_shorts=side is PositionSide.SHORT,
     )
     broker.place_order(
         OrderRequest(
@@ -43,10 +50,11 @@ def _broker_with_entry(tmp_path: Path, position_id: str) -> tuple[PaperBroker, J
             position_id=position_id,
             seq=1,
             symbol="BTC/USDT",
-            side=Side.BUY,
+            side=side.entry_side,
             qty=QTY,
             ref_price=ENTRY,
             market_time_ms=T0,
+            position_side=side,
         )
     )
     return broker, Journal(tmp_path / "journal.db")
@@ -84,11 +92,12 @@ async def _run_position(
     max_ticks_per_run: int | None = None,
     lean: bool = False,
     plan: ExitPlan | None = None,
+    side: PositionSide = PositionSide.LONG,
     **params,
 ) -> tuple[ClosedTrade, PaperBroker, str]:
     queue = f"q-{uuid.uuid4()}"
     position_id = f"test-{uuid.uuid4().hex[:8]}-BTC-1"
-    broker, journal = _broker_with_entry(tmp_path, position_id)
+    broker, journal = _broker_with_entry(tmp_path, position_id, side)
     trading = TradingActivities(broker, journal)
     policy = policy or ScriptedPolicy()
     market.use_clock_of(env)
@@ -111,6 +120,7 @@ async def _run_position(
         inp.max_ticks_per_run = max_ticks_per_run
         inp.lean_ticks = lean
         inp.state.exit_plan = plan
+        inp.state.side = side
         handle = await env.client.start_workflow(
             PositionWorkflow.run, inp, id=f"pos-{position_id}", task_queue=queue
         )
@@ -139,6 +149,47 @@ async def test_stop_loss_exits_within_one_safety_interval(ts_env, tmp_path):
     fills = broker.fills(position_id)
     assert [f.side for f in fills] == [Side.BUY, Side.SELL]
     assert broker.balances().holdings.get("BTC/USDT", 0.0) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["listener", "board"])
+async def test_a_shorts_stop_above_entry_fires_on_a_rise(ts_env, tmp_path, lean):
+    drop_at = 61.0
+    script = PriceScript([(0, 100.0), (30, 97.0), (drop_at, 104.5)])  # +4.5 %: past the stop
+    market = FakeMarket({"BTC/USDT": script})
+    trade, broker, position_id = await _run_position(
+        ts_env, tmp_path, market, lean=lean, side=PositionSide.SHORT
+    )
+    assert trade.exit_reason == "stop_loss" and trade.side is PositionSide.SHORT
+    assert trade.exit_price == pytest.approx(104.5)
+    rise_ms = script.t0_ms + drop_at * 1000
+    assert rise_ms <= trade.exit_time_ms <= rise_ms + 30_000
+    # sold at 100, bought back at 104.5: (100 - 104.5)·10 less both fees
+    assert trade.pnl == pytest.approx(-45.0 - 1.0 - 1.045)
+    assert trade.pnl_pct == pytest.approx(trade.pnl / (1_000.0 + 1.0))
+    fills = broker.fills(position_id)
+    assert [f.side for f in fills] == [Side.SELL, Side.BUY]  # the cover is a BUY
+    assert broker.balances().holdings == {}
+    assert broker.balances().cash == pytest.approx(10_000.0 + trade.pnl)
+
+
+async def test_a_shorts_trail_follows_the_trough(ts_env, tmp_path):
+    steps = [
+        (0, 100.0),
+        (60, 95.0),
+        (120, 90.0),
+        (180, 85.0),
+        (240, 80.0),
+        (300, 88.0),
+        (400, 90.0),
+    ]
+    script = PriceScript(steps)
+    market = FakeMarket({"BTC/USDT": script})
+    trade, _, _ = await _run_position(ts_env, tmp_path, market, side=PositionSide.SHORT)
+    # the trail hangs 12 % above the trough of 80 (89.6): 88 kept the short, 90 covered it
+    assert trade.exit_reason == "trailing_stop"
+    assert trade.exit_price == pytest.approx(90.0)
+    assert 88.0 in [p for _, p in script.calls]
+    assert trade.pnl == pytest.approx(100.0 - 1.0 - 0.9)
 
 
 async def test_no_exit_while_price_holds_above_stop(ts_env, tmp_path):

@@ -203,7 +203,7 @@ class Backtester:
         self.data = data
         self.p = params
         self.decisions: DecisionSource = decisions or RuleDecisions(
-            data, params.default_position_pct, params.max_position_pct
+            data, params.default_position_pct, params.max_position_pct, shorts=params.allow_shorts
         )
         self.hooks = hooks or Hooks()
         self.step_ms = int(data.step_close[0] - data.timeline[0] + 1) if len(data.timeline) else 0
@@ -631,8 +631,8 @@ class Backtester:
         for symbol, intent in intents.items():
             if intent.action is Action.SELL:
                 pos = self.positions.get(symbol)
-                if pos is not None and not pos.exit_reason:
-                    pos.exit_reason = "decision_sell"
+                if pos is not None and not pos.exit_reason:  # a short's SELL is its COVER
+                    pos.exit_reason = "decision_cover" if pos.side is SHORT else "decision_sell"
             elif intent.action is Action.BUY and symbol not in held:
                 i = self._bar(symbol, step)
                 if i < 0:

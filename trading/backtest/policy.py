@@ -8,6 +8,10 @@ it is held. That is exactly what one live call returns, and it depends on no run
 
 With learner group weights (when ``decide`` accepts them) the memo is bypassed: weights change
 with every closed trade, so each decision bar calls ``decide`` afresh.
+
+With ``shorts`` (a perpetual run with ``allow_shorts``) ``decide`` runs with its mirrored trend
+rules and a third memo, as if every symbol were held short: the live SHORT becomes a BUY
+intent with side SHORT, the live COVER a SELL intent (the engine closes whatever is held).
 """
 
 from __future__ import annotations
@@ -55,6 +59,17 @@ class DecisionSource(Protocol):
     ) -> dict[str, Intent]: ...
 
 
+def intent_of(d) -> Intent:
+    """A live decision as the backtester's intent: SHORT is a BUY with side SHORT, COVER a
+    SELL (whatever is held closes); the rest as they are."""
+    action, side = d.action, PositionSide.LONG
+    if action is Action.SHORT:
+        action, side = Action.BUY, PositionSide.SHORT
+    elif action is Action.COVER:
+        action = Action.SELL
+    return Intent(action, d.position_pct, d.confidence, dict(d.signal_weights), side)
+
+
 def decide_accepts_group_weights() -> bool:
     return "group_weights" in inspect.signature(decide).parameters
 
@@ -62,11 +77,19 @@ def decide_accepts_group_weights() -> bool:
 class RuleDecisions:
     """``decide`` at each timeline step, memoised; ``intents(step, held)`` mirrors one call."""
 
-    def __init__(self, data: BacktestData, position_pct: float, max_position_pct: float) -> None:
+    def __init__(
+        self,
+        data: BacktestData,
+        position_pct: float,
+        max_position_pct: float,
+        shorts: bool = False,
+    ) -> None:
         self.data = data
         self.position_pct = position_pct
         self.max_position_pct = max_position_pct
+        self.shorts = shorts
         self._memo: dict[int, tuple[dict[str, Intent], dict[str, Intent]]] = {}
+        self._short_memo: dict[int, dict[str, Intent]] = {}
 
     def view(self, step: int) -> MarketView:
         symbols = {}
@@ -81,11 +104,18 @@ class RuleDecisions:
         return MarketView(as_of_ms=as_of, symbols=symbols, missing=missing)
 
     def _call(
-        self, view: MarketView, held: set[str], group_weights: dict[str, float] | None
+        self,
+        view: MarketView,
+        held: set[str],
+        group_weights: dict[str, float] | None,
+        short_held: set[str] | None = None,
     ) -> dict[str, Intent]:
-        kwargs = {}
+        kwargs: dict = {}
         if group_weights is not None:
             kwargs["group_weights"] = group_weights
+        if self.shorts:
+            kwargs["shorts"] = True
+            kwargs["short_held"] = short_held or set()
         answer = decide(
             view,
             held,
@@ -93,10 +123,7 @@ class RuleDecisions:
             max_position_pct=self.max_position_pct,
             **kwargs,
         )
-        return {
-            d.ticker: Intent(d.action, d.position_pct, d.confidence, dict(d.signal_weights))
-            for d in answer.decisions
-        }
+        return {d.ticker: intent_of(d) for d in answer.decisions}
 
     def both(self, step: int) -> tuple[dict[str, Intent], dict[str, Intent]]:
         """(as if flat, as if holding everything) at ``step``."""
@@ -107,27 +134,52 @@ class RuleDecisions:
             self._memo[step] = got
         return got
 
+    def holding_short(self, step: int) -> dict[str, Intent]:
+        """As if every symbol were held short at ``step`` (a run with shorts)."""
+        got = self._short_memo.get(step)
+        if got is None:
+            symbols = set(self.data.symbols)
+            got = self._call(self.view(step), symbols, None, short_held=symbols)
+            self._short_memo[step] = got
+        return got
+
     def precompute(self, steps: range) -> None:
         for step in steps:
             self.both(step)
+            if self.shorts:
+                self.holding_short(step)
 
     def intents(
-        self, step: int, held: set[str], group_weights: dict[str, float] | None = None
+        self,
+        step: int,
+        held: set[str],
+        group_weights: dict[str, float] | None = None,
+        short: set[str] | None = None,
     ) -> dict[str, Intent]:
+        short = short or set()
         if group_weights is not None and decide_accepts_group_weights():
-            return self._call(self.view(step), held, group_weights)
+            return self._call(self.view(step), held, group_weights, short_held=short)
         flat, holding = self.both(step)
-        return {s: (holding[s] if s in held else flat[s]) for s in flat}
+        shorted = self.holding_short(step) if self.shorts and short else {}
+        return {
+            s: (shorted[s] if s in short else holding[s] if s in held else flat[s]) for s in flat
+        }
 
-    def active_steps(self, steps: np.ndarray, flat: bool = False) -> np.ndarray:
+    def active_steps(
+        self, steps: np.ndarray, flat: bool = False, shorts: bool = False
+    ) -> np.ndarray:
         """For each step, whether some symbol's decision is BUY (as if flat), or, unless
-        ``flat``, SELL (as if held): the only steps where the policy can act."""
+        ``flat``, SELL (as if held, long or, with ``shorts``, short): the only steps where
+        the policy can act. A short entry is a BUY intent too."""
         out = np.zeros(len(steps), dtype=bool)
         for k, step in enumerate(steps.tolist()):
             as_flat, holding = self.both(step)
-            out[k] = any(i.action is Action.BUY for i in as_flat.values()) or (
-                not flat and any(i.action is Action.SELL for i in holding.values())
-            )
+            acts = any(i.action is Action.BUY for i in as_flat.values())
+            if not acts and not flat:
+                acts = any(i.action is Action.SELL for i in holding.values())
+                if not acts and shorts and self.shorts:
+                    acts = any(i.action is Action.SELL for i in self.holding_short(step).values())
+            out[k] = acts
         return out
 
     def export(self) -> dict[int, tuple[dict[str, Intent], dict[str, Intent]]]:

@@ -305,6 +305,7 @@
   function renderPositions(positions) {
     const rows = positions.map((p) => {
       const flags = [p.status];
+      if (p.side === "short") flags.unshift("short");
       if (p.adopted) flags.push("adopted");
       if (p.exit_requested) flags.push("exit requested");
       if (!p.answered) flags.push("not answering");
@@ -373,7 +374,7 @@
           "tr",
           { "data-symbol": t.symbol, "data-trade-id": t.trade_id },
           td(when(t.exit_time_ms)),
-          td(t.symbol, "sym"),
+          td(t.side === "short" ? `${t.symbol} short` : t.symbol, "sym"),
           td(qty(t.qty), "num"),
           td(price(t.entry_price), "num"),
           td(price(t.exit_price), "num"),
