@@ -1038,6 +1038,7 @@ def count_events(events: Iterable[Ev], t0: float, t1: float) -> HistoryCounts:
 STAGE_LABELS = {
     "market_view": "market view",
     "market_context": "context",
+    "board_decision": "view and context (board)",
     "crypto_regime": "crypto regime",
     "macro_regime": "macro regime",
     "decide": "decide",

@@ -8,6 +8,9 @@ The listener never creates an account: it signals the workflow that the trading 
 (``ocw worker`` / ``ocw account init``). If Temporal is unreachable, or no run of the account is
 open, the reasons stay queued (newer ones folded in) and go out with the next successful send,
 none dropped; a missing account is said loudly (log and ``account_missing`` in the status).
+
+``before_send`` (the listener's decision board, activities/decision_board.py) runs just before
+each attempt with the wake about to go out; it is bounded by its owner and must not raise.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from temporalio.client import Client
@@ -47,10 +50,12 @@ class WakeDispatcher:
         workflow_id: str,
         on_sent: Callable[[Wake], None] | None = None,
         batch_window_s: float = 0.0,
+        before_send: Callable[[Wake], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.workflow_id = workflow_id
         self.on_sent = on_sent
+        self.before_send = before_send
         self.batch_window_s = batch_window_s
         self.queue: asyncio.Queue[PendingReason] = asyncio.Queue()
         self.sent = 0
@@ -86,6 +91,11 @@ class WakeDispatcher:
         delay = 0.5
         while True:
             wake = self._wake(batch)
+            if self.before_send is not None:
+                try:
+                    await self.before_send(wake)
+                except Exception as err:  # noqa: BLE001 - the wake goes out regardless
+                    log.warning("before the wake: %s", err)
             try:
                 await self.client.get_workflow_handle(self.workflow_id).signal("wake", wake)
             except Exception as err:  # noqa: BLE001 - keep the reasons and retry

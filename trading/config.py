@@ -332,6 +332,13 @@ class Settings(BaseSettings):
         description="the rule policy writes exit plans too (off until the walk-forward in "
         "docs/backtests.md shows they help; with it off the backtests match live trading)",
     )
+    decision_board_every_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="how often the listener writes the decision board between wakes (it also "
+        "writes it just before each wake it sends)",
+    )
     feature_board_every_s: float = Field(
         default=2.0, gt=0, le=60, description="how often the listener writes the feature board"
     )

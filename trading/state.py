@@ -40,7 +40,7 @@ from trading.models import (
     WakeCondition,
 )
 from trading.reconcile import ReconcileSummary
-from trading.snapshot import SnapshotContext
+from trading.snapshot import MarketContext, SnapshotContext
 
 RECENT_TRADES_KEPT = 50
 DECISION_LOG_KEPT = 20
@@ -570,6 +570,25 @@ class BoardViewRequest(Model):
     symbols: list[str]
     interval: str
     max_age_s: float = Field(gt=0)  # an older sheet answers "missing"
+
+
+class BoardDecisionRequest(Model):
+    """A wake's view and context from the listener's decision board (activities/decision_board.py)."""
+
+    board: str  # the market task queue whose listener writes it
+    interval: str  # the decision interval
+    symbols: list[str]
+    market_time_ms: int | None = None  # a candle wake's: an older sheet does not serve
+    max_age_s: float = Field(gt=0)  # nor does one written longer ago than this
+
+
+class BoardDecision(Model):
+    """The board's answer: the view and context when the sheet serves, else why not."""
+
+    view: MarketView | None = None
+    context: MarketContext | None = None
+    market_time_ms: int | None = None
+    reason: str = ""
 
 
 class AccountView(Model):

@@ -19,6 +19,8 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
 from activities.alerts import AlertSender
+from activities.decision_board import DecisionBoard, DecisionSheetWriter
+from activities.decision_board import sheet_name as decision_sheet_name
 from activities.feature_board import MIN_WRITE_EVERY_S as FEATURES_MIN_EVERY_S
 from activities.feature_board import FeatureBoard, sheet_name
 from activities.listener_health import ListenerHealthActivities
@@ -45,6 +47,7 @@ from trading.alerts import worker_alert
 from trading.config import Settings, interval_seconds
 from trading.market_data import resample
 from trading.models import Bar, SymbolFeatures
+from trading.snapshot import MarketContext, MarketContextRequest
 from workers.account import warm_update
 from workers.telemetry import CounterDeltas, install_metrics, process_meter
 from workers.temporal_env import connect
@@ -212,6 +215,8 @@ class ListenerService:
             max_connection_s=settings.max_connection_s,
         )
         market = MarketActivities(self.store, self.sentiment, self.derivatives)
+        self.decision_sheets = self.decision_writer(market)
+        self.dispatcher.before_send = self.decision_sheets.before_wake
         regimes = RegimeActivities.from_settings(settings, bars_source=market.daily_bars_until)
         worker = Worker(
             self.client,
@@ -236,6 +241,7 @@ class ListenerService:
             tasks.append(asyncio.create_task(self.board_writer().run(), name="price-board"))
             features = self.feature_writer(market)
             tasks.append(asyncio.create_task(features.run(), name="feature-board"))
+            tasks.append(asyncio.create_task(self.decision_sheets.run(), name="decision-board"))
             tasks.append(asyncio.create_task(self._export_metrics(), name="metrics"))
             tasks.append(asyncio.create_task(self._watch_worker(), name="worker-watch"))
             tasks += self._live_data_tasks(stop)
@@ -479,6 +485,24 @@ class ListenerService:
             socket.gethostname(),
             what="feature board",
             min_every_s=FEATURES_MIN_EVERY_S,
+        )
+
+    def decision_writer(self, market: MarketActivities) -> DecisionSheetWriter:
+        """Writes each wake's view and context (activities/decision_board.py) just before the
+        wake goes out, for a lean DecisionWorkflow to decide without asking back."""
+        s = self.settings
+        symbols = list(s.symbols)
+
+        async def context() -> MarketContext:
+            return await market.market_context(MarketContextRequest(symbols=symbols))
+
+        return DecisionSheetWriter(
+            DecisionBoard.from_settings(s),
+            decision_sheet_name(s.market_task_queue, s.decision_interval),
+            lambda: market.view(symbols, s.decision_interval),
+            context,
+            socket.gethostname(),
+            every_s=s.decision_board_every_s / s.speed,
         )
 
     def board_prices(self) -> dict[str, BoardPrice]:

@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 
 from activities.alerts import AlertSender
 from activities.broker import PaperVenue
+from activities.decision_board import DecisionBoard, DecisionBoardActivities
 from activities.exchange_broker import ExchangeBroker
 from activities.feature_board import FeatureBoard, FeatureBoardActivities
 from activities.journal import Journal
@@ -77,6 +78,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
     )
     board = PriceBoardActivities(PriceBoard.from_settings(settings))
     sheets = FeatureBoardActivities(FeatureBoard.from_settings(settings))
+    decisions = DecisionBoardActivities(DecisionBoard.from_settings(settings))
     worker = Worker(
         client,
         task_queue=settings.trading_task_queue,
@@ -89,6 +91,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
             *monitor.all(),
             *board.all(),  # a local activity of lean positions' safety checks
             *sheets.all(),  # ... and of their agent checks
+            *decisions.all(),  # ... and of a lean DecisionWorkflow's wake
         ],
         **worker_tuning(settings),
         **worker_versioning_options(settings),

@@ -19,6 +19,8 @@ MARKET_PRICES = "market_prices"
 BOARD_PRICES = "board_prices"  # BoardPricesRequest -> PricesResult: a local activity (trading)
 MARKET_VIEW = "market_view"
 BOARD_VIEW = "board_view"  # BoardViewRequest -> MarketView: a local activity (trading)
+# BoardDecisionRequest -> BoardDecision: a local activity (trading), the wake's view and context
+BOARD_DECISION = "board_decision"
 AGENT_FEATURES_INTERVAL = "1h"  # the bars a position's agent check scores
 MARKET_CONTEXT = "market_context"  # derivatives + liquidations + sentiment for a snapshot
 MARKET_SENTIMENT = "market_sentiment"  # SentimentReading (signals/sentiment.py); never fails

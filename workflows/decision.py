@@ -60,6 +60,8 @@ with workflow.unsafe.imports_passed_through():
         AddOrder,
         AdoptedHolding,
         AdoptRequest,
+        BoardDecision,
+        BoardDecisionRequest,
         DecideRequest,
         DecisionInput,
         DecisionLogEntry,
@@ -99,6 +101,15 @@ REPLAY_MODES = ("replay", "paper")  # modes whose clock a replay listener may se
 STUCK_EXIT_SAFETY_INTERVALS = 10  # an exit unanswered this long is looked up
 # a lean engine runs the rule policy's decide as a local activity; older histories did not
 RULE_DECIDE_LOCAL_PATCH = "rule-decide-local"
+# the wake's view and context from the listener's decision board (activities/decision_board.py)
+DECISION_BOARD_PATCH = "decision-view-from-board"
+# the board's sheet serves while younger than this (wall seconds at speed 1; a replay divides
+# by its speed, never below the floor): a wake worked off later asks the listener for the
+# market as it is then, so a stale wake is still seen as stale. The listener writes it before
+# each wake and every OCW_DECISION_BOARD_EVERY_S (2 s) between them
+BOARD_DECISION_MAX_AGE_S = 3.0
+BOARD_DECISION_MAX_AGE_FRACTION = 0.01  # ... and at most this share of the decision interval
+BOARD_DECISION_MIN_AGE_S = 0.25
 
 
 def rule_may_act(reasons: list[str]) -> bool:
@@ -598,14 +609,21 @@ class DecisionWorkflow:
         s = self._s
         cfg = s.config
         self._check_stuck_exits()
-        # the context does not depend on the view: ask the listener for both at once (one
-        # workflow-task round trip less per wake, issue 14; recorded histories keep the order)
-        context = (
-            asyncio.create_task(self._market_context(cfg.symbols))
-            if workflow.patched("view-and-context-together")
-            else None
-        )
-        view = await self._market_view(cfg.symbols, cfg.decision_interval)
+        # a lean engine takes the wake's view and context from the listener's decision board,
+        # written for this wake before it was sent (issue 14): no listener round trip
+        board = await self._board_decision(wake)
+        if board is not None and board.view is not None:
+            view: MarketView | None = board.view
+            context = None
+        else:
+            # the context does not depend on the view: ask the listener for both at once (one
+            # workflow-task round trip less per wake, issue 14; recorded histories keep order)
+            context = (
+                asyncio.create_task(self._market_context(cfg.symbols))
+                if workflow.patched("view-and-context-together")
+                else None
+            )
+            view = await self._market_view(cfg.symbols, cfg.decision_interval)
         if view is None:
             if context is not None:
                 await context  # no activity is left behind the cycle
@@ -621,7 +639,12 @@ class DecisionWorkflow:
             s.counters.stale_wakes += 1
             self._note(stale)
         await self._refresh_regimes(view.as_of_ms)
-        extra = await context if context is not None else await self._market_context(cfg.symbols)
+        if board is not None and board.context is not None:
+            extra = board.context
+        elif context is not None:
+            extra = await context
+        else:
+            extra = await self._market_context(cfg.symbols)
 
         decision_id = f"{cfg.account}-{s.epoch}-{cycle}"
         reasons = log.wake_reasons
@@ -971,6 +994,40 @@ class DecisionWorkflow:
         if not fill.filled:
             s.counters.orders_rejected += 1
         return fill
+
+    async def _board_decision(self, wake: Wake) -> BoardDecision | None:
+        """The wake's view and context from the decision board (a local activity) on a lean
+        engine; None when not asked (older histories, hence the patch). An answer without a
+        view says why the board could not serve."""
+        cfg = self._s.config
+        if not cfg.lean_ticks:
+            return None
+        if not workflow.patched(DECISION_BOARD_PATCH):
+            return None
+        live_s = interval_seconds(cfg.decision_interval) * BOARD_DECISION_MAX_AGE_FRACTION
+        request = BoardDecisionRequest(
+            board=cfg.market_task_queue,
+            interval=cfg.decision_interval,
+            symbols=list(cfg.symbols),
+            market_time_ms=wake.market_time_ms,
+            max_age_s=max(
+                BOARD_DECISION_MIN_AGE_S, min(BOARD_DECISION_MAX_AGE_S, live_s) / cfg.speed
+            ),
+        )
+        try:
+            answer = await workflow.execute_local_activity(
+                api.BOARD_DECISION,
+                request,
+                summary=f"{cfg.decision_interval} view and context (board)",
+                result_type=BoardDecision,
+                **api.BOARD_CALL.kwargs(),
+            )
+        except ActivityError as err:
+            workflow.logger.warning("decision board: %s", api.failure_text(err))
+            return None
+        if answer.view is None:
+            workflow.logger.info("decision board not used: %s", answer.reason)
+        return answer
 
     async def _market_view(self, symbols: list[str], interval: str) -> MarketView | None:
         try:

@@ -32,6 +32,7 @@ only), sizes small enough that the 70 % exposure cap never binds.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -272,6 +273,24 @@ def _sort_key(key: tuple[str, int, str]) -> tuple[int, str, str]:
 # ---------------------------------------------------------------- configuration
 
 
+def board_use(history) -> tuple[int, int]:
+    """(cycles whose view came from the decision board, ``market_view`` activities)."""
+    served = asked = 0
+    for e in history.events:
+        if e.HasField("activity_task_scheduled_event_attributes"):
+            asked += e.activity_task_scheduled_event_attributes.activity_type.name == "market_view"
+        elif e.HasField("marker_recorded_event_attributes"):
+            details = e.marker_recorded_event_attributes.details
+            try:
+                data = json.loads(details["data"].payloads[0].data)
+                result = json.loads(details["result"].payloads[0].data)
+            except (KeyError, IndexError, ValueError):
+                continue
+            if data.get("activity_type") == "board_decision" and result.get("view"):
+                served += 1
+    return served, asked
+
+
 def parity_env(
     home: Path, address: str, fred_dir: Path, speed: float, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
@@ -424,6 +443,7 @@ async def test_replay_and_backtester_make_the_same_trades(
             "idle engine, every requested exit filled",
         )
         engine_config = (await handle.query(DecisionWorkflow.state)).config
+        served, asked = board_use(await handle.fetch_history())
         await asyncio.sleep(0.5)  # the last journal writes follow the signals
     finally:
         for proc in procs:
@@ -459,6 +479,10 @@ async def test_replay_and_backtester_make_the_same_trades(
         problems.append("not every 4h close of the window was decided on")
     if final.portfolio.halted:
         problems.append("the replay's drawdown halt is on")
+    # the lean engine decides on the listener's decision board (issue 14): most cycles
+    print(f"decision board: {served} cycle(s) served, {asked} asked the listener")
+    if served == 0:
+        problems.append(f"no cycle decided on the decision board ({asked} asked the listener)")
 
     # ---- the same rule scores at every decision, for every symbol (features equal)
     rules = RuleDecisions(

@@ -23,6 +23,8 @@ from trading.models import (
 from trading.regime_crypto import CryptoRegime, CryptoRegimeRequest
 from trading.snapshot import MarketContext, MarketContextRequest
 from trading.state import (
+    BoardDecision,
+    BoardDecisionRequest,
     BoardPricesRequest,
     BoardViewRequest,
     DecideRequest,
@@ -72,6 +74,7 @@ class FakeMarket:
         self.board_calls = 0  # board_prices (a local activity on the trading worker)
         self.board_fresh = True  # False: the boards answer "missing" (stale or absent)
         self.board_view_calls = 0  # board_view (the feature board, also a local activity)
+        self.board_decision_calls = 0  # board_decision (the decision board, a local activity)
         # a local activity's attempt time is the worker's wall clock, not the skipped one:
         # the board reads the test server's clock through this (``use_clock_of``)
         self.board_clock: Callable[[], Awaitable[int]] | None = None
@@ -125,6 +128,20 @@ class FakeMarket:
             return MarketView(as_of_ms=0, missing=list(req.symbols))
         t = await self.board_clock() if self.board_clock is not None else now_ms()
         return self._view(req.symbols, req.interval, t)
+
+    @activity.defn(name=api.BOARD_DECISION)
+    async def board_decision(self, req: BoardDecisionRequest) -> BoardDecision:
+        """The decision board as a lean DecisionWorkflow reads it (activities/decision_board.py):
+        the wake's view and context when ``board_fresh``, else why not."""
+        self.board_decision_calls += 1
+        if not self.board_fresh:
+            return BoardDecision(reason="sheet 60s old (test)")
+        t = await self.board_clock() if self.board_clock is not None else now_ms()
+        return BoardDecision(
+            view=self._view(req.symbols, req.interval, t),
+            context=MarketContext(missing=["derivatives", "liquidations", "sentiment"]),
+            market_time_ms=req.market_time_ms,
+        )
 
     def _view(self, symbols: list[str], interval: str, t: int) -> MarketView:
         return MarketView(

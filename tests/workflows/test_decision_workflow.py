@@ -129,6 +129,7 @@ class Rig:
             workflows=[DecisionWorkflow, PositionWorkflow],
             activities=[
                 *market,
+                self.market.board_decision,  # a local activity: on the trading worker
                 self.policy.decide,
                 self.policy.evaluate_position,
                 self.trading.place_order,
@@ -228,7 +229,9 @@ async def test_a_lean_engine_decides_sizes_and_orders_in_one_workflow_task(ts_en
         return [TradeDecision(ticker="BTC/USDT", action=Action.BUY, position_pct=0.25)]
 
     policy = ScriptedPolicy(script)
-    rig = Rig(ts_env, tmp_path, FakeMarket(), policy)
+    market = FakeMarket()
+    market.board_fresh = False  # the view from the listener (the decision board: below)
+    rig = Rig(ts_env, tmp_path, market, policy)
     async with rig.worker():
         handle = await rig.start(lean_ticks=True)
         await handle.signal(DecisionWorkflow.wake, Wake(reason="by hand"))
@@ -252,9 +255,9 @@ async def test_a_lean_engine_decides_sizes_and_orders_in_one_workflow_task(ts_en
         if e.HasField("marker_recorded_event_attributes")
         and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
     ]
-    assert len(markers) == 1
+    assert len(markers) == 2  # the decision board's (it could not serve), the decide's
     # the decision's marker and the entry's order come out of one workflow task
-    assert markers[0] == scheduled["place_order"] > scheduled["market_view"]
+    assert markers[1] == scheduled["place_order"] > scheduled["market_view"]
     fills = rig.broker.fills()
     assert [f.symbol for f in fills] == ["BTC/USDT"]
 
@@ -487,3 +490,64 @@ async def test_a_short_is_refused_when_shorts_are_off(ts_env, tmp_path):
     assert not state.positions and rig.broker.fills() == []
     notes = [a for entry in state.decision_log for a in entry.actions]
     assert any("SHORT: rejected, shorts are off" in a for a in notes)
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["board", "stale-board"])
+async def test_a_lean_wake_decides_on_the_decision_board_in_its_own_workflow_task(
+    ts_env, tmp_path, fresh
+):
+    """Issue 14: a candle wake on a lean engine takes its view and context from the decision
+    board (local activity), so the order leaves in the workflow task that took the signal:
+    no market_view, no market_context. A board that cannot serve falls back to the listener
+    and the entry is the same. (The first cycle also fits the regimes; the second is the
+    steady state measured.)"""
+
+    def script(cycle: int, req) -> list[TradeDecision]:
+        if cycle < 2:
+            return []
+        return [TradeDecision(ticker="BTC/USDT", action=Action.BUY, position_pct=0.25)]
+
+    market = FakeMarket()
+    market.board_fresh = fresh
+    rig = Rig(ts_env, tmp_path, market, ScriptedPolicy(script))
+    async with rig.worker():
+        handle = await rig.start(lean_ticks=True)
+        for n in (1, 2):
+            now = int((await ts_env.get_current_time()).timestamp() * 1000)
+            await handle.signal(
+                DecisionWorkflow.wake, Wake(reason="candle_close", market_time_ms=now - 1)
+            )
+            state = await _until(handle, lambda s, n=n: s.counters.wakes_handled == n, ts_env)
+        state = await _until(handle, lambda s: "BTC/USDT" in s.positions, ts_env)
+        history = await handle.fetch_history()
+    assert state.counters.orders == 1 and market.board_decision_calls == 2
+    events = list(history.events)
+    second = [
+        i
+        for i, e in enumerate(events)
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ][-1]
+    after = events[second:]
+    markers = [
+        e.marker_recorded_event_attributes.workflow_task_completed_event_id
+        for e in after
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes
+        for e in after
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    names = [a.activity_type.name for a in scheduled]
+    order = scheduled[names.index("place_order")].workflow_task_completed_event_id
+    if fresh:
+        # the board's and the decide's markers, then the order: all from the signal's task
+        assert names[0] == "place_order" and "market_view" not in names
+        assert "market_context" not in names
+        assert markers[:2] == [order, order]
+    else:
+        assert names[:2] == ["market_view", "market_context"]
+        assert scheduled[0].workflow_task_completed_event_id == markers[0]  # board, then ask
+        assert order > markers[0]
+    assert [f.symbol for f in rig.broker.fills()] == ["BTC/USDT"]
