@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -197,22 +198,44 @@ def basket_curve(result: BacktestResult) -> np.ndarray | None:
     return result.params.initial_cash * np.mean(curves, axis=0)
 
 
+def halt_rows(result: BacktestResult) -> list[dict[str, object]]:
+    """Every halt of a run: when it began and ended (None: still on at the end), the drawdown
+    and the threshold it crossed, why, and how it lifted."""
+    if not result.halts:  # a result without episodes (older pickles): the spans alone
+        return [{"from_ms": a, "to_ms": b} for a, b in result.halt_spans]
+    return [
+        {
+            "from_ms": ep.start_ms,
+            "to_ms": ep.end_ms,
+            "drawdown": ep.drawdown,
+            "threshold": ep.threshold if math.isfinite(ep.threshold) else None,
+            "reason": ep.reason,
+            "lifted_by": ep.lifted_by,
+        }
+        for ep in result.halts
+    ]
+
+
 def halt_lines(result: BacktestResult) -> list[str]:
-    """A plain line per stretch the drawdown halt froze entries."""
+    """A plain line per halt: when and why entries stopped, and when and how they restarted."""
     lines = []
     end_ms = int(result.times[-1]) + 1 if len(result.times) else 0
-    for first, last in result.halt_spans:
+    for row in halt_rows(result):
+        first, last = int(row["from_ms"]), row["to_ms"]
         stop = last if last is not None else end_ms
         days = (stop - first) / 86_400_000
+        why = f": {row['reason']}" if row.get("reason") else ""
         if last is None:
             lines.append(
                 f"the drawdown halt froze entries from {when(first)} to the end "
-                f"({days:.0f} days with no new position; OCW_DRAWDOWN_COOLOFF_HOURS lifts it)"
+                f"({days:.0f} days with no new position){why}; it never lifted (a flat, halted "
+                "book waits for `ocw resume`; OCW_DRAWDOWN_COOLOFF_HOURS lifts it)"
             )
         else:
+            how = f"; lifted by {row['lifted_by']}" if row.get("lifted_by") else ""
             lines.append(
-                f"the drawdown halt froze entries from {when(first)} to {when(last)} "
-                f"({days:.0f} days)"
+                f"the drawdown halt froze entries from {when(first)} to {when(int(last))} "
+                f"({days:.0f} days){why}{how}"
             )
     return lines
 
@@ -367,7 +390,7 @@ def write_report(
         **metrics.model_dump(mode="json"),
         "by_symbol": by_symbol_rows(result),
         "exits_by_reason": exits_by_reason(result),
-        "halts": [{"from_ms": a, "to_ms": b} for a, b in result.halt_spans],
+        "halts": halt_rows(result),
         **(extra_metrics or {}),
     }
     (out / "metrics.json").write_text(json.dumps(payload, indent=2))

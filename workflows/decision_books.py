@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from trading import learner, llm_budget
+from trading.halt import HaltRule, HaltState, halt_step
 from trading.models import ClosedTrade, Wake
-from trading.risk import cooloff_over, drawdown_update
 from trading.safety import mark_value
 from trading.snapshot import (
     EngineStatus,
@@ -49,7 +49,7 @@ def positions_value(s: DecisionState) -> float:
 class MarkNote:
     """What a mark changed that the log should say."""
 
-    halt_changed: str | None = None  # "on: <reason>" / "off"
+    halt_changed: str | None = None  # "on: <reason>" / "off: <how it recovered>"
     cooloff_lifted_h: float | None = None
 
 
@@ -61,30 +61,26 @@ def mark_to_market(s: DecisionState) -> MarkNote:
         pos.trough_price = min(pos.trough_price or pos.last_price, pos.last_price)
     p = s.portfolio
     p.equity = p.cash + positions_value(s)
-    dd = drawdown_update(
-        peak_equity=p.peak_equity,
-        equity=p.equity,
-        halt_pct=s.config.drawdown_halt_pct,
-        halted=p.halted,
+    # the halt as the backtester marks it (trading.halt); SPEC §8's never-lifting halt unless
+    # the opt-in cool-off is set
+    rule = HaltRule(
+        halt_pct=s.config.drawdown_halt_pct, cooloff_hours=s.config.drawdown_cooloff_hours
     )
-    p.peak_equity, p.drawdown = dd.peak, dd.drawdown
-    halt_changed = None
-    if dd.halted != p.halted:
-        p.halted = dd.halted
-        p.halt_reason = dd.reason or ""
-        halt_changed = f"on: {dd.reason}" if dd.halted else "off"
-    market_ms = s.last_market_time_ms
-    if not p.halted:
-        p.halted_since_ms = None
-    elif p.halted_since_ms is None:
-        p.halted_since_ms = market_ms
-    elif cooloff_over(p.halted_since_ms, market_ms, s.config.drawdown_cooloff_hours):
-        # opt-in cool-off: the drawdown is measured afresh from here, as after ``resume``
-        p.halted, p.halted_since_ms = False, None
-        p.peak_equity, p.drawdown = p.equity, 0.0
+    was = HaltState(peak=p.peak_equity, halted=p.halted, halted_since_ms=p.halted_since_ms)
+    now, event = halt_step(rule, was, p.equity, s.last_market_time_ms)
+    p.peak_equity, p.drawdown = now.peak, now.drawdown
+    p.halted, p.halted_since_ms = now.halted, now.halted_since_ms
+    if event.started:
+        p.halt_reason = event.started
+        return MarkNote(f"on: {event.started}")
+    if event.lifted and event.by_cooloff:
+        # as after ``resume``: the drawdown is measured afresh from here
         p.halt_reason = ""
-        return MarkNote(halt_changed, s.config.drawdown_cooloff_hours)
-    return MarkNote(halt_changed)
+        return MarkNote(None, s.config.drawdown_cooloff_hours)
+    if event.lifted:
+        p.halt_reason = event.lifted
+        return MarkNote(f"off: {event.lifted}")
+    return MarkNote()
 
 
 def apply_closed(s: DecisionState, trade: ClosedTrade, now_ms: int) -> bool:

@@ -58,6 +58,7 @@ the same as before shorts existed.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from collections import Counter
@@ -79,6 +80,7 @@ from trading.backtest.fills import (
 from trading.backtest.params import BacktestParams
 from trading.backtest.policy import DecisionSource, RuleDecisions
 from trading.funding import funding_paid
+from trading.halt import HaltEpisode, HaltState, lift_text, vol_ratio
 from trading.leverage import (
     DEFAULT_MMR,
     liquidation_distance_ok,
@@ -92,6 +94,7 @@ from trading.scorer import ScorerInputs, score_position
 
 HOUR_MS = 3_600_000
 BTC = "BTC/USDT"
+CARRIED = "carried over"  # a halt on when the run started (``halt_state``)
 LONG = PositionSide.LONG
 SHORT = PositionSide.SHORT
 
@@ -170,6 +173,9 @@ class BacktestResult:
     # one is still on at the end when its end is None
     halt_spans: list[tuple[int, int | None]] = field(default_factory=list)
     liquidations: int = 0  # positions closed at their liquidation price
+    # every halt: when, the drawdown and threshold, why, and how it lifted (None: to the end)
+    halts: list[HaltEpisode] = field(default_factory=list)
+    halt_end: HaltState | None = None  # the halt's state after the last bar (to carry on)
 
 
 @dataclass
@@ -191,6 +197,7 @@ class Backtester:
         decisions: DecisionSource | None = None,
         hooks: Hooks | None = None,
         skip_quiet: bool = True,
+        halt_state: HaltState | None = None,
     ) -> None:
         self.skip_quiet = skip_quiet  # False: visit every bar (tests compare both paths)
         p = params
@@ -227,6 +234,36 @@ class Backtester:
         self.halt_spans: list[tuple[int, int | None]] = []
         halt = params.drawdown_halt_pct
         self._halt_valid = math.isfinite(halt) and halt > 0  # drawdown_update's own guard
+        self.halt_rule = params.halt_rule()
+        self._size_scale = 1.0  # a reduced-size restart's factor on entries
+        self._restart_target: float | None = None  # equity at which full size resumes
+        self._lift_text: str | None = None  # how the halt that just ended lifted
+        self.halts: list[HaltEpisode] = []
+        self._vol_ratio = halt_vol_ratios(data) if self.halt_rule.vol_band is not None else None
+        if self._vol_ratio is not None:  # the threshold of every step (``halt.threshold``)
+            lo, hi = self.halt_rule.vol_band
+            r = self._vol_ratio
+            scaled = halt * np.minimum(np.maximum(np.nan_to_num(r, nan=1.0), lo), hi)
+            self._halt_arr = np.where(np.isnan(r), halt, scaled)
+            self._halt_pcts = self._halt_arr.tolist()
+        if halt_state is not None:  # carried over from a previous run (chained windows)
+            self.peak_equity = halt_state.peak
+            self.halted = self._was_halted = halt_state.halted
+            self._halted_since = halt_state.halted_since_ms
+            self._size_scale = halt_state.size_scale
+            self._restart_target = halt_state.restart_target
+            if halt_state.halted:  # the episode goes on: its lift is reported here
+                self.halt_spans.append((halt_state.halted_since_ms or 0, None))
+                self.halts.append(
+                    HaltEpisode(
+                        start_ms=halt_state.halted_since_ms or 0,
+                        drawdown=halt_state.drawdown,
+                        threshold=math.nan,
+                        peak=halt_state.peak,
+                        equity=math.nan,
+                        reason=CARRIED,
+                    )
+                )
         self.fees_paid = 0.0
         self.funding_paid = 0.0
         self.seq: Counter = Counter()
@@ -480,31 +517,36 @@ class Backtester:
                 last[s] = closes[step]
         self._expo, value = self._values()
         equity = self.cash + value
-        if equity == self._marked:
+        if self._restart_target is not None and equity >= self._restart_target:
+            self._size_scale, self._restart_target = 1.0, None  # a reduced restart recovered
+        halt = self.p.drawdown_halt_pct if self._vol_ratio is None else self._halt_pcts[step]
+        reason = None
+        if equity == self._marked and self._vol_ratio is None:
             pass  # same reading again: drawdown_update would return the same state
         elif not self.halted and self.peak_equity <= equity < math.inf and self._halt_valid:
             # a new high while trading: drawdown_update's answer is (equity, not halted)
             self.peak_equity = equity
             self._marked = equity
         else:
-            dd = drawdown_update(self.peak_equity, equity, self.p.drawdown_halt_pct, self.halted)
+            dd = drawdown_update(self.peak_equity, equity, halt, self.halted)
             self.peak_equity, self.halted = dd.peak, dd.halted
             self._marked = equity
+            reason = dd.reason
         if self.halted:
             self._halt_clock(step, equity)
         else:
             self._halted_since = None
         if self.halted != self._was_halted:  # a halt begins or ends: for the report
-            if self.halted:
-                self.halt_spans.append((int(self.closes_ms[step]), None))
-            elif self.halt_spans:
-                self.halt_spans[-1] = (self.halt_spans[-1][0], int(self.closes_ms[step]))
-            self._was_halted = self.halted
+            if self._lift_text is not None:
+                reason, self._lift_text = self._lift_text, None
+            drawdown = 1.0 - equity / self.peak_equity if self.peak_equity > 0 else 0.0
+            self._halt_change(step, drawdown, halt, reason or "", self.peak_equity, equity)
         return equity
 
     def _halt_clock(self, step: int, equity: float) -> None:
         """The opt-in cool-off (``drawdown_cooloff_hours``), counted from the first mark that
-        saw the halt, on market time as live; when over, the drawdown restarts from here."""
+        saw the halt, on market time as live; when over, the drawdown restarts from here, at
+        reduced size until the equity recovers when the run has a reduced-size restart."""
         now = self.closes_ms[step]
         if self._halted_since is None:
             self._halted_since = now
@@ -512,6 +554,10 @@ class Backtester:
             self.halted, self._halted_since = False, None
             self.peak_equity, self._marked = equity, equity
             self.cooloffs += 1
+            self._lift_text = lift_text(self.halt_rule, equity)
+            if self.halt_rule.reduces:
+                self._size_scale = self.halt_rule.restart_scale
+                self._restart_target = equity * (1.0 + self.halt_rule.restart_recover_pct)
 
     def _scorer_features(self, symbol: str, step: int):
         sf = self.data.scorer_frames[symbol]
@@ -587,6 +633,8 @@ class Backtester:
                 return
         pending = self._pending_notional()  # entries and adds waiting for the next open
         scale, _ = self._macro(time_ms)
+        if self._size_scale != 1.0:  # a reduced-size restart after a drawdown halt
+            scale = scale * self._size_scale
         verdict = check_order(
             action="ADD" if kind == "add" else "BUY",
             symbol=symbol,
@@ -704,29 +752,37 @@ class Backtester:
         while pos < len(events) and events[pos] <= step:
             pos += 1
         cursors[flat][1] = pos
-        if flat and self.halted:
-            # flat and halted the equity cannot move: only a cool-off can lift the halt
-            hours = self.p.drawdown_cooloff_hours
-            if hours is None or self._halted_since is None:
-                return t1 - 1
-            resume_ms = self._halted_since + hours * 3_600_000
-            while pos < len(events) and self.closes_ms[events[pos]] < resume_ms:
-                pos += 1
-        return min(events[pos] if pos < len(events) else t1 - 1, t1 - 1)
+        nxt = min(events[pos] if pos < len(events) else t1 - 1, t1 - 1)
+        if not self.halted:
+            return nxt
+        hours = self.p.drawdown_cooloff_hours
+        if hours is None or self._halted_since is None:
+            # flat and halted the equity cannot move: only a cool-off can lift the halt (or a
+            # vol-scaled threshold, which ``_halt_stretch`` watches)
+            return t1 - 1 if flat else nxt
+        # the bar the cool-off lifts the halt: visited, so that the lift (and, holding, the
+        # peak re-based there) falls on it as bar by bar; flat, nothing can trade before it
+        resume_ms = self._halted_since + hours * 3_600_000
+        lift = int(np.searchsorted(self.data.step_close, resume_ms, "left"))
+        return max(min(t1 - 1 if flat else nxt, lift), step + 1)
 
-    def _quiet(self, a: int, b: int, t0: int, equity: np.ndarray, exposure: np.ndarray) -> None:
-        """Bars ``a .. b-1`` where nothing trades: mark them in one go.
+    def _quiet(self, a: int, b: int, t0: int, equity: np.ndarray, exposure: np.ndarray) -> int:
+        """Bars ``a .. b-1`` where nothing trades: mark them in one go; returns the step after
+        the last bar marked (``b``, or less when the halt changed inside the stretch).
 
-        Flat, the equity is the cash and the drawdown state cannot change. Holding without
-        stops or scorer, the equity moves with the closes: the peak takes its maximum and the
-        halt state is decided, as bar-by-bar ``drawdown_update`` calls would, by whichever
-        came last, a bar at or past the halt threshold or one below half of it. The equity and
-        exposure of held stretches are written once at the end of the run (``_fill_held``).
+        Flat, the equity is the cash and the drawdown cannot change (a vol-scaled threshold
+        can: ``_halt_stretch``). Holding without stops or scorer, the equity moves with the
+        closes: the peak takes its maximum, and where a bar-by-bar ``drawdown_update`` would
+        start or lift the halt, the stretch ends at that bar with the change made there, so
+        every halt starts and ends (and its cool-off clock runs) on the bar it would bar by
+        bar. The equity and exposure of held stretches are written once at the end of the run
+        (``_fill_held``).
         """
+        b = self._halt_stretch(a, b)
         if not self.positions:
             equity[a - t0 : b - t0] = self.cash
             exposure[a - t0 : b - t0] = 0.0
-            return
+            return b
         held = self._held
         held.cash[a - t0 : b - t0] = self.cash
         held.mask[a - t0 : b - t0] = True
@@ -734,35 +790,93 @@ class Backtester:
             held.qty[pos.symbol][a - t0 : b - t0] = pos.qty
         if len(self.positions) == 1:
             pos = next(iter(self.positions.values()))
+            _, hi_close = self.data.close_range(pos.symbol, a, b)
+            high = self.cash + pos.qty * hi_close
+        else:
+            high = float(self._held_equity(a, b).max())
+        self.peak_equity = max(self.peak_equity, high)
+        if self._restart_target is not None and high >= self._restart_target:
+            self._size_scale, self._restart_target = 1.0, None  # monotone: the max decides
+        self._marked = math.nan
+        ffill = self.data.close_ffill
+        for s in self.positions:
+            self.last_close[s] = float(ffill[s][b - 1])
+        return b
+
+    def _halt_stretch(self, a: int, b: int) -> int:
+        """The first bar of ``a .. b-1`` where the halt would start or lift, bar by bar: the
+        change is made there and the stretch ends after it. Returns the stretch's new end."""
+        halt = self.p.drawdown_halt_pct
+        halts = None if self._vol_ratio is None else self._halt_arr[a:b]
+        if not self.positions:
+            if halts is None:
+                return b  # nothing moves
+            eq = np.full(b - a, self.cash)
+            low = high = self.cash
+        elif len(self.positions) == 1:
+            eq = None
+            pos = next(iter(self.positions.values()))
             lo_close, hi_close = self.data.close_range(pos.symbol, a, b)
             low, high = self.cash + pos.qty * lo_close, self.cash + pos.qty * hi_close
         else:
             eq = self._held_equity(a, b)
             low, high = float(eq.min()), float(eq.max())
         peak_end = max(self.peak_equity, high)
-        halt = self.p.drawdown_halt_pct
+        lowest = halt if halts is None else float(halts.min())
         # no bar can be deeper than the lowest equity under the highest peak: usually the halt
-        # state cannot change, and the bar-by-bar drawdowns are not needed
-        if self.halted or 1.0 - low / peak_end >= halt - 1e-12:
+        # cannot start, and the bar-by-bar drawdowns are not needed
+        if not self.halted and 1.0 - low / peak_end < lowest - 1e-12:
+            return b
+        if eq is None:
             eq = self._held_equity(a, b)
-            peaks = np.maximum(np.maximum.accumulate(eq), self.peak_equity)
-            dd = 1.0 - eq / peaks
-            on = np.flatnonzero(dd >= halt)
-            off = np.flatnonzero(dd < halt / 2)
-            decisive = max(int(on[-1]) if len(on) else -1, int(off[-1]) if len(off) else -1)
-            if decisive >= 0:
-                before = float(peaks[decisive - 1]) if decisive > 0 else self.peak_equity
-                state = drawdown_update(before, float(eq[decisive]), halt, self.halted)
-                self.halted = state.halted
-                if not self.halted:
-                    self._halted_since = None
-                elif self._halted_since is None:
-                    self._halted_since = self.closes_ms[b - 1]
-        self.peak_equity = peak_end
-        self._marked = math.nan
-        ffill = self.data.close_ffill
-        for s in self.positions:
-            self.last_close[s] = float(ffill[s][b - 1])
+        peaks = np.maximum(np.maximum.accumulate(eq), self.peak_equity)
+        dd = 1.0 - eq / peaks
+        lim = halt if halts is None else halts
+        hits = np.flatnonzero(dd < lim / 2) if self.halted else np.flatnonzero(dd >= lim)
+        if not len(hits):
+            return b
+        c = int(hits[0])
+        before = float(peaks[c - 1]) if c > 0 else self.peak_equity
+        at = halt if halts is None else float(halts[c])
+        state = drawdown_update(before, float(eq[c]), at, self.halted)
+        self.halted = state.halted
+        self.peak_equity = state.peak
+        if self.halted:
+            self._halted_since = self.closes_ms[a + c]
+        else:
+            self._halted_since = None
+        self._halt_change(a + c, state.drawdown, at, state.reason or "", state.peak, float(eq[c]))
+        return a + c + 1
+
+    def _halt_change(
+        self,
+        step: int,
+        drawdown: float,
+        halt_pct: float,
+        reason: str,
+        peak: float | None = None,
+        equity: float | None = None,
+    ) -> None:
+        """The halt began or ended at ``step``'s close: for the report (``halts``)."""
+        at = int(self.closes_ms[step])
+        if self.halted:
+            self.halt_spans.append((at, None))
+            self.halts.append(
+                HaltEpisode(
+                    start_ms=at,
+                    drawdown=drawdown,
+                    threshold=halt_pct,
+                    peak=self.peak_equity if peak is None else peak,
+                    equity=math.nan if equity is None else equity,
+                    reason=reason,
+                )
+            )
+        else:
+            if self.halt_spans:
+                self.halt_spans[-1] = (self.halt_spans[-1][0], at)
+            if self.halts:
+                self.halts[-1] = dataclasses.replace(self.halts[-1], end_ms=at, lifted_by=reason)
+        self._was_halted = self.halted
 
     def _held_equity(self, a: int, b: int) -> np.ndarray:
         """Equity over steps ``a .. b-1`` with the current cash and positions."""
@@ -862,7 +976,7 @@ class Backtester:
                 # nothing can happen before the next bar where the policy may act
                 nxt = self._next_event(step, t1, cursors)
                 if nxt > step + 1:
-                    self._quiet(step + 1, nxt, t0, equity, exposure)
+                    nxt = self._quiet(step + 1, nxt, t0, equity, exposure)
             if progress is not None:
                 progress(nxt - step)
             step = nxt
@@ -884,7 +998,39 @@ class Backtester:
             cooloffs=self.cooloffs,
             halt_spans=list(self.halt_spans),
             liquidations=self.liquidations,
+            halts=list(self.halts),
+            halt_end=HaltState(
+                peak=self.peak_equity,
+                drawdown=max(0.0, 1.0 - float(equity[-1]) / self.peak_equity)
+                if self.peak_equity > 0
+                else 0.0,
+                halted=self.halted,
+                halted_since_ms=self._halted_since,
+                size_scale=self._size_scale,
+                restart_target=self._restart_target,
+            ),
         )
+
+
+def halt_vol_ratios(data: BacktestData) -> np.ndarray:
+    """``halt.vol_ratio`` at every step: the regime symbol's (BTC/USDT, else the first
+    symbol's) daily closes (the last close of each UTC day) of the completed days before the
+    step's day; NaN where there are too few. Computed once per data set."""
+    cache = data.__dict__.setdefault("_halt_vol_ratios", {})
+    symbol = BTC if BTC in data.symbols else data.symbols[0]
+    got = cache.get(symbol)
+    if got is not None:
+        return got
+    close = data.close_ffill[symbol]
+    days = np.asarray(data.step_close, dtype=np.int64) // 86_400_000
+    last = np.append(np.flatnonzero(np.diff(days)), len(days) - 1)
+    daily = close[last].tolist()
+    keep = 366
+    by_day = [vol_ratio(daily[max(0, k - keep) : k]) for k in range(len(daily))]
+    ratios = np.array([math.nan if r is None else r for r in by_day])
+    got = ratios[np.searchsorted(days[last], days)]
+    cache[symbol] = got
+    return got
 
 
 def _takes(method, name: str) -> bool:
@@ -904,8 +1050,11 @@ def run_backtest(
     decisions: DecisionSource | None = None,
     hooks: Hooks | None = None,
     progress: Callable[[int], None] | None = None,
+    halt_state: HaltState | None = None,
 ) -> BacktestResult:
-    """One backtest of the rule policy (see the module docstring for the bar order)."""
+    """One backtest of the rule policy (see the module docstring for the bar order);
+    ``halt_state`` carries a previous run's drawdown halt on (``BacktestResult.halt_end``)."""
     if not math.isfinite(params.initial_cash):
         raise ValueError("initial cash must be finite")
-    return Backtester(data, params, decisions, hooks).run(start_ms, end_ms, progress)
+    bt = Backtester(data, params, decisions, hooks, halt_state=halt_state)
+    return bt.run(start_ms, end_ms, progress)

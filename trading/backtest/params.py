@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import Field
 
+from trading.halt import HaltRule
 from trading.limits import HARD_MAX_LEVERAGE
 from trading.models import Model, PositionParams
 
@@ -33,6 +36,12 @@ class BacktestParams(Model):
     max_exposure: float = Field(default=0.70, gt=0, le=1)
     drawdown_halt_pct: float = Field(default=0.12, gt=0, lt=1)
     drawdown_cooloff_hours: float | None = Field(default=None, ge=0)  # opt-in, as live
+    # after a cool-off lift, entries x this until equity >= the lift's equity x (1 + recover)
+    drawdown_restart_scale: float = Field(default=1.0, gt=0, le=1)
+    drawdown_restart_recover_pct: float = Field(default=0.0, ge=0, le=10)
+    # threshold x clip(vol ratio, lo, hi) (``trading.halt``); both None: a fixed threshold
+    drawdown_vol_lo: float | None = Field(default=None, gt=0)
+    drawdown_vol_hi: float | None = Field(default=None, gt=0)
     min_order_notional: float = Field(default=10.0, ge=0)
     stop_loss_pct: float = 0.04
     trail_activate_pct: float = 0.08
@@ -49,6 +58,18 @@ class BacktestParams(Model):
     allow_shorts: bool = False  # perpetual only: BUY with side SHORT opens a short
     leverage: float = Field(default=1.0, ge=1.0, le=HARD_MAX_LEVERAGE)  # perpetual only
     close_at_end: bool = True  # close what is open at the last bar's close ("end_of_test")
+
+    def halt_rule(self) -> HaltRule:
+        """The drawdown halt of this run (``trading.halt``)."""
+        lo, hi = self.drawdown_vol_lo, self.drawdown_vol_hi
+        band = None if lo is None and hi is None else (lo or 0.0, hi or math.inf)
+        return HaltRule(
+            halt_pct=self.drawdown_halt_pct,
+            cooloff_hours=self.drawdown_cooloff_hours,
+            restart_scale=self.drawdown_restart_scale,
+            restart_recover_pct=self.drawdown_restart_recover_pct,
+            vol_band=band,
+        )
 
     def position_params(self, trail_multiplier: float = 1.0) -> PositionParams:
         """The live ``PositionParams`` of a position opened under these parameters."""
