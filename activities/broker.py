@@ -15,6 +15,7 @@ from activities.paper_broker import PaperBroker
 from trading.models import (
     Balances,
     Fill,
+    IncomeEntry,
     OrderRequest,
     StopRef,
     StopRequest,
@@ -101,6 +102,13 @@ class PaperVenue:
 
     async def cancel_stop(self, ref: StopRef) -> StopState:
         raise ValueError(_NO_STOPS)
+
+    async def apply_funding(self, entries: list[IncomeEntry]) -> list[IncomeEntry]:
+        """Book a paper futures account's funding (the exchange books its own)."""
+        return await asyncio.to_thread(self.paper.apply_funding, entries)
+
+    async def income(self, since_ms: int) -> list[IncomeEntry]:
+        return await asyncio.to_thread(self.paper.income, since_ms)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.paper.close)

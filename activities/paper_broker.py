@@ -22,6 +22,7 @@ The paper broker stays single-host: its file is always SQLite under OCW_HOME, ev
 from __future__ import annotations
 
 import logging
+import math
 import re
 import sqlite3
 import threading
@@ -30,7 +31,15 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trading.models import Balances, Fill, OrderRequest, OrderStatus, PositionSide, Side
+from trading.models import (
+    Balances,
+    Fill,
+    IncomeEntry,
+    OrderRequest,
+    OrderStatus,
+    PositionSide,
+    Side,
+)
 from trading.orders import CLIENT_ORDER_ID_MAX
 
 log = logging.getLogger(__name__)
@@ -69,6 +78,11 @@ CREATE TABLE IF NOT EXISTS shorts (
     symbol   TEXT PRIMARY KEY,
     qty      REAL NOT NULL,
     notional REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS income (
+    income_id  TEXT PRIMARY KEY,
+    entry_json TEXT NOT NULL,
+    created_at TEXT NOT NULL
 );
 """
 
@@ -118,6 +132,7 @@ class PaperBroker:
         self.fee_rate = fee_rate
         self.slippage = slippage_bps / 10_000
         self.allow_shorts = allow_shorts
+        self.last_booked: list[IncomeEntry] = []  # what the last apply_funding booked anew
         self._lock = threading.Lock()
         self._conn = connect(self.db_path)
         with self._tx() as cur:
@@ -341,6 +356,43 @@ class PaperBroker:
             market_time_ms=req.market_time_ms,
             reason=reason,
         )
+
+    # ------------------------------------------------------------ funding
+
+    def apply_funding(self, entries: list[IncomeEntry]) -> list[IncomeEntry]:
+        """Book funding (a futures account's): each entry's signed amount moves the cash once
+        per ``income_id``, so a retried call books nothing twice. Returns every entry as the
+        broker holds it (an id it knew keeps its first amount) and the ones new now."""
+        booked: list[IncomeEntry] = []
+        held: list[IncomeEntry] = []
+        with self._tx() as cur:
+            for entry in entries:
+                if not math.isfinite(entry.amount):
+                    raise ValueError(f"funding {entry.income_id}: amount {entry.amount!r}")
+                known = cur.execute(
+                    "SELECT entry_json FROM income WHERE income_id = ?", (entry.income_id,)
+                ).fetchone()
+                if known is not None:
+                    held.append(IncomeEntry.model_validate_json(known[0]))
+                    continue
+                cur.execute(
+                    "UPDATE account SET cash = MAX(cash + ?, 0.0) WHERE id = 1", (entry.amount,)
+                )
+                cur.execute(
+                    "INSERT INTO income (income_id, entry_json, created_at) VALUES (?, ?, ?)",
+                    (entry.income_id, entry.model_dump_json(), _now_iso()),
+                )
+                booked.append(entry)
+                held.append(entry)
+        self.last_booked = booked
+        return held
+
+    def income(self, since_ms: int = 0) -> list[IncomeEntry]:
+        """The funding booked at or after ``since_ms``, oldest first."""
+        with self._lock:
+            rows = self._conn.execute("SELECT entry_json FROM income ORDER BY rowid").fetchall()
+        entries = [IncomeEntry.model_validate_json(r[0]) for r in rows]
+        return [e for e in entries if e.time_ms >= since_ms]
 
     # ------------------------------------------------------------ reads
 

@@ -19,7 +19,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.broker import Broker, as_broker
@@ -32,6 +32,7 @@ from trading.models import (
     ClosedTrade,
     DecisionRecord,
     Fill,
+    IncomeEntry,
     OrderRequest,
     StopRef,
     StopRequest,
@@ -43,6 +44,7 @@ from trading.scorer import ScorerInputs, score_position
 from trading.state import (
     DecideRequest,
     EvaluateRequest,
+    FundingRequest,
     JournalIncident,
     JournalTrade,
     PositionStatusRequest,
@@ -77,7 +79,27 @@ class TradingActivities:
             self.place_stop,
             self.stop_status,
             self.cancel_stop,
+            self.book_funding,
         ]
+
+    @activity.defn(name=api.BOOK_FUNDING)
+    async def book_funding(self, req: FundingRequest) -> list[IncomeEntry]:
+        """A paper futures account's funding, booked once per entry id at the paper broker
+        and journaled beside the exchange's own funding entries. An exchange books its own:
+        asked there, this is a final error (the workflow never asks it)."""
+        apply = getattr(self.broker, "apply_funding", None)
+        if apply is None:
+            raise ApplicationError(
+                f"the {self.broker.kind} broker books its own funding", non_retryable=True
+            )
+        held = await apply(req.entries)
+        for entry in held:  # the journal keeps each id once: a retry writes nothing twice
+            try:
+                await asyncio.to_thread(self.journal.record_income, req.account, entry)
+            except Exception as err:  # noqa: BLE001 - bookkeeping never fails the booking
+                log.error("funding %s not journaled: %s", entry.income_id, err)
+        log.info("funding: %d entr%s booked", len(held), "y" if len(held) == 1 else "ies")
+        return held
 
     @activity.defn(name=api.START_POSITION)
     @heartbeats

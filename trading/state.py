@@ -28,6 +28,7 @@ from trading.models import (
     ClosedTrade,
     ExitPlan,
     Fill,
+    IncomeEntry,
     LLMCallInfo,
     MarketView,
     Model,
@@ -121,6 +122,9 @@ class EngineConfig(Model):
     # short entries (SHORT / COVER) on USDⓈ-M futures (issue 15); off: long-only, as on spot
     shorts: bool = False
     leverage: Leverage = 1  # the futures leverage: a short's liquidation price follows from it
+    # a paper futures account books funding at every funding time (00, 08, 16 UTC) on the
+    # positions open then, at the listener's funding rate; an exchange books its own
+    paper_funding: bool = False
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> EngineConfig:
@@ -198,6 +202,7 @@ class Portfolio(Model):
     halt_reason: str = ""
     realized_pnl: float = 0.0
     fees_paid: float = 0.0
+    funding: float = 0.0  # booked on a paper futures account: received (+) less paid
 
     @property
     def entries_blocked(self) -> bool:
@@ -292,6 +297,7 @@ EQUITY_MARKS_KEPT = 400  # halved (every other one dropped) when full: bounded s
 class DecisionState(Model):
     config: EngineConfig
     last_reconcile: ReconcileSummary | None = None  # the exchange against these books
+    last_funding_ms: int | None = None  # the last funding time booked (paper futures)
     epoch: str = ""  # random per account history, keeps position ids unique across resets
     portfolio: Portfolio
     positions: dict[str, OpenPosition] = Field(default_factory=dict)  # by symbol
@@ -570,6 +576,13 @@ class BoardViewRequest(Model):
     symbols: list[str]
     interval: str
     max_age_s: float = Field(gt=0)  # an older sheet answers "missing"
+
+
+class FundingRequest(Model):
+    """Funding to book on a paper futures account, one entry per position and funding time."""
+
+    account: str
+    entries: list[IncomeEntry]
 
 
 class BoardDecisionRequest(Model):

@@ -22,7 +22,8 @@ def render_status(view: StatusView) -> str:
     lines = [
         f"account {view.account}",
         f"  equity {p.equity:,.2f}  cash {p.cash:,.2f}  peak {p.peak_equity:,.2f}  "
-        f"drawdown {p.drawdown:.2%}  realized {p.realized_pnl:+,.2f}  fees {p.fees_paid:,.2f}",
+        f"drawdown {p.drawdown:.2%}  realized {p.realized_pnl:+,.2f}  fees {p.fees_paid:,.2f}"
+        + (f"  funding {p.funding:+,.2f}" if p.funding else ""),
         f"  entries {'HALTED: ' + p.halt_reason if p.entries_blocked else 'allowed'}",
         f"  open positions ({len(view.positions)}):",
     ]

@@ -42,6 +42,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         rule_exit_plans=settings.exit_plans and settings.rule_exit_plans,
         shorts=settings.shorts and settings.market == "futures",
         leverage=settings.futures_leverage,
+        paper_funding=settings.market == "futures" and settings.mode in ("paper", "replay"),
         initial_cash=settings.initial_cash,
         max_position_pct=settings.max_position_pct,
         max_exposure=settings.max_exposure,

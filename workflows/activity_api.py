@@ -21,6 +21,7 @@ MARKET_VIEW = "market_view"
 BOARD_VIEW = "board_view"  # BoardViewRequest -> MarketView: a local activity (trading)
 # BoardDecisionRequest -> BoardDecision: a local activity (trading), the wake's view and context
 BOARD_DECISION = "board_decision"
+BOOK_FUNDING = "book_funding"  # FundingRequest -> list[IncomeEntry]: paper futures (trading)
 AGENT_FEATURES_INTERVAL = "1h"  # the bars a position's agent check scores
 MARKET_CONTEXT = "market_context"  # derivatives + liquidations + sentiment for a snapshot
 MARKET_SENTIMENT = "market_sentiment"  # SentimentReading (signals/sentiment.py); never fails

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from trading import learner, llm_budget, metrics
     from trading.config import interval_seconds
     from trading.exit_plan import stop_loss_pct_for
+    from trading.funding import funding_payment
     from trading.learner import LearnerState, LearnerUpdateRequest, PosteriorTable
     from trading.leverage import liquidation_distance_ok, loss_exit_price
     from trading.llm_budget import BreakerSave, LedgerRequest, LedgerView
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionRecord,
         ExitPlan,
         Fill,
+        IncomeEntry,
         LLMCallInfo,
         MarketView,
         Model,
@@ -68,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
         DecisionState,
         EngineConfig,
         ExitFailed,
+        FundingRequest,
         GateSettings,
         Incident,
         JournalIncident,
@@ -110,6 +113,7 @@ DECISION_BOARD_PATCH = "decision-view-from-board"
 BOARD_DECISION_MAX_AGE_S = 3.0
 BOARD_DECISION_MAX_AGE_FRACTION = 0.01  # ... and at most this share of the decision interval
 BOARD_DECISION_MIN_AGE_S = 0.25
+FUNDING_EVERY_MS = 8 * 3_600_000  # Binance USDⓈ-M: 00:00, 08:00, 16:00 UTC
 
 
 def rule_may_act(reasons: list[str]) -> bool:
@@ -645,6 +649,7 @@ class DecisionWorkflow:
             extra = await context
         else:
             extra = await self._market_context(cfg.symbols)
+        await self._book_funding(view, extra)
 
         decision_id = f"{cfg.account}-{s.epoch}-{cycle}"
         reasons = log.wake_reasons
@@ -994,6 +999,66 @@ class DecisionWorkflow:
         if not fill.filled:
             s.counters.orders_rejected += 1
         return fill
+
+    async def _book_funding(self, view: MarketView, ctx: MarketContext) -> None:
+        """A paper futures account's funding (``paper_funding``): at every funding time the
+        market passed since the last one booked, each position open then pays or receives
+        ``qty x price x rate`` by its side (trading/funding.py), at the listener's current
+        funding rate and the view's price; the paper broker books it once per position and
+        time, and the books follow what it holds. A symbol without a rate is not booked (said
+        in the log); a failed booking is an incident and is asked again next cycle."""
+        s = self._s
+        cfg = s.config
+        if not cfg.paper_funding:
+            return
+        # a candle closing at 15:59:59.999 has the 16:00 funding behind it
+        due = (view.as_of_ms + 1) // FUNDING_EVERY_MS * FUNDING_EVERY_MS
+        if s.last_funding_ms is None or not s.positions:
+            s.last_funding_ms = due  # nothing held: nothing to book up to here
+            return
+        if due <= s.last_funding_ms:
+            return
+        times = range(s.last_funding_ms + FUNDING_EVERY_MS, due + 1, FUNDING_EVERY_MS)
+        entries: list[IncomeEntry] = []
+        no_rate: list[str] = []
+        for pos in s.positions.values():
+            reading = ctx.derivatives.get(pos.symbol)
+            rate = reading.funding_rate if reading is not None else None
+            features = view.symbols.get(pos.symbol)
+            price = features.price if features is not None else pos.last_price
+            if rate is None:
+                no_rate.append(pos.symbol)
+                continue
+            for t in times:
+                if pos.entry_time_ms < t:
+                    entries.append(
+                        IncomeEntry(
+                            income_id=f"{pos.position_id}-funding-{t}",
+                            symbol=pos.symbol,
+                            kind="FUNDING_FEE",
+                            amount=funding_payment(pos.side, pos.qty * price, rate),
+                            asset=pos.symbol.split("/")[-1],
+                            time_ms=t,
+                        )
+                    )
+        if no_rate:
+            self._note(f"funding: no rate for {', '.join(no_rate)}: not booked")
+        if entries:
+            try:
+                held = await self._activity(
+                    api.BOOK_FUNDING,
+                    FundingRequest(account=cfg.account, entries=entries),
+                    api.JOURNAL_CALL,
+                    result_type=list[IncomeEntry],
+                )
+            except ActivityError as err:
+                self._incident("funding", err)
+                return  # asked again next cycle: the broker books each id once
+            total = sum(e.amount for e in held)
+            s.portfolio.cash += total
+            s.portfolio.funding += total
+            self._note(f"funding: {total:+.4f} over {len(held)} position-period(s)")
+        s.last_funding_ms = due
 
     async def _board_decision(self, wake: Wake) -> BoardDecision | None:
         """The wake's view and context from the decision board (a local activity) on a lean

@@ -348,3 +348,24 @@ def test_the_llm_snapshot_shows_a_short_as_short_with_its_own_pnl() -> None:
     assert p.side is SHORT and p.pnl_usd == pytest.approx(10.0 - 0.09 - 0.1)
     assert p.peak == 88.0 and p.mae_pct == pytest.approx(-0.03)
     assert f"- {BTC} SHORT entry 100" in render_prompt(snap)
+
+
+def test_paper_funding_is_booked_once_per_id_with_its_first_amount(tmp_path: Path) -> None:
+    from trading.models import IncomeEntry
+
+    def entry(iid: str, amount: float) -> IncomeEntry:
+        return IncomeEntry(
+            income_id=iid, symbol=BTC, kind="FUNDING_FEE", amount=amount, asset="USDT", time_ms=8
+        )
+
+    with PaperBroker(tmp_path / "f.db", 1_000.0, allow_shorts=True) as b:
+        held = b.apply_funding([entry("p-1-funding-8", 0.5), entry("p-2-funding-8", -0.2)])
+        assert [e.amount for e in held] == [0.5, -0.2] and len(b.last_booked) == 2
+        assert b.balances().cash == pytest.approx(1_000.3)
+        again = b.apply_funding([entry("p-1-funding-8", 9.0)])  # a retry, recomputed
+        assert [e.amount for e in again] == [0.5] and b.last_booked == []
+        assert b.balances().cash == pytest.approx(1_000.3)
+        assert [e.income_id for e in b.income()] == ["p-1-funding-8", "p-2-funding-8"]
+        with pytest.raises(ValueError, match="amount"):
+            b.apply_funding([entry("p-3-funding-8", math.nan)])
+        assert b.balances().cash == pytest.approx(1_000.3)

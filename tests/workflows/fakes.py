@@ -16,6 +16,7 @@ from trading.macro import MacroRegime, MacroRequest, as_date
 from trading.models import (
     AgentDecision,
     ClosedTrade,
+    DerivativesReading,
     MarketView,
     SymbolFeatures,
     TradeDecision,
@@ -75,6 +76,7 @@ class FakeMarket:
         self.board_fresh = True  # False: the boards answer "missing" (stale or absent)
         self.board_view_calls = 0  # board_view (the feature board, also a local activity)
         self.board_decision_calls = 0  # board_decision (the decision board, a local activity)
+        self.funding_rate: float | None = None  # the derivatives' funding rate, when set
         # a local activity's attempt time is the worker's wall clock, not the skipped one:
         # the board reads the test server's clock through this (``use_clock_of``)
         self.board_clock: Callable[[], Awaitable[int]] | None = None
@@ -139,7 +141,7 @@ class FakeMarket:
         t = await self.board_clock() if self.board_clock is not None else now_ms()
         return BoardDecision(
             view=self._view(req.symbols, req.interval, t),
-            context=MarketContext(missing=["derivatives", "liquidations", "sentiment"]),
+            context=self._context(req.symbols),
             market_time_ms=req.market_time_ms,
         )
 
@@ -154,7 +156,15 @@ class FakeMarket:
 
     @activity.defn(name=api.MARKET_CONTEXT)
     async def market_context(self, req: MarketContextRequest) -> MarketContext:
-        return MarketContext(missing=["derivatives", "liquidations", "sentiment"])
+        return self._context(req.symbols)
+
+    def _context(self, symbols: list[str]) -> MarketContext:
+        if self.funding_rate is None:
+            return MarketContext(missing=["derivatives", "liquidations", "sentiment"])
+        return MarketContext(
+            derivatives={s: DerivativesReading(funding_rate=self.funding_rate) for s in symbols},
+            missing=["liquidations", "sentiment"],
+        )
 
 
 class ScriptedPolicy:

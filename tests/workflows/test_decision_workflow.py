@@ -138,6 +138,7 @@ class Rig:
                 self.trading.journal_incident,
                 self.trading.start_position,
                 self.trading.position_status,
+                self.trading.book_funding,
                 self.regimes.macro_regime,
                 *self.learner.all(),
                 *self.extra_activities,
@@ -551,3 +552,40 @@ async def test_a_lean_wake_decides_on_the_decision_board_in_its_own_workflow_tas
         assert scheduled[0].workflow_task_completed_event_id == markers[0]  # board, then ask
         assert order > markers[0]
     assert [f.symbol for f in rig.broker.fills()] == ["BTC/USDT"]
+
+
+@pytest.mark.parametrize("action", [Action.SHORT, Action.BUY], ids=["short", "long"])
+async def test_a_paper_futures_account_books_funding_by_side(ts_env, tmp_path, action):
+    """Issue 15: at each funding time a position open then receives (a short, rate > 0) or
+    pays (a long) qty x price x rate; the paper broker books it once per position and time
+    and the books follow it exactly; nothing is booked for a time before the entry."""
+    rate = 0.0005
+
+    def decide(cycle: int, req) -> list[TradeDecision]:
+        if cycle == 1:
+            return [TradeDecision(ticker="BTC/USDT", action=action, position_pct=0.2)]
+        return []
+
+    market = FakeMarket()
+    market.funding_rate = rate
+    rig = Rig(ts_env, tmp_path, market, ScriptedPolicy(decide))
+    rig.broker.allow_shorts = True
+    slow = PositionParams(safety_interval_s=3600, agent_interval_s=1e8)
+    async with rig.worker():
+        handle = await rig.start(shorts=True, paper_funding=True, position=slow)
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="open"))
+        state = await _until(handle, lambda s: "BTC/USDT" in s.positions, ts_env)
+        pos = state.positions["BTC/USDT"]
+        cash_after_entry = state.portfolio.cash
+        for n in (1, 2):  # two funding times later, each with a wake after it
+            await ts_env.sleep(timedelta(hours=8))
+            await handle.signal(DecisionWorkflow.wake, Wake(reason=f"later {n}"))
+            state = await _until(handle, lambda s, n=n: s.counters.wakes_handled == n + 1, ts_env)
+    per_period = pos.qty * 100.0 * rate  # FakeMarket's price is 100
+    sign = 1.0 if action is Action.SHORT else -1.0
+    assert state.portfolio.funding == pytest.approx(2 * sign * per_period)
+    assert state.portfolio.cash == pytest.approx(cash_after_entry + 2 * sign * per_period)
+    assert rig.broker.balances().cash == pytest.approx(state.portfolio.cash)
+    booked = rig.broker.income()
+    assert len(booked) == 2 and len({e.income_id for e in booked}) == 2
+    assert all(e.time_ms > pos.entry_time_ms and e.time_ms % (8 * 3_600_000) == 0 for e in booked)
