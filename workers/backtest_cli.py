@@ -157,6 +157,7 @@ def write_trades_csv(result: BacktestResult, path: Path) -> None:
         "pnl_pct",
         "exit_reason",
         "signal_weights",
+        "side",
     ]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -176,6 +177,7 @@ def write_trades_csv(result: BacktestResult, path: Path) -> None:
                     repr(t.pnl_pct),
                     t.exit_reason,
                     json.dumps(t.signal_weights, sort_keys=True),
+                    str(t.side),
                 ]
             )
 
@@ -459,6 +461,8 @@ def _params_from_args(args: argparse.Namespace) -> BacktestParams:
             values[name] = getattr(args, flag)
     if getattr(args, "perpetual", False):
         values["perpetual"] = True
+    if getattr(args, "allow_shorts", False):
+        values["allow_shorts"] = True  # perpetual only: refused below otherwise
     try:
         return BacktestParams(**values)
     except ValueError as err:
@@ -750,6 +754,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slippage-bps", type=float, dest="slippage_bps")
     p.add_argument("--rebalance-bars", type=int, dest="rebalance_bars", help="decision cadence")
     p.add_argument("--perpetual", action="store_true", help="charge perpetual funding")
+    p.add_argument(
+        "--allow-shorts",
+        action="store_true",
+        dest="allow_shorts",
+        help="long/short on perpetuals (with --perpetual): the rule policy's mirrored trend rules",
+    )
     p.add_argument("--out", help="report folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

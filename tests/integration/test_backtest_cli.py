@@ -115,3 +115,19 @@ def test_backtest_on_real_data(data_dir, tmp_path) -> None:
     assert config["files"]["BTC/USDT 1h"] == "binance_BTCUSDT_1h.csv"
     assert config["files"]["SOL/USDT funding"] == "binance_SOLUSDT_perp_funding_8h.csv"
     assert metrics["funding_paid"] != 0.0
+
+
+def test_backtest_long_short_on_real_data_and_spot_refused(data_dir, tmp_path) -> None:
+    """Issue 15: ``--allow-shorts`` with ``--perpetual`` trades both ways (the rule policy's
+    mirrored trend rules); without ``--perpetual`` the run is refused with the reason."""
+    run = ocw("backtest", "--data", str(data_dir), "--symbols", "BTC/USDT,ETH/USDT",
+              "--start", "2025-10-01", "--end", "2026-01-31", "--perpetual", "--allow-shorts",
+              "--quiet", "--out", str(tmp_path / "ls"))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    with (tmp_path / "ls" / "trades.csv").open() as fh:
+        sides = {row["side"] for row in csv.DictReader(fh)}
+    assert sides == {"long", "short"}
+    assert "decision_cover" in run.stdout
+    spot = ocw("backtest", "--data", str(data_dir), "--start", "2025-10-01",
+               "--end", "2025-11-01", "--allow-shorts", "--quiet")  # fmt: skip
+    assert spot.returncode != 0 and "perpetual" in (spot.stderr + spot.stdout)
