@@ -5,6 +5,11 @@ computes the next state with ``trading.learner.update`` (idempotent by trade id)
 row per trade to ``learner.db`` under OCW_HOME, or to the PostgreSQL database of
 ``OCW_DB_URL`` (``activities/db.py``), for later analysis (reliabilities and posteriors after
 each trade). ``INSERT OR IGNORE`` on the trade id: a retried activity writes once.
+
+A row is of one direction (``side``, the trade's): its reliabilities are that side's, its
+posteriors the two sets the trade updated ("global" and the regime for a long, "global/short" and
+"<regime>/short" for a short). A ``learner.db`` from before shorts gains the ``side`` column
+(its rows are longs).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,7 @@ from trading.learner import (
     posterior_table,
     regime_key,
     reliabilities,
+    side_key,
     update,
 )
 from workflows import activity_api as api
@@ -49,7 +56,8 @@ _SCHEMA = (
         reliabilities   TEXT NOT NULL,
         posteriors      TEXT NOT NULL,
         n_trades        INTEGER NOT NULL,
-        recorded_at     TEXT NOT NULL
+        recorded_at     TEXT NOT NULL,
+        side            TEXT NOT NULL DEFAULT 'long'
     )""",
     "CREATE INDEX IF NOT EXISTS learner_updates_time ON learner_updates (account, exit_time_ms)",
 )
@@ -66,6 +74,7 @@ _COLUMNS = (
     "posteriors",
     "n_trades",
     "recorded_at",
+    "side",
 )
 
 
@@ -90,6 +99,23 @@ class LearnerStore:
         self.db = Database(target, "learner")
         self.db_path = self.db.path  # None on PostgreSQL
         self.db.create_schema(_SCHEMA)
+        self._add_side()
+
+    def _add_side(self) -> None:
+        """A learner.db from before shorts has no ``side``: add it (every old row was a long).
+        Idempotent, and safe when several processes open the store at once."""
+        column = "side TEXT NOT NULL DEFAULT 'long'"
+        if self.db.path is None:  # PostgreSQL knows IF NOT EXISTS for a column
+            self.db.execute(f"ALTER TABLE learner_updates ADD COLUMN IF NOT EXISTS {column}")
+            return
+        columns = {r["name"] for r in self.db.execute("PRAGMA table_info(learner_updates)").rows}
+        if "side" in columns:
+            return
+        try:
+            self.db.execute(f"ALTER TABLE learner_updates ADD COLUMN {column}")
+        except sqlite3.OperationalError as err:  # another process added it meanwhile
+            if "duplicate column" not in str(err):
+                raise
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LearnerStore:
@@ -102,9 +128,11 @@ class LearnerStore:
     def record(self, req: LearnerUpdateRequest, state: LearnerState) -> bool:
         """One snapshot of ``state`` after ``req.trade``; True when a row was added."""
         regime = regime_key(req.regime)
-        used, _ = active_set(state, regime, req.params)
+        side = req.trade.side
+        used, _ = active_set(state, regime, req.params, side=side)
         table = posterior_table(state)
-        touched = {k: v.model_dump() for k, v in table.sets.items() if k in (GLOBAL, regime)}
+        mine = (side_key(GLOBAL, side), side_key(regime, side))
+        touched = {k: v.model_dump(mode="json") for k, v in table.sets.items() if k in mine}
         row: dict[str, Any] = {
             "trade_id": req.trade.trade_id,
             "account": req.account,
@@ -114,10 +142,13 @@ class LearnerStore:
             "exit_time_ms": req.trade.exit_time_ms,
             "pnl_pct": req.trade.pnl_pct,
             "signal_weights": json.dumps(req.trade.signal_weights, sort_keys=True),
-            "reliabilities": json.dumps(reliabilities(state, regime, req.params), sort_keys=True),
+            "reliabilities": json.dumps(
+                reliabilities(state, regime, req.params, side=side), sort_keys=True
+            ),
             "posteriors": json.dumps(touched, sort_keys=True),
             "n_trades": state.n_trades,
             "recorded_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "side": side.value,
         }
         sql = self.db.dialect.insert_ignore("learner_updates", _COLUMNS)
         return self.db.execute(sql, [row[c] for c in _COLUMNS]).rowcount == 1

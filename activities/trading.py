@@ -180,6 +180,7 @@ class TradingActivities:
             plan_params=req.plan_params,
             shorts=req.shorts,
             short_held={p.symbol for p in req.account_view.positions if p.side == "short"},
+            short_group_weights=req.short_group_weights,
         )
         acted = [f"{d.ticker} {d.action}" for d in decision.decisions if d.action != "HOLD"]
         log.info(

@@ -179,9 +179,8 @@ or a position needs watching, long when quiet.
 symbol; operator one of {", ".join(WAKE_OPERATORS)} (abs_change_pct_gt takes a fraction, \
 0.03 = 3 %). Each fires once. A new list replaces the old, an empty list clears it, leaving the \
 field out keeps it.
-- confidence is 0..1. signal_weights map groups ({groups}) to -1..1: sign = for (+) or \
-against (-) the action, size = how much it drove you. They train the engine's learner: weight \
-only what drove you.
+- confidence is 0..1. signal_weights map groups ({groups}) to -1..1: {_weight_sign(limits)}, \
+size = how much it drove you. They train the engine's learner: weight only what drove you.
 
 Data rules:
 - "n/a" means unknown; the "missing" line lists unavailable data: never invent it.
@@ -200,6 +199,17 @@ holds everything); reasoning under 200 characters; market_assessment and memory_
 200. Call the task's tool exactly once. If you cannot call it, answer with its JSON \
 object alone.
 """
+
+
+def _weight_sign(limits: AgentLimits) -> str:
+    """What a signal weight's sign means: for a long-only account "for the action" is "price
+    up"; with shorts the sign is the direction itself (the learner credits it that way)."""
+    if not limits.shorts:
+        return "sign = for (+) or against (-) the action"
+    return (
+        "sign = the direction the group points (+ price up, for a long; - price down, for a "
+        "short: a SHORT's drivers are negative)"
+    )
 
 
 def _short_plan(limits: AgentLimits) -> str:

@@ -4,11 +4,19 @@ Workflow code: standard library and pydantic only, deterministic, randomness inj
 DecisionWorkflow passes ``workflow.random()``). The state is a small pydantic model that lives in
 the DecisionWorkflow forever, so every part of it is bounded.
 
-Per closed trade and per signal with |w| >= 0.05: aligned = sign(w) agrees with the sign of the
-trade's net outcome; reward = 1/(1+exp(-|pnl_pct|·10)); aligned → α += |w|·reward, else
-β += |w|·reward. Then every arm of each set the trade touched decays toward the Beta(2, 2) prior:
+Per closed trade and per signal with |w| >= 0.05: aligned = sign(w) agrees with the direction
+the trade's net outcome says the price took for it (a long that made money: up; a short that made
+money: down), signal weights being directional views (+ = for a long, price up; - = for a short,
+price down); reward = 1/(1+exp(-|pnl_pct|·10)); aligned → α += |w|·reward, else β += |w|·reward.
+Then every arm of each set the trade touched decays toward the Beta(2, 2) prior:
 α = 2 + 0.95·(α − 2), same for β. A trade updates its regime's set and the global set; a regime
 with fewer than 3 trades reads the global set instead.
+
+Per direction (issue 15): longs and shorts learn in separate families of sets. A long's sets are
+keyed as they always were (``"global"``, ``regime_key(regime)``), so every state and history from
+before shorts reads and updates exactly as before; a short's are ``"global/short"`` and
+``"<regime>/short"``. A trade only ever touches its own side's sets, and each family falls back
+within itself (``active_set``).
 """
 
 from __future__ import annotations
@@ -18,11 +26,15 @@ from typing import Protocol
 
 from pydantic import Field
 
-from trading.models import ClosedTrade, Model
+from trading.models import ClosedTrade, Model, PositionSide
 
 GROUPS: tuple[str, ...] = ("trend", "reversion", "volume", "derivatives", "sentiment", "macro")
 GLOBAL = "global"
 UNKNOWN_REGIME = "unknown"
+SHORT_SUFFIX = "/short"  # a short set's key: the long key plus this
+GLOBAL_SHORT = GLOBAL + SHORT_SUFFIX
+LONG = PositionSide.LONG
+SHORT = PositionSide.SHORT
 
 # SPEC §5 names its starting weights trend .35, reversion .24, momentum .18, sentiment .12,
 # regime .11. Mapped onto the six groups: "momentum" in the rule policy is flow confirmation
@@ -94,7 +106,7 @@ SIGNAL_TO_GROUP: dict[str, str] = {
 }
 
 MAX_EXTRA_ARMS = 16  # arms for unknown signal names, per set
-MAX_REGIMES = 16  # regime sets besides the global one
+MAX_REGIMES = 16  # regime sets besides the global one, per direction
 MAX_NAME_CHARS = 40
 
 
@@ -128,7 +140,9 @@ class ArmSet(Model):
 
 
 class LearnerState(Model):
-    """Everything the learner knows. Bounded: ≤ 17 sets × ≤ 22 arms, ≤ max_seen_ids ids."""
+    """Everything the learner knows. Bounded: ≤ 2 × 17 sets (long and short) × ≤ 22 arms,
+    ≤ max_seen_ids ids. ``n_trades`` counts both directions (the short ones are
+    ``sets["global/short"].n``)."""
 
     version: int = 1
     n_trades: int = 0
@@ -155,10 +169,13 @@ class ArmRow(Model):
 class SetRow(Model):
     n: int
     arms: dict[str, ArmRow]
+    side: PositionSide = LONG  # whose trades the set learns from
+    regime: str = ""  # the regime key ("global" for the global set), without the side suffix
 
 
 class PosteriorTable(Model):
-    """Query answer: per set (regimes and "global"), n and each arm's α, β, posterior mean."""
+    """Query answer: per set (regimes and "global"; a short set's name ends in "/short"), n, the
+    direction and regime of the set and each arm's α, β, posterior mean."""
 
     n_trades: int
     sets: dict[str, SetRow]
@@ -202,6 +219,34 @@ def regime_key(regime: str | None) -> str:
     return UNKNOWN_REGIME if key in ("", GLOBAL) else key
 
 
+def _side(side: PositionSide | str | None) -> PositionSide:
+    return SHORT if side == SHORT else LONG  # None or anything unknown: a long, as before shorts
+
+
+def side_key(key: str, side: PositionSide | str | None = LONG) -> str:
+    """The name of the set ``key`` (a regime key or "global") in ``side``'s family: unchanged
+    for a long, ``key + "/short"`` for a short."""
+    return key + SHORT_SUFFIX if _side(side) is SHORT else key
+
+
+def side_of_key(name: str) -> PositionSide:
+    """The direction a set name belongs to (HMM labels never contain "/")."""
+    return SHORT if name.endswith(SHORT_SUFFIX) else LONG
+
+
+def regime_of_key(name: str) -> str:
+    """The regime key (or "global") of a set name, without its side suffix."""
+    return name[: -len(SHORT_SUFFIX)] if side_of_key(name) is SHORT else name
+
+
+def side_trades(state: LearnerState, side: PositionSide | str | None = LONG) -> int:
+    """Trades learned in ``side``'s family. Every trade updates its side's global set, so the
+    shorts are the global short set's n and the longs the rest (all of ``n_trades`` for a state
+    from before shorts)."""
+    shorts = state.sets[GLOBAL_SHORT].n if GLOBAL_SHORT in state.sets else 0
+    return shorts if _side(side) is SHORT else state.n_trades - shorts
+
+
 # ---------------------------------------------------------------- update
 
 
@@ -214,9 +259,16 @@ def _decay(value: float, prior: float, decay: float) -> float:
 
 
 def _credit(trade: ClosedTrade, params: LearnerParams) -> dict[str, tuple[float, float]]:
-    """(Δα, Δβ) per arm for one trade; several signals of one group add up."""
+    """(Δα, Δβ) per arm for one trade; several signals of one group add up.
+
+    A weight is a directional view (+ = price up, for a long; - = price down, for a short), so
+    a signal is right when its sign is the direction the trade's outcome says the price took:
+    a long's win or a short's loss = up, a long's loss or a short's win = down. A short's
+    winning signals (negative weights) are credited α, its positive ones β.
+    """
     r = reward(trade.pnl_pct, params.reward_scale)
     outcome = 1.0 if trade.pnl_pct > 0 else -1.0  # a trade that did not make money is a loss
+    outcome *= _side(trade.side).sign  # the price's direction as the trade's outcome says it
     out: dict[str, tuple[float, float]] = {}
     for name, w in sorted(trade.signal_weights.items()):
         if not math.isfinite(w) or abs(w) < params.min_weight or w == 0:
@@ -260,18 +312,24 @@ def update(
     """The state after one closed trade; the same trade id twice changes nothing.
 
     Returns a new state (the input is not modified). The trade updates the global set and the
-    set of its regime (not when the regime is unknown); every arm of those two sets decays, the
-    other regimes' sets are left as they are (their regime did not happen).
+    set of its regime (not when the regime is unknown) of its direction's family (``trade.side``:
+    "global" and the regime key for a long, as before shorts; "global/short" and
+    "<regime>/short" for a short); every arm of those two sets decays, the other sets (other
+    regimes, the other direction) are left as they are. Each direction holds up to MAX_REGIMES
+    regime sets of its own.
     """
     p = params or LearnerParams()
     if trade.trade_id in state.seen_ids:
         return state
     credit = _credit(trade, p)
     sets = dict(state.sets)
-    keys = [GLOBAL]
+    side = _side(trade.side)
+    glob = side_key(GLOBAL, side)
+    keys = [glob]
     key = regime_key(regime)
     if key != UNKNOWN_REGIME:
-        regimes = [k for k in sets if k != GLOBAL]
+        key = side_key(key, side)
+        regimes = [k for k in sets if k != glob and side_of_key(k) is side]
         if key in sets or len(regimes) < MAX_REGIMES:
             keys.append(key)
     for k in keys:
@@ -286,15 +344,28 @@ def update(
 
 
 def active_set(
-    state: LearnerState, regime: str | None, params: LearnerParams | None = None
+    state: LearnerState,
+    regime: str | None,
+    params: LearnerParams | None = None,
+    *,
+    side: PositionSide = LONG,
 ) -> tuple[str, ArmSet]:
-    """(name, set) to read for ``regime``: its own once it has min_regime_trades, else global."""
+    """(name, set) to read for ``regime`` and ``side``: the regime's own set of that direction
+    once it has min_regime_trades, else that direction's global set.
+
+    The fallback stays within the direction: a short regime set below min_regime_trades reads
+    "global/short", and a "global/short" without trades is the flat prior (as the long global
+    set is before the first long trade), never the long sets: what longs learned says nothing
+    about what calls shorts right. A long reads exactly as before shorts.
+    """
     p = params or LearnerParams()
     key = regime_key(regime)
-    own = state.sets.get(key)
+    name = side_key(key, side)
+    own = state.sets.get(name)
     if own is not None and key != UNKNOWN_REGIME and own.n >= p.min_regime_trades:
-        return key, own
-    return GLOBAL, state.sets.get(GLOBAL, ArmSet())
+        return name, own
+    glob = side_key(GLOBAL, side)
+    return glob, state.sets.get(glob, ArmSet())
 
 
 def _arm(s: ArmSet, name: str, p: LearnerParams) -> Arm:
@@ -302,11 +373,16 @@ def _arm(s: ArmSet, name: str, p: LearnerParams) -> Arm:
 
 
 def reliabilities(
-    state: LearnerState, regime: str | None, params: LearnerParams | None = None
+    state: LearnerState,
+    regime: str | None,
+    params: LearnerParams | None = None,
+    *,
+    side: PositionSide = LONG,
 ) -> dict[str, float]:
-    """Posterior mean α/(α+β) of every arm (six groups always present) in the regime's set."""
+    """Posterior mean α/(α+β) of every arm (six groups always present) in the set ``active_set``
+    reads for the regime and side (long by default)."""
     p = params or LearnerParams()
-    _, s = active_set(state, regime, p)
+    _, s = active_set(state, regime, p, side=side)
     names = [*GROUPS, *sorted(a for a in s.arms if a not in GROUPS)]
     return {name: round(_arm(s, name, p).mean, 6) for name in names}
 
@@ -316,10 +392,13 @@ def thompson_draws(
     regime: str | None,
     rng: BetaSampler,
     params: LearnerParams | None = None,
+    *,
+    side: PositionSide = LONG,
 ) -> dict[str, float]:
-    """One Beta(α, β) draw per group (fixed order, so a seeded rng reproduces), normalised."""
+    """One Beta(α, β) draw per group (fixed order, so a seeded rng reproduces), normalised, from
+    the set ``active_set`` reads for the regime and side (long by default)."""
     p = params or LearnerParams()
-    _, s = active_set(state, regime, p)
+    _, s = active_set(state, regime, p, side=side)
     draws = {
         g: max(0.0, float(rng.betavariate(_arm(s, g, p).alpha, _arm(s, g, p).beta))) for g in GROUPS
     }
@@ -331,19 +410,22 @@ def policy_weights(
     regime: str | None,
     rng: BetaSampler,
     params: LearnerParams | None = None,
+    *,
+    side: PositionSide = LONG,
 ) -> dict[str, float]:
-    """Group weights for the rule policy (sum 1).
+    """Group weights for the rule policy (sum 1), for trades of ``side`` (long by default).
 
-    Before ``warmup_trades`` trades: STARTING_WEIGHTS. After: each group's starting weight times
+    Before ``warmup_trades`` trades of that side (``side_trades``; for a state without shorts,
+    all its trades): STARTING_WEIGHTS, drawing nothing. After: each group's starting weight times
     its Thompson draw, normalised. The starting weights are the prior importance of a group, the
     draw its learned reliability; at a flat posterior the weights stay near the starting ones,
     so nothing jumps at the 5th trade (a bare draw/Σdraw would reset trend from .35 to ~1/6 the
     moment the warm-up ends, with no evidence). The rule policy reads weight/starting weight.
     """
     p = params or LearnerParams()
-    if state.n_trades < p.warmup_trades:
+    if side_trades(state, side) < p.warmup_trades:
         return dict(STARTING_WEIGHTS)
-    draws = thompson_draws(state, regime, rng, p)
+    draws = thompson_draws(state, regime, rng, p, side=side)
     return _normalise({g: STARTING_WEIGHTS[g] * draws[g] for g in GROUPS})
 
 
@@ -355,7 +437,8 @@ def _normalise(values: dict[str, float]) -> dict[str, float]:
 
 
 def posterior_table(state: LearnerState) -> PosteriorTable:
-    """Every set's arms as a small table (for a Temporal query or ``ocw status``)."""
+    """Every set's arms as a small table (for a Temporal query or ``ocw status``); each row says
+    its direction and regime (a short set's name is "<regime>/short" or "global/short")."""
     sets = {
         name: SetRow(
             n=s.n,
@@ -365,6 +448,8 @@ def posterior_table(state: LearnerState) -> PosteriorTable:
                 )
                 for a, arm in s.arms.items()
             },
+            side=side_of_key(name),
+            regime=regime_of_key(name),
         )
         for name, s in state.sets.items()
     }

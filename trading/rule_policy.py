@@ -267,11 +267,19 @@ def _decision(
     plan_params: PositionParams | None = None,
     shorts: bool = False,
     held_short: bool = False,
+    short_group_weights: dict[str, float] | None = None,
 ) -> tuple[TradeDecision, str]:
     sig = symbol_signal(f, derivatives)
     if shorts and not sig.missing and (held_short or (not held and sig.action is not Action.BUY)):
         return _short_decision(
-            symbol, f, sig, held_short, position_pct, max_position_pct, plan_params
+            symbol,
+            f,
+            sig,
+            held_short,
+            position_pct,
+            max_position_pct,
+            plan_params,
+            short_group_weights,
         )
     why = "; ".join(sig.reasons)
     weights = sig.signal_weights
@@ -324,6 +332,7 @@ def _short_decision(
     position_pct: float,
     max_position_pct: float,
     plan_params: PositionParams | None = None,
+    group_weights: dict[str, float] | None = None,
 ) -> tuple[TradeDecision, str]:
     """A held short (COVER or HOLD) or a flat symbol no long rule buys (SHORT or HOLD)."""
     reasons = list(sig.reasons)
@@ -347,8 +356,12 @@ def _short_decision(
     pct = 0.0
     weights = dict(sig.signal_weights)
     if action is Action.SHORT:
-        pct = round(min(max_position_pct, position_pct * (0.5 + confidence)), 4)
         weights = _weights(f, sig.regime, rule, sig.derivatives)
+        if group_weights is not None:  # the groups pushing it down drive a short
+            m = learned_multiplier({g: -w for g, w in weights.items()}, group_weights)
+            confidence = round(min(1.0, confidence * m), 4)
+            why = f"{why}; learned short group weights ×{m:.2f}"
+        pct = round(min(max_position_pct, position_pct * (0.5 + confidence)), 4)
     text = f"{action.value} {symbol} at {f.price:.6g}: {why}; score {score:+.2f}."
     plan = None
     if action is Action.SHORT and plan_params is not None:
@@ -384,13 +397,15 @@ def decide(
     plan_params: PositionParams | None = None,
     shorts: bool = False,
     short_held: set[str] | None = None,
+    short_group_weights: dict[str, float] | None = None,
 ) -> AgentDecision:
     """One rule-policy decision per symbol of ``market`` (source "rule"). Never raises.
 
     ``group_weights`` (learner weights per signal group) scale BUY confidence and size only.
     With ``plan_params`` each BUY carries the rules' exit plan (``exit_plan.rule_plan``).
     With ``shorts`` the mirrored trend rules may SHORT a flat symbol and COVER a held short
-    (``short_held``: the held symbols that are short, a subset of ``held``).
+    (``short_held``: the held symbols that are short, a subset of ``held``); a SHORT's size
+    is scaled by ``short_group_weights`` (the learner's, from shorts) as a BUY's by its own.
     """
     short_held = short_held or set()
     position_pct = _finite_or(position_pct, 0.0)
@@ -411,6 +426,7 @@ def decide(
                 plan_params,
                 shorts,
                 symbol in short_held,
+                short_group_weights,
             )
         except Exception as exc:  # a bad feature set must not take the other symbols down
             decision = TradeDecision(

@@ -130,6 +130,7 @@ class SnapshotContext(Model):
     crypto_regime: RegimeReading | None = None
     macro: MacroReading | None = None
     reliabilities: dict[str, float] | None = None  # learner: signal group -> 0..1
+    short_reliabilities: dict[str, float] | None = None  # ... learned from shorts (shorts on)
     derivatives: dict[str, DerivativesSnapshot] | None = None  # by symbol
     liquidations: LiquidationReading | None = None
     sentiment: SentimentReading | None = None
@@ -188,6 +189,7 @@ class MarketSnapshot(Model):
     liquidations: LiquidationReading | None = None
     account: AccountSnapshot
     learning: dict[str, float] = Field(default_factory=dict)
+    learning_short: dict[str, float] = Field(default_factory=dict)  # from shorts, shorts on
     wake_reasons: list[str] = Field(default_factory=list)
     memory: str = ""
     max_position_pct: float = 0.30
@@ -289,6 +291,7 @@ def build_snapshot(
         liquidations=ctx.liquidations,
         account=account,
         learning=dict(ctx.reliabilities or {}),
+        learning_short=dict(ctx.short_reliabilities or {}),
         wake_reasons=list(req.wake_reasons),
         memory=req.memory[:MEMORY_MAX_CHARS],
         max_position_pct=req.max_position_pct,
@@ -522,6 +525,11 @@ def render_prompt(s: MarketSnapshot) -> str:
     if s.learning:
         rel = " ".join(f"{k} {v:.2f}" for k, v in sorted(s.learning.items()) if math.isfinite(v))
         lines += ["## learning (signal reliability in this regime, 0..1)", rel]
+    if s.learning_short:
+        rel = " ".join(
+            f"{k} {v:.2f}" for k, v in sorted(s.learning_short.items()) if math.isfinite(v)
+        )
+        lines += ["## learning from shorts (signal reliability for shorts in this regime)", rel]
     if s.engine is not None:
         e = s.engine
         bits = []

@@ -627,6 +627,7 @@ class DecideRequest(Model):
     max_exposure: float = 0.70
     context: SnapshotContext | None = None
     group_weights: dict[str, float] | None = None  # learner weights for the rule policy
+    short_group_weights: dict[str, float] | None = None  # ... learned from shorts
     # with it the rule policy writes each entry's exit plan from these limits (issue 15)
     plan_params: PositionParams | None = None
     shorts: bool = False  # short entries may be proposed (USDⓈ-M futures with shorts on)

@@ -1361,7 +1361,16 @@ class DecisionWorkflow:
         weights = learner.policy_weights(
             s.learner, s.regimes.crypto, workflow.random(), s.config.learner
         )
-        rule_req = req.model_copy(update={"group_weights": weights})
+        update: dict = {"group_weights": weights}
+        if s.config.shorts:  # drawn only then: another draw changes the random sequence
+            update["short_group_weights"] = learner.policy_weights(
+                s.learner,
+                s.regimes.crypto,
+                workflow.random(),
+                s.config.learner,
+                side=PositionSide.SHORT,
+            )
+        rule_req = req.model_copy(update=update)
         try:
             if s.config.lean_ticks and workflow.patched(RULE_DECIDE_LOCAL_PATCH):
                 # pure CPU on this worker (~10 ms): inside this workflow task, so the risk

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from trading import learner, llm_budget
 from trading.halt import HaltRule, HaltState, halt_step
-from trading.models import ClosedTrade, Wake
+from trading.models import ClosedTrade, PositionSide, Wake
 from trading.safety import mark_value
 from trading.snapshot import (
     EngineStatus,
@@ -162,6 +162,13 @@ def snapshot_context(
         if s.regimes.macro != "unknown"
         else None,
         reliabilities=learner.reliabilities(s.learner, s.regimes.crypto, s.config.learner),
+        short_reliabilities=(
+            learner.reliabilities(
+                s.learner, s.regimes.crypto, s.config.learner, side=PositionSide.SHORT
+            )
+            if s.config.shorts
+            else None
+        ),
         decision_interval=s.config.decision_interval,
         fee_rate=s.config.position.fee_rate,
     )

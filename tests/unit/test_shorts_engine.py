@@ -369,3 +369,27 @@ def test_paper_funding_is_booked_once_per_id_with_its_first_amount(tmp_path: Pat
         with pytest.raises(ValueError, match="amount"):
             b.apply_funding([entry("p-3-funding-8", math.nan)])
         assert b.balances().cash == pytest.approx(1_000.3)
+
+
+def test_a_shorts_size_follows_the_learner_weights_from_shorts() -> None:
+    from trading.learner import STARTING_WEIGHTS
+
+    f = _trend(100.0, rsi=45.0, mom=-0.03)  # a mild short signal: confidence below 1
+    (base,) = decide(_view(f), set(), shorts=True).decisions
+    trusted = {**STARTING_WEIGHTS, "trend": STARTING_WEIGHTS["trend"] * 3}
+    doubted = {**STARTING_WEIGHTS, "trend": STARTING_WEIGHTS["trend"] / 3}
+    (up,) = decide(_view(f), set(), shorts=True, short_group_weights=trusted).decisions
+    (down,) = decide(_view(f), set(), shorts=True, short_group_weights=doubted).decisions
+    assert base.action is up.action is down.action is Action.SHORT
+    assert down.position_pct < base.position_pct < up.position_pct
+    assert "learned short group weights" in up.reasoning
+    # the long weights never size a short
+    (same,) = decide(_view(f), set(), shorts=True, group_weights=trusted).decisions
+    assert same.position_pct == base.position_pct
+
+
+def test_the_prompt_says_what_a_weights_sign_means_by_account() -> None:
+    spot = system_prompt(AgentLimits(universe=[BTC]))
+    futures = system_prompt(AgentLimits(universe=[BTC], shorts=True))
+    assert "sign = for (+) or against (-) the action" in spot
+    assert "a SHORT's drivers are negative" in futures

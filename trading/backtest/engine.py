@@ -673,7 +673,14 @@ class Backtester:
         if self._intents_short_kw:
             short = {s for s, p in self.positions.items() if p.side is SHORT}
             short.update(o.symbol for o in self.orders if o.kind == "entry" and o.side is SHORT)
-            intents = self.decisions.intents(step, held, weights, short=short)
+            kwargs: dict = {"short": short}
+            if self.hooks.learner is not None and _takes(
+                self.decisions.intents, "short_group_weights"
+            ):  # as live: the learner's weights from shorts size a short
+                kwargs["short_group_weights"] = self.hooks.learner.group_weights(
+                    self._vol(t_close) or "unknown", side=SHORT
+                )
+            intents = self.decisions.intents(step, held, weights, **kwargs)
         else:
             intents = self.decisions.intents(step, held, weights)
         for symbol, intent in intents.items():

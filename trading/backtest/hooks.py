@@ -1,8 +1,10 @@
 """The learner, macro and crypto-regime modules as the backtester's hooks (``engine.Hooks``).
 
 * ``ThompsonLearner``: ``trading.learner`` state updated on every closed trade (keyed by the
-  crypto vol regime at the exit), Thompson group weights drawn from a seeded ``random.Random``
-  at each decision bar and handed to ``rule_policy.decide(group_weights=...)``.
+  crypto vol regime at the entry and, through ``trade.side``, by the trade's direction), Thompson
+  group weights drawn from a seeded ``random.Random`` at each decision bar and handed to
+  ``rule_policy.decide(group_weights=...)``; those are the long sets' (the engine asks once per
+  bar, without a side), ``group_weights(regime, side=SHORT)`` draws from the short sets.
 * ``MacroSchedule``: ``trading.macro.macro_regime`` at each UTC day of the run, point in time
   (only observations published before that day), giving (exposure scale, trail multiplier).
 * ``VolRegimeSchedule``: the crypto HMM fitted once on the BTC history before the run's start
@@ -19,7 +21,7 @@ from datetime import date
 
 from trading import learner as learner_math
 from trading.macro import FredSeries, MacroParams, as_date, macro_regime
-from trading.models import Bar, ClosedTrade
+from trading.models import Bar, ClosedTrade, PositionSide
 from trading.regime_crypto import HmmParams, filtered_labels, fit_hmm
 
 
@@ -32,10 +34,14 @@ class ThompsonLearner:
         self.rng = random.Random(seed)
 
     def record_trade(self, trade: ClosedTrade, regime: str) -> None:
+        """Learn ``trade`` in its direction's sets (``trade.side``: a short's own sets)."""
         self.state = learner_math.update(self.state, trade, regime, self.params)
 
-    def group_weights(self, regime: str) -> dict[str, float] | None:
-        return learner_math.policy_weights(self.state, regime, self.rng, self.params)
+    def group_weights(
+        self, regime: str, side: PositionSide = PositionSide.LONG
+    ) -> dict[str, float] | None:
+        """Policy group weights for ``side``'s trades (long by default: what the engine asks)."""
+        return learner_math.policy_weights(self.state, regime, self.rng, self.params, side=side)
 
 
 class MacroSchedule:

@@ -109,10 +109,13 @@ class RuleDecisions:
         held: set[str],
         group_weights: dict[str, float] | None,
         short_held: set[str] | None = None,
+        short_group_weights: dict[str, float] | None = None,
     ) -> dict[str, Intent]:
         kwargs: dict = {}
         if group_weights is not None:
             kwargs["group_weights"] = group_weights
+        if short_group_weights is not None:
+            kwargs["short_group_weights"] = short_group_weights
         if self.shorts:
             kwargs["shorts"] = True
             kwargs["short_held"] = short_held or set()
@@ -155,10 +158,17 @@ class RuleDecisions:
         held: set[str],
         group_weights: dict[str, float] | None = None,
         short: set[str] | None = None,
+        short_group_weights: dict[str, float] | None = None,
     ) -> dict[str, Intent]:
         short = short or set()
         if group_weights is not None and decide_accepts_group_weights():
-            return self._call(self.view(step), held, group_weights, short_held=short)
+            return self._call(
+                self.view(step),
+                held,
+                group_weights,
+                short_held=short,
+                short_group_weights=short_group_weights,
+            )
         flat, holding = self.both(step)
         shorted = self.holding_short(step) if self.shorts and short else {}
         return {
