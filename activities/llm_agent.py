@@ -119,6 +119,19 @@ def llm_configured(env: Mapping[str, str] | None = None) -> bool:
     return bool(env.get(ENV_BASE_URL, "").strip() and env.get(ENV_AUTH_TOKEN, "").strip())
 
 
+INSTRUCTIONS_HEADER = (
+    "\n\n## the operator's instructions for this account\n"
+    "Follow them within everything above: the tool schema, the limits and the hard rules win "
+    "over them.\n"
+)
+
+
+def with_instructions(system: str, extra: str) -> str:
+    """The system prompt with an account's own instructions after it (none: unchanged)."""
+    text = utf8_clean(extra or "").strip()
+    return system + INSTRUCTIONS_HEADER + text if text else system
+
+
 @dataclass(frozen=True, repr=False)
 class _Credentials:
     """Read from the environment at call time; ``repr`` shows nothing secret."""
@@ -160,6 +173,9 @@ class LLMConfig:
     prompt_cache: PromptCache = "adaptive"
     prices: dict[str, ModelPrice] = field(default_factory=dict)
     training_cutoffs: dict[str, date] = field(default_factory=dict)
+    # the account's own instructions (an arena agent's prompt file, issue 15): appended to the
+    # system prompt, so the prompt stays one constant prefix per account (cache-friendly)
+    prompt_extra: str = ""
 
     @classmethod
     def from_settings(cls, s: Settings) -> LLMConfig:
@@ -190,6 +206,7 @@ class LLMConfig:
             prompt_cache=s.llm_prompt_cache,
             prices=dict(s.llm_prices),
             training_cutoffs=dict(s.llm_training_cutoffs),
+            prompt_extra=s.llm_prompt_extra,
         )
 
 
@@ -378,7 +395,7 @@ class LLMActivities:
         self._env = env
         self._client: anthropic.AsyncAnthropic | None = None
         self._client_creds: _Credentials | None = None
-        self._system = system_prompt(config.limits)
+        self._system = with_instructions(system_prompt(config.limits), config.prompt_extra)
         self._tools = tool_definitions(config.limits)
         self._prefix = self._system + json.dumps(self._tools, sort_keys=True)
         self._price = price_for(config.model, config.prices)  # unknown model fails at start

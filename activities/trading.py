@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.broker import Broker, as_broker
+from activities.family_decider import FamilyDecider, policy_spec
 from activities.heartbeat import heartbeats
 from activities.journal import Journal
 from activities.paper_broker import PaperBroker
@@ -60,11 +61,20 @@ log = logging.getLogger(__name__)
 
 class TradingActivities:
     def __init__(
-        self, broker: Broker | PaperBroker, journal: Journal, client: Client | None = None
+        self,
+        broker: Broker | PaperBroker,
+        journal: Journal,
+        client: Client | None = None,
+        policy: str = "rule",
+        family: FamilyDecider | None = None,
     ) -> None:
         self.broker: Broker = as_broker(broker)
         self.journal = journal
         self.client = client
+        # who decides when Claude does not (issue 15): the worker's account's policy, unless
+        # the request names one (DecideRequest.policy, from EngineConfig.policy)
+        self.policy = policy
+        self.family = family
 
     def all(self) -> list:
         return [
@@ -167,7 +177,11 @@ class TradingActivities:
     @activity.defn(name=api.DECIDE)
     @heartbeats
     async def decide(self, req: DecideRequest) -> AgentDecision:
-        """The rule policy (SPEC §7); the LLM trader plugs in here with the same contract."""
+        """The rule policy (SPEC §7), or the account's policy family (issue 15); the LLM trader
+        plugs in here with the same contract."""
+        family = await self._family_decide(req)
+        if family is not None:
+            return family
         held = {p.symbol for p in req.account_view.positions}
         derivatives = (req.context.derivatives or {}) if req.context else {}
         decision = rule_decide(
@@ -186,6 +200,26 @@ class TradingActivities:
         log.info(
             "decision %s (%s): %s", req.decision_id, ", ".join(req.wake_reasons), acted or "hold"
         )
+        return decision
+
+    async def _family_decide(self, req: DecideRequest) -> AgentDecision | None:
+        """The family's decision when the account's policy is one (None: the rule policy)."""
+        text = req.policy or self.policy
+        if not text or text == "rule":
+            return None
+        try:
+            spec = policy_spec(text)
+        except ValueError as err:
+            raise ApplicationError(str(err), type="BadPolicy", non_retryable=True) from None
+        if spec.is_rule:
+            return None
+        if self.family is None:
+            raise ApplicationError(
+                f"policy {text!r}: this worker has no bars board to read", non_retryable=True
+            )
+        decision = await self.family.decide(req, spec)
+        acted = [f"{d.ticker} {d.action}" for d in decision.decisions if d.action != "HOLD"]
+        log.info("decision %s (%s): %s", req.decision_id, spec.text(), acted or "hold")
         return decision
 
     @activity.defn(name=api.PLACE_ORDER)

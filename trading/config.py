@@ -342,6 +342,37 @@ class Settings(BaseSettings):
     feature_board_every_s: float = Field(
         default=2.0, gt=0, le=60, description="how often the listener writes the feature board"
     )
+    # agent vs agent (issue 15, workers/arena.py): who decides for this account, the extra
+    # system-prompt text of its Claude, its own paper broker file, the accounts a listener wakes
+    policy: str = Field(
+        default="rule",
+        description="the account's non-LLM decider: rule, or family:<name>[:<param>=<value>...] "
+        "(trading/policies; trades on the listener's daily bars)",
+    )
+    llm_prompt_extra: str = Field(
+        default="",
+        max_length=8000,
+        description="text appended to Claude's system prompt for this account (an arena agent's "
+        "prompt file); constant per account, so the prompt cache keeps working",
+    )
+    agent: str = Field(
+        default="", max_length=200, description="the account's label in an arena (shown by status)"
+    )
+    paper_broker_path: Path | None = Field(
+        default=None, description="the paper broker's file (default OCW_HOME/paper_broker.db)"
+    )
+    wake_accounts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="more accounts the listener wakes from the same feed, each with its own "
+        "gate (an arena; comma list)",
+    )
+    bars_board_every_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="how often the listener checks its daily bars "
+        "for the bars board (families; also before each wake)",
+    )
 
     # operations (docs/deploy.md): the journal's database, metrics, health and alerts
     db_url: SecretStr | None = Field(
@@ -417,6 +448,16 @@ class Settings(BaseSettings):
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
+    @field_validator("wake_accounts", mode="before")
+    @classmethod
+    def _split_accounts(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
     @field_validator("symbols")
     @classmethod
     def _check_symbols(cls, value: list[str]) -> list[str]:
@@ -474,7 +515,7 @@ class Settings(BaseSettings):
         return {
             "home": home,
             "temporal_db": home / "temporal.db",
-            "broker_db": home / "paper_broker.db",
+            "broker_db": self.paper_broker_path or home / "paper_broker.db",
             "journal_db": home / "journal.db",
             "llm_db": self.llm_cache_path or home / "llm.db",
             "logs": home / "logs",

@@ -125,6 +125,11 @@ class EngineConfig(Model):
     # a paper futures account books funding at every funding time (00, 08, 16 UTC) on the
     # positions open then, at the listener's funding rate; an exchange books its own
     paper_funding: bool = False
+    # who decides when Claude does not (issue 15, agent vs agent): "rule" (the rule policy, as
+    # before) or "family:<name>[:<param>=<value>...]" (a policy family of trading/policies on
+    # the listener's daily bars); the decide activity dispatches on it
+    policy: str = Field(default="rule", max_length=200)
+    agent: str = Field(default="", max_length=200)  # an arena agent's label ("" outside one)
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> EngineConfig:
@@ -631,6 +636,8 @@ class DecideRequest(Model):
     # with it the rule policy writes each entry's exit plan from these limits (issue 15)
     plan_params: PositionParams | None = None
     shorts: bool = False  # short entries may be proposed (USDⓈ-M futures with shorts on)
+    # the account's EngineConfig.policy; None: the decide activity's own (its worker's settings)
+    policy: str | None = Field(default=None, max_length=200)
 
 
 class EvaluateRequest(Model):

@@ -100,6 +100,14 @@ def create_app(client: Client, settings: Settings, token: str | None = None) -> 
     async def incidents(limit: int = 50) -> list[dict[str, Any]]:
         return await views.incidents(max(1, min(limit, 500)))
 
+    @app.get("/api/arena", tags=["read"])
+    async def arena() -> dict[str, Any]:
+        """Agent vs agent: the leaderboard of the arena defined under OCW_HOME (return,
+        Sharpe, drawdown, fees, trades, LLM cost per agent); ``{"arena": null}`` without one."""
+        from workers.arena import arena_json
+
+        return await arena_json(client, settings)
+
     @app.get("/api/control", tags=["control"])
     async def control_state() -> dict[str, bool]:
         """Whether the control endpoints are enabled (a token is set)."""

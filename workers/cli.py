@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,6 +115,13 @@ def cmd_listen(args: argparse.Namespace) -> int:
     from workers.listener_worker import ListenerService, ReplayOptions
 
     overrides: dict[str, object] = {}
+    if args.arena:
+        from workers.arena import listener_settings, read_arena
+
+        arena = read_arena(load_settings())
+        if arena is None:
+            raise SetupError("no arena defined under OCW_HOME: `ocw arena start` first")
+        overrides.update(listener_settings(load_settings(), arena))
     replay = None
     if args.replay:
         missing = [f for f in args.replay if not Path(f).is_file()]
@@ -121,7 +129,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
             raise SetupError(f"replay file not found: {', '.join(missing)}")
         if args.updates_per_bar < 0:
             raise SetupError("--updates-per-bar must be >= 0")
-        overrides = {"mode": "replay", "speed": args.speed}
+        overrides.update({"mode": "replay", "speed": args.speed})
         replay = ReplayOptions(
             files=[Path(f) for f in args.replay],
             speed=args.speed,
@@ -147,12 +155,16 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from trading.leaderboard import render as render_board
+    from workers.arena import arena_board, read_arena
     from workers.health_view import listener_text
     from workers.status_view import render_status
     from workers.temporal_env import connect
     from workflows.decision import DecisionWorkflow
 
     settings = load_settings()
+    arena = read_arena(settings)
+    arena = arena if arena is not None and arena.running else None
 
     async def main(stop: asyncio.Event) -> int:
         client = await connect(settings)
@@ -160,6 +172,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             view = await handle.query(DecisionWorkflow.status)
         except Exception as err:  # noqa: BLE001 - reported as a user-level problem
+            if arena is not None and settings.account not in arena.accounts():
+                board = await arena_board(client, arena)  # an arena's home: its board
+                print(board.model_dump_json(indent=2) if args.json else render_board(board))
+                return 0
             print(await listener_text(client, settings))  # the listener's side is worth seeing
             if "Workflow Task in failed state" in str(err):
                 raise SetupError(
@@ -174,6 +190,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(view.model_dump_json(indent=2) if args.json else render_status(view))
         if not args.json:
             print(await listener_text(client, settings))  # gate counters, stream, sentiment
+            if arena is not None:  # agent vs agent: how this account compares
+                print(render_board(await arena_board(client, arena)))
         return 0
 
     return run_until_stopped(main)
@@ -471,6 +489,96 @@ def settings_sources(settings: Settings) -> list[tuple[str, str, str]]:
     return rows
 
 
+def cmd_arena(args: argparse.Namespace) -> int:
+    """``ocw arena start | status | stop``: agents on one feed, and their leaderboard."""
+    from trading.leaderboard import render as render_board
+    from workers.arena import (
+        arena_board,
+        arena_path,
+        build_arena,
+        describe,
+        load_arena_file,
+        read_arena,
+        resume_agents,
+        run_arena,
+        split_agents,
+        stop_arena,
+        write_arena,
+    )
+    from workers.temporal_env import connect
+
+    settings = load_settings()
+    current = read_arena(settings)
+    if args.action == "start":
+        shared: dict[str, object] = {}
+        if args.symbols:
+            shared["symbols"] = args.symbols
+        if args.initial_cash is not None:
+            shared["initial_cash"] = args.initial_cash
+        if args.file:
+            arena = load_arena_file(Path(args.file), settings.llm_model)
+            arena = arena.model_copy(update={"settings": {**arena.settings, **shared}})
+            if args.name:
+                arena = arena.model_copy(update={"name": args.name})
+        elif args.agents:
+            arena = build_arena(
+                split_agents(args.agents),
+                args.name or "arena",
+                shared,
+                settings.llm_model,
+                Path.cwd(),
+            )
+        elif current is not None:
+            arena = current  # `ocw arena start` again: the arena defined here
+        else:
+            raise SetupError("ocw arena start needs --agents rule,claude:<model>,... or --file")
+        resumed = current is not None and current.same_agents(arena)
+        if current is not None and not resumed and not args.replace:
+            raise SetupError(
+                f"{arena_path(settings)} defines arena {current.name!r} with other agents "
+                f"({', '.join(current.accounts())}); stop it with `ocw arena stop` and start "
+                "this one under another --name, or pass --replace"
+            )
+        if resumed:
+            arena = arena.model_copy(
+                update={"started_at_ms": current.started_at_ms, "stopped_at_ms": None}
+            )
+        else:
+            arena = arena.model_copy(update={"started_at_ms": int(time.time() * 1000)})
+        write_arena(settings, arena)
+        print("\n".join(describe(arena)), flush=True)
+        print(
+            "listener: `ocw listen --arena` (live) or `ocw listen --arena --replay FILE...`; "
+            "leaderboard: `ocw arena status`",
+            flush=True,
+        )
+
+        async def main(stop: asyncio.Event) -> int:
+            if resumed and current is not None and not current.running:
+                client = await connect(settings)
+                asyncio.get_running_loop().create_task(resume_agents(client, arena))
+            await run_arena(settings, arena, stop)
+            return 0
+
+        return run_until_stopped(main)
+    if current is None:
+        raise SetupError(f"no arena defined under OCW_HOME={settings.home}: `ocw arena start`")
+    arena = current
+
+    async def show(stop: asyncio.Event) -> int:
+        client = await connect(settings)
+        if args.action == "stop":
+            for line in await stop_arena(
+                client, settings, arena, close=not args.keep_positions, wait_s=args.wait
+            ):
+                print(line)
+        board = await arena_board(client, read_arena(settings) or arena)
+        print(board.model_dump_json(indent=2) if args.json else render_board(board))
+        return 0
+
+    return run_until_stopped(show)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.demo import run_demo
 
@@ -522,6 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="in-progress frames per replayed bar before its closed frame (default 4)",
     )
     p.add_argument("--exit-when-done", action="store_true", help="exit when the replay is over")
+    p.add_argument(
+        "--arena",
+        action="store_true",
+        help="wake every agent of the arena under OCW_HOME (`ocw arena start`) from this feed",
+    )
     p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser("demo", help="replay real (or generated) bars through the whole engine")
@@ -539,7 +652,58 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="trade through ccxt on a local Binance-compatible exchange instead of the paper broker",
     )
+    p.add_argument(
+        "--arena",
+        action="store_true",
+        help="agent vs agent: Claude (a local stand-in of the Messages API unless --claude-api) "
+        "against the rule policy and a policy family on the same replay, then the leaderboard",
+    )
+    p.add_argument(
+        "--agents",
+        action="append",
+        default=[],
+        metavar="SPEC,...",
+        help="with --arena: the agents (default rule,claude:<OCW_LLM_MODEL>,family:trend_tsmom)",
+    )
+    p.add_argument(
+        "--claude-api",
+        action="store_true",
+        help="with --arena: the real Messages API with the environment's key (costs money)",
+    )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "arena",
+        help="agent vs agent: accounts with their own deciders on one feed, and a leaderboard",
+        description="start: one account (and trading worker) per agent, all on the same "
+        "symbols, costs and limits; run `ocw listen --arena` beside it. status: the "
+        "leaderboard. stop: halt every agent and close its positions.",
+    )
+    p.add_argument("action", choices=["start", "status", "stop"])
+    p.add_argument(
+        "--agents",
+        action="append",
+        default=[],
+        metavar="SPEC,...",
+        help="rule | claude[:<model>[:<prompt-file>]] | family:<name>[:<param>=<value>...], "
+        "each with an optional :name=<name>; comma-separated, repeatable",
+    )
+    p.add_argument("--file", help="an arena file (TOML or JSON: name, [settings], [[agents]])")
+    p.add_argument("--name", default=None, help="the arena's name, the accounts' prefix (arena)")
+    p.add_argument(
+        "--symbols",
+        type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+        default=None,
+        help="the universe of every agent (default OCW_SYMBOLS)",
+    )
+    p.add_argument("--initial-cash", type=float, default=None, help="each agent's cash")
+    p.add_argument("--replace", action="store_true", help="replace another arena's definition")
+    p.add_argument(
+        "--keep-positions", action="store_true", help="stop: halt entries, keep what is open"
+    )
+    p.add_argument("--wait", type=float, default=60.0, help="stop: seconds to wait for flat")
+    p.add_argument("--json", action="store_true", help="the leaderboard as JSON")
+    p.set_defaults(func=cmd_arena)
 
     p = sub.add_parser(
         "status", help="query the DecisionWorkflow: portfolio, positions, gate, last decision"

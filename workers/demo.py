@@ -55,7 +55,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def demo_files(args: argparse.Namespace, settings: Settings, home: Path) -> tuple[list[Path], str]:
+def demo_files(
+    args: argparse.Namespace, settings: Settings, home: Path, history_days: float = 45
+) -> tuple[list[Path], str]:
     if not args.generated:
         data_dir = Path(args.data) if args.data else shared_data_dir()
         if data_dir is not None:
@@ -69,7 +71,7 @@ def demo_files(args: argparse.Namespace, settings: Settings, home: Path) -> tupl
             )
     market_dir = home / "market"
     market_dir.mkdir(parents=True, exist_ok=True)
-    n_bars = int((args.days + 45) * 24)
+    n_bars = int((args.days + history_days) * 24)
     bars = generate_market(settings.symbols, DEMO_INTERVAL, n_bars, seed=7)
     files = []
     for symbol, series in bars.items():
@@ -82,6 +84,10 @@ def demo_files(args: argparse.Namespace, settings: Settings, home: Path) -> tupl
 def run_demo(args: argparse.Namespace) -> int:
     from workers.cli import load_settings, run_until_stopped
 
+    if getattr(args, "arena", False):
+        from workers.demo_arena import run_arena_demo
+
+        return run_arena_demo(args)
     base = load_settings()
     home = base.home / "demo"
     if home.exists():

@@ -12,13 +12,16 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.worker import Worker
 
 from activities.alerts import AlertSender
+from activities.bars_board import INTERVAL as BARS_INTERVAL
+from activities.bars_board import BarsBoard, BarsBoardWriter
 from activities.decision_board import DecisionBoard, DecisionSheetWriter
 from activities.decision_board import sheet_name as decision_sheet_name
 from activities.feature_board import MIN_WRITE_EVERY_S as FEATURES_MIN_EVERY_S
@@ -46,7 +49,7 @@ from trading import metrics
 from trading.alerts import worker_alert
 from trading.config import Settings, interval_seconds
 from trading.market_data import resample
-from trading.models import Bar, SymbolFeatures
+from trading.models import Bar, SymbolFeatures, Wake
 from trading.snapshot import MarketContext, MarketContextRequest
 from workers.account import warm_update
 from workers.telemetry import CounterDeltas, install_metrics, process_meter
@@ -69,6 +72,21 @@ class ReplayOptions:
 
 
 @dataclass
+class WakeLane:
+    """One more account on the same feed (an arena, issue 15): its own gate (its agent's timer
+    and wake conditions, kept in step by its own GateSync) and its own wake dispatcher."""
+
+    account: str
+    gate: Gate
+    dispatcher: WakeDispatcher | None = None
+    gate_sync: GateSync | None = None
+
+    @property
+    def workflow_id(self) -> str:
+        return f"ocw-decision-{self.account}"
+
+
+@dataclass
 class Listener:
     """Wires stream updates through the store and the gate into the dispatcher."""
 
@@ -76,6 +94,7 @@ class Listener:
     gate: Gate
     dispatcher: WakeDispatcher
     repairer: GapRepairer | None = None  # live only: a stream bar after a hole asks a repair
+    lanes: list[WakeLane] = field(default_factory=list)  # more accounts on this feed
 
     def on_update(self, update: KlineUpdate) -> None:
         bar = update.bar
@@ -85,6 +104,30 @@ class Listener:
         reasons = self.gate.evaluate(bar, newly_closed, update.event_time_ms)
         for reason in reasons:  # held reasons may be about another symbol
             self.dispatcher.push(reason, reason_symbol(reason) or bar.symbol, update.event_time_ms)
+        for lane in self.lanes:
+            assert lane.dispatcher is not None
+            for reason in lane.gate.evaluate(bar, newly_closed, update.event_time_ms):
+                lane.dispatcher.push(
+                    reason, reason_symbol(reason) or bar.symbol, update.event_time_ms
+                )
+
+
+def _once_per_wake(*hooks: Callable[[Wake], Awaitable[None]]) -> Callable[[Wake], Awaitable[None]]:
+    """The boards' hooks before a wake, run once per wake id (every account of an arena gets
+    the same candle's wake: one write serves them all)."""
+    last: list[str | None] = [None]
+
+    async def before(wake: Wake) -> None:
+        if wake.wake_id and wake.wake_id == last[0]:
+            return
+        for hook in hooks:
+            try:
+                await hook(wake)
+            except Exception as err:  # noqa: BLE001 - the wake goes out regardless
+                log.warning("before the wake: %s", err)
+        last[0] = wake.wake_id
+
+    return before
 
 
 def seed_store(store: BarStore, warmup: dict[str, list[Bar]], intervals: list[str]) -> None:
@@ -111,6 +154,18 @@ class ListenerService:
             params=GateParams.from_settings(settings),
             symbols=settings.symbols,
         )
+        self.lanes = [  # an arena's other accounts (OCW_WAKE_ACCOUNTS), one gate each
+            WakeLane(
+                account,
+                Gate(
+                    settings.decision_interval,
+                    params=GateParams.from_settings(settings),
+                    symbols=settings.symbols,
+                ),
+            )
+            for account in dict.fromkeys(settings.wake_accounts)
+            if account != settings.account
+        ]
         # today's sentiment says nothing about a replayed past: the snapshot marks it missing
         self.sentiment = (
             SentimentFeeds.unavailable("replay: no historical sentiment")
@@ -190,13 +245,28 @@ class ListenerService:
             poll_s=max(settings.min_timer_s, settings.gate_sync_poll_s / settings.speed),
         )
         self.dispatcher.on_sent = self.gate_sync.poke
+        for lane in self.lanes:
+            lane.dispatcher = WakeDispatcher(
+                self.client, lane.workflow_id, batch_window_s=self.dispatcher.batch_window_s
+            )
+            lane.gate_sync = GateSync(
+                self.client, lane.workflow_id, lane.gate, poll_s=self.gate_sync.poll_s
+            )
+            lane.dispatcher.on_sent = lane.gate_sync.poke
         warmed = sum(  # bootstrap / replay warm-up: z-scores work from the first close
-            self.gate.warm_up(self.store.closed_bars(symbol, interval))
+            gate.warm_up(self.store.closed_bars(symbol, interval))
+            for gate in [self.gate, *(lane.gate for lane in self.lanes)]
             for symbol in self.store.symbols()
             for interval in self.store.intervals(symbol)
         )
         log.info("gate warmed up with %d closed bars", warmed)
-        listener = Listener(self.store, self.gate, self.dispatcher, self.repairer)
+        if self.lanes:
+            log.info(
+                "waking %d accounts from this feed: %s",
+                1 + len(self.lanes),
+                ", ".join([settings.account, *(lane.account for lane in self.lanes)]),
+            )
+        listener = Listener(self.store, self.gate, self.dispatcher, self.repairer, self.lanes)
         intervals = settings.stream_intervals
         if self.server is not None:  # a replay serves multiples of its base interval only
             base = interval_seconds(self.server.base_interval)
@@ -216,7 +286,12 @@ class ListenerService:
         )
         market = MarketActivities(self.store, self.sentiment, self.derivatives)
         self.decision_sheets = self.decision_writer(market)
-        self.dispatcher.before_send = self.decision_sheets.before_wake
+        self.bars_sheets = self.bars_writer()
+        before_wake = _once_per_wake(self.bars_sheets.before_wake, self.decision_sheets.before_wake)
+        self.dispatcher.before_send = before_wake
+        for lane in self.lanes:
+            assert lane.dispatcher is not None
+            lane.dispatcher.before_send = before_wake
         regimes = RegimeActivities.from_settings(settings, bars_source=market.daily_bars_until)
         worker = Worker(
             self.client,
@@ -231,6 +306,11 @@ class ListenerService:
         tasks: list[asyncio.Task] = []
         async with worker:
             tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
+            for lane in self.lanes:
+                assert lane.dispatcher is not None and lane.gate_sync is not None
+                tasks.append(asyncio.create_task(lane.dispatcher.run(), name="dispatcher"))
+                tasks.append(asyncio.create_task(lane.gate_sync.run(), name="gate-sync"))
+            tasks.append(asyncio.create_task(self.bars_sheets.run(), name="bars-board"))
             tasks.append(asyncio.create_task(self.stream.run(stop), name="stream"))
             tasks.append(asyncio.create_task(self.gate_sync.run(), name="gate-sync"))
             tasks.append(asyncio.create_task(self.sentiment.run(), name="sentiment"))
@@ -351,9 +431,20 @@ class ListenerService:
         self.gate.warm_up(b for b in report.new_bars if recent.get((b.symbol, b.interval)) is not b)
         if self.dispatcher is None:
             return
+        for lane in self.lanes:
+            lane.gate.warm_up(
+                b for b in report.new_bars if recent.get((b.symbol, b.interval)) is not b
+            )
         for bar in sorted(recent.values(), key=lambda b: b.close_time):
             for reason in self.gate.evaluate(bar, True, bar.close_time):
                 self.dispatcher.push(reason, reason_symbol(reason) or bar.symbol, bar.close_time)
+            for lane in self.lanes:
+                if lane.dispatcher is None:
+                    continue
+                for reason in lane.gate.evaluate(bar, True, bar.close_time):
+                    lane.dispatcher.push(
+                        reason, reason_symbol(reason) or bar.symbol, bar.close_time
+                    )
 
     async def _stop_live_data(self) -> None:
         if self.repairer is not None:
@@ -367,10 +458,13 @@ class ListenerService:
         if self.dispatcher is None:
             return
         market_ms = self.gate.market_time_ms or int(time.time() * 1000)
-        for reason in self.gate.watchdog():
-            symbol = reason_symbol(reason)  # "watchdog" itself is about every symbol
-            for sym in [symbol] if symbol else self.settings.symbols:
-                self.dispatcher.push(reason, sym, market_ms)
+        lanes = [(self.gate, self.dispatcher)]
+        lanes += [(lane.gate, lane.dispatcher) for lane in self.lanes if lane.dispatcher]
+        for gate, dispatcher in lanes:
+            for reason in gate.watchdog():
+                symbol = reason_symbol(reason)  # "watchdog" itself is about every symbol
+                for sym in [symbol] if symbol else self.settings.symbols:
+                    dispatcher.push(reason, sym, market_ms)
 
     def _watchdog_s(self) -> float:
         """SPEC's 5 min of silence on the replay clock, but never shorter than three gaps
@@ -487,6 +581,22 @@ class ListenerService:
             min_every_s=FEATURES_MIN_EVERY_S,
         )
 
+    def bars_writer(self) -> BarsBoardWriter:
+        """Writes the store's closed daily bars (activities/bars_board.py) for the accounts that
+        decide with a policy family, when a new daily bar closed, before each wake."""
+        s = self.settings
+
+        def daily() -> dict[str, list[Bar]]:
+            return {sym: self.store.closed_bars(sym, BARS_INTERVAL) for sym in s.symbols}
+
+        return BarsBoardWriter(
+            BarsBoard.from_settings(s),
+            s.market_task_queue,
+            daily,
+            s.bars_board_every_s / s.speed,
+            socket.gethostname(),
+        )
+
     def decision_writer(self, market: MarketActivities) -> DecisionSheetWriter:
         """Writes each wake's view and context (activities/decision_board.py) just before the
         wake goes out, for a lean DecisionWorkflow to decide without asking back."""
@@ -593,11 +703,18 @@ class ListenerService:
         return out
 
     async def _set_replay_clock(self, stop: asyncio.Event) -> None:
+        """The replay clock of every account this listener wakes (an arena's too)."""
+        await asyncio.gather(
+            self._set_account_clock(self.settings.decision_workflow_id, stop),
+            *(self._set_account_clock(lane.workflow_id, stop) for lane in self.lanes),
+        )
+
+    async def _set_account_clock(self, workflow_id: str, stop: asyncio.Event) -> None:
         """A replay runs the account's timers on its clock: ``set_speed`` (validated by the
         workflow, refused for a real-money account). Limits are the trading side's own: the
         listener never configures them, and never creates the account."""
         assert self.client is not None
-        handle = self.client.get_workflow_handle(self.settings.decision_workflow_id)
+        handle = self.client.get_workflow_handle(workflow_id)
         delay = 0.5
         while not stop.is_set():
             try:
@@ -625,7 +742,9 @@ class ListenerService:
         await self.server.done.wait()
         if self.stream is not None:  # a finished replay is silent by design: no watchdog
             self.stream.watchdog_s = float("inf")
-        while not self.dispatcher.idle():
+        while not self.dispatcher.idle() or not all(
+            lane.dispatcher is None or lane.dispatcher.idle() for lane in self.lanes
+        ):
             await asyncio.sleep(0.05)
         self.replay_finished.set()
         print(
@@ -644,6 +763,10 @@ class ListenerService:
             out["stream"] = vars(self.stream.stats)
         if self.dispatcher:
             out["wakes_sent"] = self.dispatcher.sent
+        if self.lanes:
+            out["accounts"] = {
+                lane.account: lane.dispatcher.sent if lane.dispatcher else 0 for lane in self.lanes
+            }
         if self.gate_sync:
             out["gate_sync"] = vars(self.gate_sync.stats)
         out["sentiment"] = self.sentiment.status()

@@ -27,6 +27,9 @@ def render_status(view: StatusView) -> str:
         f"  entries {'HALTED: ' + p.halt_reason if p.entries_blocked else 'allowed'}",
         f"  open positions ({len(view.positions)}):",
     ]
+    cfg = view.config
+    if cfg is not None and (cfg.agent or cfg.policy != "rule"):  # an arena agent, a family
+        lines.insert(1, f"  decider: {cfg.agent or cfg.policy}")
     for pos in view.positions:
         pnl = mark_value(pos.side, pos.qty, pos.avg_entry, pos.last_price) - pos.cost
         side = " short" if pos.side is PositionSide.SHORT else ""

@@ -14,6 +14,7 @@ from activities.alerts import AlertSender
 from activities.broker import PaperVenue
 from activities.decision_board import DecisionBoard, DecisionBoardActivities
 from activities.exchange_broker import ExchangeBroker
+from activities.family_decider import FamilyDecider, policy_spec
 from activities.feature_board import FeatureBoard, FeatureBoardActivities
 from activities.journal import Journal
 from activities.learner_store import LearnerActivities
@@ -48,10 +49,20 @@ RECONCILE_FIRST_S = 5.0  # after start: the account is created and configured by
 
 
 def build_activities(settings: Settings, client: Client) -> TradingActivities:
-    return TradingActivities(build_broker(settings), Journal.from_settings(settings), client)
+    return TradingActivities(
+        build_broker(settings),
+        Journal.from_settings(settings),
+        client,
+        policy=settings.policy,
+        family=FamilyDecider.from_settings(settings),  # reads the bars board only when used
+    )
 
 
 async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
+    try:
+        policy_spec(settings.policy)  # a bad OCW_POLICY is refused before anything starts
+    except ValueError as err:
+        raise SetupError(f"OCW_POLICY: {err}") from None
     install_metrics(settings.worker_metrics, "worker")  # before the client's runtime
     client = await connect(settings, attempts=5)  # no server: one clear line in ~5 s
     activities = build_activities(settings, client)
@@ -129,6 +140,8 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
         sender.close()
         board.board.close()
         sheets.board.close()
+        if activities.family is not None:
+            activities.family.close()
         await llm.aclose()
         await activities.broker.close()
 

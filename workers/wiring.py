@@ -64,6 +64,8 @@ def engine_config(settings: Settings) -> EngineConfig:
         ),
         learner=learner_params_from(settings),
         regime_symbol=settings.regime_symbol,
+        policy=settings.policy,
+        agent=settings.agent,
         llm=LLMSettings(
             enabled=llm_enabled(settings),
             daily_budget_usd=settings.llm_daily_budget_usd,

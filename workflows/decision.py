@@ -668,6 +668,7 @@ class DecisionWorkflow:
                 cfg.position_params(s.regimes.trail_multiplier) if cfg.rule_exit_plans else None
             ),
             shorts=cfg.shorts,
+            policy=cfg.policy,  # the account's decider (an arena's family), as it was started
         )
         decision = await self._decide(request)
         if decision is None:

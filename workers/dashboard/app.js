@@ -591,6 +591,36 @@
     emptyNote("#incidents-empty", !all.length);
   }
 
+  /** Agent vs agent (issue 15): the arena's leaderboard, when one is defined. */
+  function renderArena(body) {
+    const board = body && body.arena;
+    $("#arena-card").hidden = !board;
+    if (!board) return;
+    const rows = (board.rows || []).map((r) =>
+      el(
+        "tr",
+        { "data-account": r.account, class: r.account === account ? "current" : "" },
+        td(r.rank ? String(r.rank) : "—", "num"),
+        td(r.agent, "", r.account),
+        td(r.decider),
+        td(r.equity === null ? r.status : money(r.equity), "num"),
+        td(signedPct(r.return_pct), `num ${tone(r.return_pct)}`),
+        td(r.sharpe === null ? "—" : decimal(r.sharpe, 2, 2), "num"),
+        td(pct(r.max_drawdown), "num"),
+        td(money(r.fees), "num"),
+        td(String(r.trades), "num"),
+        td(String(r.open_positions), "num"),
+        td(decimal(r.llm_cost_usd, 4, 4), "num"),
+        td(r.decided_by || "—"),
+      ),
+    );
+    $("#arena tbody").replaceChildren(...rows);
+    const notes = [`${board.arena} · ${board.running ? "running" : "stopped"}`];
+    if (Number.isFinite(board.benchmark_return)) notes.push(`buy-and-hold ${signedPct(board.benchmark_return)}`);
+    if (board.sharpe_step) notes.push(`Sharpe on ${board.sharpe_step} steps`);
+    $("#arena-note").textContent = notes.join(" · ");
+  }
+
   // ------------------------------------------------------------------ polling
 
   let polls = 0;
@@ -630,7 +660,7 @@
   };
 
   async function poll() {
-    const names = ["overview", "metrics", "decisions", "trades", "incidents", "learner"];
+    const names = ["overview", "metrics", "decisions", "trades", "incidents", "learner", "arena"];
     const results = await Promise.allSettled([
       getJson("api/overview"),
       getJson("api/metrics"),
@@ -638,6 +668,7 @@
       getJson(`api/trades?limit=${MAX_TRADES}`),
       getJson("api/incidents?limit=30"),
       getJson("api/learner"),
+      getJson("api/arena"),
     ]);
     const got = {};
     const errors = [];
@@ -662,6 +693,7 @@
         ].filter(Boolean),
       );
     }
+    if (got.arena) errors.push(guard("arena", () => renderArena(got.arena)));
     if (got.metrics) errors.push(guard("charts", () => renderCharts(got.metrics)));
     if (got.decisions) errors.push(guard("decisions", () => renderDecisions(got.decisions)));
     if (got.trades) errors.push(guard("trades", () => renderTrades(got.trades)));

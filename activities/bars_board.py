@@ -1,0 +1,185 @@
+"""The bars board: the listener's closed daily bars where a trading worker can read them.
+
+A policy family (``trading/policies/live.py``) decides on daily bars, months of them, which
+live in the listener's BarStore; the decide activity runs on the trading worker. So the
+listener writes each symbol's closed 1d bars (``[close_time, high, low, close]``, oldest first)
+to a bars board, one row per market task queue, in the same database as the price, feature
+and decision boards (a SQLite file under ``OCW_HOME`` on one host, PostgreSQL through
+``OCW_DB_URL`` on several): before each wake it sends and every ``OCW_BARS_BOARD_EVERY_S``, but
+only when a symbol's newest daily bar changed (a new day) or the row is a minute old.
+
+The reader (the family decider) keeps only the bars that closed at or before the decision's
+market time, so a board written later never leaks the future into a decision. When the
+board's newest bar of a symbol is more than two days older than that market time the symbol
+is reported stale and holds (never sells) until the board catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from activities.db import DB_ERRORS
+from activities.price_board import BoardCache, BoardTable
+from trading.models import Bar
+
+log = logging.getLogger(__name__)
+
+TABLE = "bars_board"
+SCHEMA = [
+    f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+    " board TEXT PRIMARY KEY, written_at REAL NOT NULL, host TEXT NOT NULL, bars TEXT NOT NULL)"
+]
+INTERVAL = "1d"
+REWRITE_S = 60.0  # an unchanged row is rewritten this often (its age says the listener lives)
+READ_EVERY_S = 0.5
+STALE_MS = 2 * 86_400_000
+MAX_BARS = 1000
+
+Row = list[float]  # [close_time, high, low, close]
+
+
+def sheet_name(board: str) -> str:
+    return f"{board}/{INTERVAL}/bars"
+
+
+@dataclass
+class BarsSheet:
+    written_at: float
+    host: str
+    bars: dict[str, list[Row]] = field(default_factory=dict)
+
+    def newest(self, symbol: str) -> int | None:
+        rows = self.bars.get(symbol)
+        return int(rows[-1][0]) if rows else None
+
+
+class BarsBoard(BoardTable):
+    """The ``bars_board`` table: one row per market task queue, every symbol's daily bars."""
+
+    WHAT = "bars board"
+    SCHEMA = SCHEMA
+
+    def write(self, board: str, rows: dict[str, list[Row]], host: str, now: float) -> None:
+        self._schema()
+        body = json.dumps({s: r for s, r in sorted(rows.items())}, separators=(",", ":"))
+        sql = self.db.dialect.upsert(TABLE, ["board", "written_at", "host", "bars"], "board")
+        self.db.execute(sql, (sheet_name(board), now, host, body))
+
+    def read(self, board: str) -> BarsSheet | None:
+        self._schema()
+        row = self.db.execute(
+            f"SELECT written_at, host, bars FROM {TABLE} WHERE board = ?", (sheet_name(board),)
+        ).one()
+        if row is None:
+            return None
+        out = BarsSheet(written_at=float(row["written_at"]), host=str(row["host"]))
+        for symbol, rows in json.loads(row["bars"]).items():
+            good = [
+                [float(r[0]), float(r[1]), float(r[2]), float(r[3])]
+                for r in rows
+                if isinstance(r, list) and len(r) == 4 and all(v == v and v > 0 for v in r)
+            ]
+            out.bars[symbol] = sorted(good, key=lambda r: r[0])
+        return out
+
+
+def bar_rows(bars: list[Bar]) -> list[Row]:
+    return [[float(b.close_time), b.high, b.low, b.close] for b in bars[-MAX_BARS:]]
+
+
+class BarsBoardWriter:
+    """The listener's side: writes the store's daily bars when they changed (never raises)."""
+
+    def __init__(
+        self,
+        board: BarsBoard,
+        name: str,
+        snapshot: Callable[[], dict[str, list[Bar]]],
+        every_s: float,
+        host: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.board = board
+        self.name = name
+        self.snapshot = snapshot
+        self.every_s = max(0.05, every_s)
+        self.host = host
+        self.clock = clock
+        self.writes = 0
+        self.errors = 0
+        self._signature: tuple | None = None
+        self._written_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def before_wake(self, *_: object) -> None:
+        await self.write_if_changed()
+
+    async def run(self) -> None:
+        while True:
+            await self.write_if_changed()
+            await asyncio.sleep(self.every_s)
+
+    async def write_if_changed(self) -> bool:
+        async with self._lock:
+            bars = self.snapshot()  # on the event loop: the store is not thread-safe
+            if not any(bars.values()):
+                return False
+            signature = tuple(sorted((s, len(b), b[-1].close_time) for s, b in bars.items() if b))
+            fresh = self.clock() - self._written_at < REWRITE_S
+            if signature == self._signature and fresh:
+                return False
+            rows = {s: bar_rows(b) for s, b in bars.items() if b}
+            try:
+                await asyncio.to_thread(self.board.write, self.name, rows, self.host, self.clock())
+            except DB_ERRORS as err:
+                self.errors += 1
+                if self.errors == 1 or self.errors % 100 == 0:
+                    log.warning("bars board not written (%d times): %s", self.errors, err)
+                return False
+            self._signature = signature
+            self._written_at = self.clock()
+            self.writes += 1
+            return True
+
+
+class BarsReader:
+    """The trading worker's side: the board's daily bars, cached briefly, re-read once when
+    the decision's market time says a newer day should be there."""
+
+    def __init__(self, board: BarsBoard, name: str, clock: Callable[[], float] = time.time):
+        self.board = board
+        self.name = name
+        self.cache: BoardCache[BarsSheet] = BoardCache(
+            board.read, "bars board", READ_EVERY_S, clock
+        )
+
+    async def sheet(self, as_of_ms: int) -> BarsSheet | None:
+        sheet = await self.cache.get(self.name, READ_EVERY_S / 0.25)
+        if sheet is None or _behind(sheet, as_of_ms):
+            sheet = await self.cache.get(self.name, 0.0)  # a new day may have been written
+        return sheet
+
+    def close(self) -> None:
+        self.board.close()
+
+
+def _behind(sheet: BarsSheet, as_of_ms: int) -> bool:
+    newest = [n for n in (sheet.newest(s) for s in sheet.bars) if n is not None]
+    return not newest or as_of_ms - max(newest) > 86_400_000
+
+
+def stale_reason(sheet: BarsSheet | None, symbol: str, as_of_ms: int) -> str | None:
+    """Why the board cannot serve ``symbol`` at ``as_of_ms`` (None: it can)."""
+    if sheet is None:
+        return "no bars board (is the listener running, on this host or OCW_DB_URL?)"
+    newest = sheet.newest(symbol)
+    if newest is None:
+        return "no daily bars on the board"
+    if as_of_ms - newest > STALE_MS:
+        return f"daily bars stale ({(as_of_ms - newest) / 86_400_000:.1f} days behind)"
+    return None
