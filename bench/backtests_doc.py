@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,13 +28,22 @@ from trading.backtest.policy import RuleDecisions  # noqa: E402
 from trading.backtest.research import (  # noqa: E402
     ALL,
     DSR_LEVEL,
+    LS_SUFFIX,
     RULE,
+    RULE_LS,
+    RULE_LS_PLAN,
+    RULE_PLAN,
+    RULE_SUB,
+    VARIANT_RULE_GRID,
+    Candidate,
     ResearchReport,
     SearchResult,
     Targets,
     default_candidates,
     research_params,
     run_research,
+    same_sets,
+    variant_candidates,
 )
 from trading.backtest.research import CASH as CASH_NAME  # noqa: E402
 from trading.backtest.walkforward import DEFAULT_GRID, walk_forward  # noqa: E402
@@ -194,8 +204,33 @@ def walk(data_dir: Path, workers: int | None) -> list[str]:
 
 FAMILIES_BEGIN = "<!-- families:begin (bench/backtests_doc.py --only families) -->"
 FAMILIES_END = "<!-- families:end -->"
-LABELS = {RULE: "rule policy", CASH_NAME: "cash", ALL: "all candidates"}
-SEARCH_ORDER = [RULE, "tsmom", "trend_filter", "breakout", "carry", "trend_tsmom", ALL, CASH_NAME]
+LABELS = {
+    RULE: "rule policy",
+    RULE_SUB: "rule policy, the 27 sets",
+    RULE_PLAN: "rule policy + exit plan",
+    RULE_LS: "rule policy long/short",
+    RULE_LS_PLAN: "rule policy long/short + exit plan",
+    CASH_NAME: "cash",
+    ALL: "all candidates",
+}
+FAMILY_NAMES = ["tsmom", "trend_filter", "breakout", "carry", "trend_tsmom"]
+SEARCH_ORDER = [
+    RULE,
+    RULE_SUB,
+    RULE_PLAN,
+    RULE_LS,
+    RULE_LS_PLAN,
+    *(n for f in FAMILY_NAMES for n in (f, f + LS_SUFFIX)),
+    ALL,
+    CASH_NAME,
+]
+SUBSETS = {RULE_SUB}  # searches among configurations counted elsewhere: no trials of their own
+PLAN_PAIRS = {  # paired comparisons: (name, base family, twin family)
+    "exit plan, long-only": (RULE_SUB, RULE_PLAN),
+    "exit plan, long/short": (RULE_LS, RULE_LS_PLAN),
+    "long/short, rule policy": (RULE_SUB, RULE_LS),
+    "long/short, rule policy + exit plan": (RULE_PLAN, RULE_LS_PLAN),
+}
 
 
 def plural(n: int, word: str) -> str:
@@ -211,6 +246,8 @@ def num(x: float | None, digits: int = 2) -> str:
 
 
 def family_label(name: str) -> str:
+    if name.endswith(LS_SUFFIX) and name not in LABELS:
+        return f"`{name[: -len(LS_SUFFIX)]}` long/short"
     return LABELS.get(name, f"`{name}`")
 
 
@@ -233,8 +270,9 @@ def family_row(s: SearchResult, n_total: int) -> str:
     m = s.out_of_sample
     pbo = num(s.pbo.pbo) if s.pbo else "n/a"
     dsr = f"{num(s.dsr.dsr) if s.dsr else 'n/a'} / {num(s.dsr_all.dsr) if s.dsr_all else 'n/a'}"
+    trials = f"({s.n_trials})" if s.name in SUBSETS else str(s.n_trials)
     return (
-        f"| {family_label(s.name)} | {s.n_trials} | {pct(m.total_return)} | {m.sharpe:.2f} | "
+        f"| {family_label(s.name)} | {trials} | {pct(m.total_return)} | {m.sharpe:.2f} | "
         f"{m.sortino:.2f} | {pct(m.max_drawdown)} | {m.trades} | {m.exposure:.0%} | "
         f"{m.fees_paid:,.0f} | {pct(m.alpha_vs_btc)} | {pct(m.alpha_vs_basket)} | {pbo} | {dsr} |"
     )
@@ -382,21 +420,220 @@ def verdict_lines(report: ResearchReport, names: dict[str, list[str]]) -> list[s
     return lines
 
 
+def research_candidates(
+    base: BacktestParams,
+    rule_grid: dict[str, list[object]] | None = None,
+    variant_grid: dict[str, list[object]] | None = None,
+    family_grids: dict | None = None,
+) -> tuple[list[Candidate], dict[str, list[str]], dict[str, list[tuple[str, str]]]]:
+    """Section 3's configurations (the defaults, then the variants), the rule policy's plain
+    sets on the variants' grid (a search without trials of its own) and the twin pairs.
+    The grids default to the page's (tests pass small ones)."""
+    cands = default_candidates(base, rule_grid, family_grids) + variant_candidates(
+        base, variant_grid, family_grids
+    )
+
+    def keys(family: str) -> list[str]:
+        return [c.key for c in cands if c.family == family]
+
+    like = [c for c in cands if c.family == RULE_PLAN]
+    subsets = {RULE_SUB: same_sets(cands, RULE, like)}
+    sets = {RULE_SUB: subsets[RULE_SUB], **{f: keys(f) for f in (RULE_PLAN, RULE_LS, RULE_LS_PLAN)}}
+    pairs = {name: list(zip(sets[a], sets[b], strict=True)) for name, (a, b) in PLAN_PAIRS.items()}
+    for f in FAMILY_NAMES:
+        if keys(f):
+            pairs[f"long/short, `{f}`"] = list(zip(keys(f), keys(f + LS_SUFFIX), strict=True))
+    return cands, subsets, pairs
+
+
+def plan_stats(run) -> dict[str, Counter]:
+    """What the exit plans did in the chained test windows of the searches that have them."""
+    out = {}
+    for name in (RULE_PLAN, RULE_LS_PLAN):
+        total: Counter = Counter()
+        for result in run.chains.get(name, []):
+            total.update(result.plan_events)
+        out[name] = total
+    return out
+
+
 def families(data_dir: Path, workers: int | None) -> list[str]:
     """Section 3: every candidate on one span, walk-forward per family and across all."""
     oos_start, end = (parse_timestamp_ms(t) for t in WF)
     span_start = oos_start - TRAIN_DAYS * 86_400_000
     began = time.perf_counter()
     loaded = load_backtest_data(data_dir, SYMBOLS, "4h", span_start, end, perpetual=True)
-    candidates = default_candidates(research_params(CASH))
+    candidates, subsets, pairs = research_candidates(research_params(CASH))
     run = run_research(
-        loaded.data, candidates, span_start, oos_start, end, TRAIN_DAYS, TEST_DAYS, 16, workers
+        loaded.data,
+        candidates,
+        span_start,
+        oos_start,
+        end,
+        TRAIN_DAYS,
+        TEST_DAYS,
+        16,
+        workers,
+        subsets=subsets,
+        pairs=pairs,
     )
     seconds = time.perf_counter() - began
-    return family_lines(run.report, seconds, loaded.data.fingerprint[:16])
+    return family_lines(run.report, seconds, loaded.data.fingerprint[:16], plan_stats(run))
 
 
-def family_lines(report: ResearchReport, seconds: float, fingerprint: str) -> list[str]:
+def paired_rows(report: ResearchReport) -> list[str]:
+    return [
+        f"| {p.name} | {p.n} | {p.better} | {p.mean_base:.2f} → {p.mean_other:.2f} | "
+        f"{p.median_diff:+.2f} | {pct(p.mean_return_diff)} |"
+        for p in report.paired
+    ]
+
+
+def _oos(s: SearchResult) -> str:
+    m = s.out_of_sample
+    return f"{pct(m.total_return)}, Sharpe {m.sharpe:.2f}, max DD {pct(m.max_drawdown)}"
+
+
+def variant_lines(report: ResearchReport, plans: dict[str, Counter] | None) -> list[str]:
+    """The exit plan's and long/short's verdicts, by the rules declared before the run."""
+    by = {s.name: s for s in report.searches}
+    if not all(n in by for n in (RULE_SUB, RULE_PLAN, RULE_LS, RULE_LS_PLAN)):
+        return []
+    pairs = {p.name: p for p in report.paired}
+    checks = report.verdict.checks
+    sub, plan, ls, ls_plan = by[RULE_SUB], by[RULE_PLAN], by[RULE_LS], by[RULE_LS_PLAN]
+    helps_long = plan.out_of_sample.sharpe > sub.out_of_sample.sharpe
+    helps_ls = ls_plan.out_of_sample.sharpe > ls.out_of_sample.sharpe
+    passes = checks[RULE_PLAN].passed or checks[RULE_LS_PLAN].passed
+    on = helps_long and helps_ls and passes
+    n_sets = sub.n_trials
+    lines = [
+        "### Exit plans and long/short",
+        "",
+        "The rules, declared before the run: **the exit plan helps** if the walk-forward with "
+        f"it beats the one without it on the same {n_sets} sets out of sample (Sharpe), "
+        "long-only and long/short; `OCW_RULE_EXIT_PLANS` becomes on only if it helps and a "
+        "search with it also passes every correction above. **Long/short helps** a policy if "
+        "its long/short walk-forward beats its long-only one out of sample; it is evidence for "
+        "trading it only if it also passes every correction.",
+        "",
+        "| comparison (twin vs base, the same parameters) | configurations | twin's Sharpe "
+        "higher | mean Sharpe, base → twin | median change | mean return change |",
+        "|---|---|---|---|---|---|",
+        *paired_rows(report),
+        "",
+        "Each configuration's whole-span run on the out-of-sample days against its twin's "
+        "(Sharpe of the daily returns x √365): no choice is made here, so this spends no "
+        "trial; it says whether the change helps a fixed configuration, the walk-forward "
+        "rows above whether it survives the choice.",
+        "",
+    ]
+    pl = pairs.get("exit plan, long-only")
+    pls = pairs.get("exit plan, long/short")
+    stats = (plans or {}).get(RULE_PLAN, Counter())
+    entries = stats.get("entries", 0)
+    by_price = stats.get("entries: price", 0)
+    inv = stats.get("invalidated: price", 0) + stats.get("invalidated: feature", 0)
+    exits = plan.out_of_sample.exit_reasons.get("plan_invalidated", 0.0)
+    d_long = plan.out_of_sample.sharpe - sub.out_of_sample.sharpe
+    d_ls = ls_plan.out_of_sample.sharpe - ls.out_of_sample.sharpe
+    if helps_long and helps_ls:
+        head = "helps"
+    elif helps_long or helps_ls:
+        head = "does not help consistently"
+    else:
+        head = "does not help"
+    lines.append(
+        f"* **The exit plan {head} out of sample** (walk-forward Sharpe {d_long:+.2f} "
+        f"long-only, {d_ls:+.2f} long/short). Long-only: {_oos(plan)} with it, {_oos(sub)} "
+        f"without; long/short: {_oos(ls_plan)} with it, {_oos(ls)} without."
+        + (
+            f" Configuration by configuration the plan raised the Sharpe in {pl.better} of "
+            f"{pl.n} (median change {pl.median_diff:+.2f}) long-only and in {pls.better} of "
+            f"{pls.n} (median {pls.median_diff:+.2f}) long/short."
+            if pl and pls
+            else ""
+        )
+        + f" Why so little moves: the rule policy's plan stops at the hard stop (from the fill: "
+        "the same level, a hair tighter when the fill is below the decision's close) and its "
+        "target is where the trail arms, so only the invalidation adds an exit. It watches the "
+        "EMA21 at entry only when that lies between the stop and the price, which a 3-6 % stop "
+        f"allows for a few trend entries ({by_price} of the {entries} entries of the long-only "
+        "walk-forward's test windows); the rest, mostly the ranging rule's dip buys below "
+        "their EMA21, are invalidated by a 1h fall of three ATRs, which hardly happens. "
+        f"Invalidations: {inv}, {exits:.1%} of the exits; targets reached: "
+        f"{stats.get('target', 0)}."
+    )
+    lines.append(
+        "* **`OCW_RULE_EXIT_PLANS` "
+        + (
+            "becomes on** (trading/config.py): the plan helps and passes every correction."
+            if on
+            else "stays off**: "
+            + (
+                "the plan helps, but no search with it passes every correction."
+                if helps_long and helps_ls
+                else "the walk-forward does not show that the plan helps ("
+                f"{d_long:+.2f} and {d_ls:+.2f} of a Sharpe"
+                + (f"; {pl.better} of {pl.n} fixed configurations gain" if pl else "")
+                + ")"
+                + ("" if passes else ", and no search with it passes every correction")
+                + "."
+            )
+        )
+        + " The backtester follows the setting (`rule_exit_plans`), and the parity test "
+        "replays the live path with it on (below)."
+    )
+    ls_rows = []
+    helped: list[str] = []
+    unfixed: list[str] = []  # walk-forward gains that no fixed configuration shows
+    for base_name, ls_name in [(RULE_SUB, RULE_LS), *((f, f + LS_SUFFIX) for f in FAMILY_NAMES)]:
+        if base_name not in by or ls_name not in by:
+            continue
+        a, b = by[base_name].out_of_sample, by[ls_name].out_of_sample
+        label = "rule policy" if base_name == RULE_SUB else f"`{base_name}`"
+        twin = pairs.get(f"long/short, {label}")
+        verdict = "does not help"
+        if b.sharpe > a.sharpe:
+            helped.append(label)
+            passed = checks[ls_name].passed
+            verdict = "helps, passes every correction" if passed else "helps, not significant"
+            if twin is not None and twin.better == 0:
+                unfixed.append(label)
+        fixed = f"; {twin.better} of {twin.n} fixed configurations gain" if twin else ""
+        ls_rows.append(
+            f"{label} {a.sharpe:.2f} → {b.sharpe:.2f} (return {pct(a.total_return)} → "
+            f"{pct(b.total_return)}; {verdict}{fixed})"
+        )
+    ls_names = (RULE_LS, *(f + LS_SUFFIX for f in FAMILY_NAMES))
+    any_passes = any(checks[n].passed for n in ls_names if n in checks)
+    text = (
+        "* **Long/short** (out-of-sample Sharpe, long-only → long/short): "
+        + "; ".join(ls_rows)
+        + f". It helps {len(helped)} of {len(ls_rows)} walk-forwards"
+        + (f" ({', '.join(helped)})" if helped else "")
+    )
+    if unfixed:
+        text += (
+            f"; for {', '.join(unfixed)} no fixed configuration gains from it, so that gain "
+            "comes from which sets the quarters picked, not from the shorts"
+        )
+    text += (
+        ". None passes every correction: long/short stays a research result and `OCW_SHORTS` "
+        "stays opt-in."
+        if not any_passes
+        else "."
+    )
+    lines.append(text)
+    return lines
+
+
+def family_lines(
+    report: ResearchReport,
+    seconds: float,
+    fingerprint: str,
+    plans: dict[str, Counter] | None = None,
+) -> list[str]:
     """Section 3's text from a research report (the run is ``families``)."""
     by_name = {s.name: s for s in [*report.searches, report.overall]}
     n_folds = len(report.overall.folds)
@@ -413,9 +650,20 @@ def family_lines(report: ResearchReport, seconds: float, fingerprint: str) -> li
         f"BTC/USDT, ETH/USDT, SOL/USDT, 4h bars, ${CASH:,.0f}, the folds of section 2 (train "
         f"{TRAIN_DAYS} days, test {TEST_DAYS}, out of sample {day(report.oos_start_ms)} → "
         f"{day(report.oos_end_ms)}). **{n} configurations**, declared before the run: the rule "
-        f"policy's walk-forward grid ({t[RULE]} sets), the five families' default grids "
-        + ", ".join(f"`{f}` {t[f]}" for f in SEARCH_ORDER if f in t and f not in (RULE, CASH_NAME))
-        + " (`trading/policies/`), and cash. Each configuration is run once over "
+        f"policy's walk-forward grid ({t[RULE]} sets); its variants on "
+        f"{variant_grid_text()}, every one of them among the {t[RULE]}: with the exit plan "
+        f"({t.get(RULE_PLAN, 0)}), long/short ({t.get(RULE_LS, 0)}), long/short with the exit "
+        f"plan ({t.get(RULE_LS_PLAN, 0)}); the five families' default grids "
+        + ", ".join(f"`{f}` {t[f]}" for f in FAMILY_NAMES if f in t)
+        + " (`trading/policies/`), long-only and again long/short (`long_only` off: "
+        + ", ".join(f"{t[f + LS_SUFFIX]}" for f in FAMILY_NAMES if f + LS_SUFFIX in t)
+        + "); and cash. Long-only runs are spot; long/short runs are USDⓈ-M perpetuals "
+        "(`allow_shorts`), paying and receiving funding from the shared data's funding files "
+        "(BTC, ETH and SOL, 8-hourly, the whole span). The exit plan is the live "
+        "`OCW_RULE_EXIT_PLANS` path (`rule_exit_plans`, `trading/backtest/engine.py`). "
+        f"**{family_label(RULE_SUB)}** is the plain rule policy searched among the "
+        f"{t.get(RULE_PLAN, 0)} sets the variants use: the like-for-like baseline, its "
+        "configurations already counted (trials in brackets). Each configuration is run once over "
         f"{day(report.span_start_ms)} → {day(report.oos_end_ms)}: its daily returns are one "
         "column of the trial matrix. Each is also backtested afresh on every training window; "
         "the best training Sharpe of a search (ties: the earlier configuration, cash first) is "
@@ -449,6 +697,8 @@ def family_lines(report: ResearchReport, seconds: float, fingerprint: str) -> li
             if name in by_name and name != CASH_NAME
         ),
         "",
+        *variant_lines(report, plans),
+        "",
         "The search across all candidates, fold by fold:",
         "",
         "| test window | chosen | parameters | train Sharpe | return | Sharpe | MDD |",
@@ -466,24 +716,33 @@ def family_lines(report: ResearchReport, seconds: float, fingerprint: str) -> li
         "",
         "### How it was run, and what it does not cover",
         "",
-        "* **Long-only.** The engine cannot short yet: a family's negative weight is flat. "
-        'Long/short columns, and "with vs without the agent\'s exit plan" columns, come when '
-        "the engine supports shorts and exit plans; none is estimated here.",
+        "* **Long/short** is the engine's USDⓈ-M path at 1x: a short's notional is its "
+        "collateral, funding is paid by longs and received by shorts at the 8-hourly prints, "
+        "a family's negative weight opens a short (`WeightDecisions`), the rule policy shorts "
+        "by its mirrored trend rules. Its long legs pay funding too, which the spot rows do not: "
+        "part of any difference is that cost.",
+        "* **Exit plans** are the rule policy's own (`exit_plan.rule_plan`); an LLM's plans "
+        "are not estimated here (the LLM backtest has its own page). Invalidations are checked "
+        "on the bar's path (price) and at the agent layer's bar closes (1h features), not on "
+        "30-second ticks (`trading/backtest/engine.py`).",
         "* **Engine settings, the same for every configuration:** fee 0.1 % per side, slippage "
         "5 bps, the live sizing (an entry is a family's weight × 20 % of equity, so at most "
-        "20 % per symbol at entry, 70 % in total; positions are not rebalanced), spot. The **drawdown halt is off**: "
+        "20 % per symbol at entry, 70 % in total; positions are not rebalanced). The **drawdown halt is off**: "
         "it never lifts without a manual resume, so a three-year trial would be a flat line after "
         "its first 12 % drawdown and the trial matrix would measure the halt, not the policy. "
         "That is why the rule policy's row differs from section 2, which keeps the halt.",
         "* **Exits.** The rule policy keeps the engine's stops and scorer (its grid varies them). "
         "The families run with the scorer and the stops off (`agent_every_bars` 0): their exits "
         "are their own, and without per-bar layers the engine skips the quiet bars of a held "
-        "position (a family's three-year run takes about a fifth of a rule-policy run's time). `carry` reads the perpetual funding rate (stamped at "
-        "or before the bar's close) but trades spot bars: no funding is paid or received.",
+        "position (a family's three-year run takes about a fifth of a rule-policy run's time; "
+        "a perpetual run visits every bar for funding). `carry` reads the perpetual funding "
+        "rate (stamped at or before the bar's close); long-only it trades spot bars (no "
+        "funding is paid or received), long/short it pays and receives it.",
         "* **Alpha** is the simple excess return over the same windows. The basket is fully "
         "invested; these policies average the exposure in the table, so a positive alpha here "
         "means timing beat holding, not leverage.",
-        f"* **Trial count.** {n} configurations (cash included), every one run on every fold. "
+        f"* **Trial count.** {n} configurations (cash included), every one run on every fold; "
+        "each variant is its own configurations, counted in the all-candidates column. "
         "Not counted: section 1's 30 cadence variants (the rule policy on part of the same "
         "period) and the choices made when the families and their grids were designed; both "
         "would only raise the luck benchmark.",
@@ -497,6 +756,16 @@ def family_lines(report: ResearchReport, seconds: float, fingerprint: str) -> li
         FAMILIES_END,
     ]
     return lines
+
+
+def variant_grid_text() -> str:
+    dims = " x ".join(
+        f"`{k}` {'/'.join(str(v) for v in vals)}" for k, vals in VARIANT_RULE_GRID.items()
+    )
+    n = 1
+    for vals in VARIANT_RULE_GRID.values():
+        n *= len(vals)
+    return f"the {n} sets {dims} (the other values at the defaults)"
 
 
 def replace_families(page: str, section: str) -> str:
@@ -913,6 +1182,15 @@ on two cores.
   so the halt can never lift: as in the live engine, only a manual `resume` would restart it
   (or the opt-in cool-off; section 4 compares the alternatives). Every report lists each halt:
   when, the drawdown, why, and how it lifted.
+* **Exit plans** (`rule_exit_plans`, off as live `OCW_RULE_EXIT_PLANS`): the rule policy
+  writes its plan at each entry with the position parameters of the decision, the plan's stop
+  becomes the position's stop from the fill (never looser than the hard stop), a price
+  invalidation exits on the safety layer's bar path where it crosses the level (at the open
+  through a gap), a 1h-feature invalidation at the agent layer's bar close (filled at the next
+  open), both as `plan_invalidated`; a reached target asks the agent layer (when it is on)
+  at that close.
+  Live checks them on 30-second ticks and 3-minute agent checks: here on the bar's extremes
+  and the agent layer's closes.
 * **End of test:** what is open is sold at the last close (exit reason `end_of_test`).
 * **Metrics:** daily returns from the last equity of each UTC day, Sharpe and Sortino × √365,
   risk-free 0; max drawdown on bar closes; buy-and-hold pays the fee at entry and exit; alpha =
@@ -995,7 +1273,8 @@ past 12 %: several windows end near the halt, flat, and hand a smaller capital t
 * **The rule policy is memoised**: `decide` is per-symbol, so one call as if flat and one as
   if holding everything give every answer a live call could give at that bar
   (`policy.RuleDecisions`, tested against direct calls). A grid shares the memo; learner
-  weights bypass it.
+  weights bypass it. With exit plans the entries are decided again with the plan's
+  parameters, at entry bars only, memoised per (stop, trail activation, fee).
 * **Event-driven loop**: bars where nothing can happen (flat and no BUY signal; flat and halted;
   holding with no stops and no scorer and no signal) are marked in one vectorised step; a
   test runs both paths and compares every trade and equity value.
@@ -1073,6 +1352,23 @@ same 40 days the listener's BarStore is seeded with. Both read one set of `OCW_*
   scaled BUY sizes ×0.5-1.5 from the 5th trade on while the setting said otherwise; the test
   checks the workflow's learner config and fails on it until the wiring passes it (verified
   passing with that change).
+* **Long/short and exit plans.** Two more cases on USDⓈ-M futures (`OCW_MARKET=futures`,
+  `OCW_SHORTS=true`; funding left out of both paths, the paper broker charges none):
+  2026-01-15, 13 trades, 5 of them shorts; and 2025-02-24 with `OCW_RULE_EXIT_PLANS=true`
+  (the backtest's `rule_exit_plans`), 10 trades, 4 shorts, 3 of them closed by their plan's
+  invalidation (`plan_invalidated`, a price above the EMA21 at entry). Every live plan equals
+  the backtester's for the same entry. The plan's stop is the hard stop from the fill (25 %
+  here, out of reach): the rule policy's plan never stops tighter than its hard stop, so no
+  stop exit appears. A plan exit is the PositionWorkflow's own: it is keyed by the candle of
+  the first 1h close past the level (the replay's ticks are the 1h closes; the backtester
+  crosses the level on the 4h bar's path), and its price is checked by side only: the
+  backtest fills at the level, the replay at that 1h close or a later one (measured 2.6-3.6 %
+  apart on SOL's and ETH's, less on BTC's). At 14,400x the PositionWorkflow's ticks lag the
+  replay by up to 6 1h bars at times, so a plan exit may fill that much later (allowed up to
+  8). The window was chosen where every 4h bar whose extreme crosses a plan's level also has
+  a 1h close past it; elsewhere the paths differ by construction (a wick through the level
+  with every 1h close inside it exits the backtest only), which is why the backtester's
+  bar-path check is the closer one to live 30-second ticks, and the replay the coarser.
 """
 
 

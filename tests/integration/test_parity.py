@@ -19,6 +19,14 @@ What is compared (docs/backtests.md, "Parity with the Temporal path"):
   when its PositionWorkflow acts, up to a few 1h bars after the decision at this speed: it must
   equal that bar's close ∓ 5 bps, and the backtest's price within ``PRICE_TOL`` when it filled
   on the deciding close. Quantities within ``QTY_TOL`` (equity carries the price gaps).
+* exit plans (the ``OCW_RULE_EXIT_PLANS`` case): every live plan equals the backtester's for the
+  same entry; a ``plan_invalidated`` exit is the PositionWorkflow's own, so it is keyed by the
+  candle of the 1h close that first crossed the plan's level (the replay's ticks are the 1h
+  closes); it must fill on that tick or a later one ∓ 5 bps (within ``PLAN_LAG_MAX`` 1h bars:
+  at this speed the PositionWorkflow's ticks lag the replay at times), and when on that tick
+  at or past the backtest's price (which fills at the level itself on the 4h bar's path): the
+  two prices differ by how far the 1h close went past the level (and by the later bars' moves
+  on a late fill), so they are compared by side only, not within a tolerance.
 
 Made equal by configuration, in both paths: no stop can trigger (wide stop, guard and trail
 activation; a stop exit would show up as an unmatched exit), the agent layer is off
@@ -46,8 +54,9 @@ from trading.backtest.engine import BacktestResult, run_backtest
 from trading.backtest.params import BacktestParams
 from trading.backtest.policy import RuleDecisions, intent_of
 from trading.config import Settings
+from trading.exit_plan import invalidated
 from trading.market_data import format_timestamp, load_ohlcv_csv, parse_timestamp_ms
-from trading.models import ClosedTrade, DecisionRecord
+from trading.models import Action, ClosedTrade, DecisionRecord, ExitPlan
 from trading.state import OpenPosition
 from workers.backtest_cli import load_backtest_data
 from workers.temporal_env import connect, start_dev_server, stop_process
@@ -59,6 +68,17 @@ START = "2025-08-08T00:00:00Z"  # 10 days: 15 entries, 13 policy exits (SOL neve
 # the mirrored trend rules; funding is left out of both paths (the paper broker charges none)
 SHORTS_START = "2026-01-15T00:00:00Z"
 SHORTS_SETTINGS = {"OCW_MARKET": "futures", "OCW_SHORTS": "true"}
+# exit plans (issue 15): the rule policy writes its plan, the engine applies it. 10 days with 10
+# trades, 4 of them shorts, 3 of which the plan's invalidation closes (its stop is the hard
+# stop, out of reach here); picked where every 4h bar whose extreme crosses a plan's level also
+# has a 1h close past it (the replay's ticks), else the two paths exit on different candles
+PLANS_START = "2025-02-24T00:00:00Z"
+PLANS_SETTINGS = {**SHORTS_SETTINGS, "OCW_RULE_EXIT_PLANS": "true"}
+PLAN_EXIT = "plan_invalidated"
+# a plan exit fires on the first tick its PositionWorkflow sees past the level; at 14,400x its
+# safety ticks (2 ms of wall time apart, each an activity) sometimes stall for a second while
+# the replay moves on: measured 0-5 1h bars from the first 1h close past it to the fill
+PLAN_LAG_MAX = 8
 DAYS = 10
 REPLAY_SECONDS = 60  # speed 14,400: a 1h bar = 250 ms, a 4h candle = 1 s of wall time
 WARMUP_DAYS = 40  # `ocw listen --warmup-days` default: 240 4h bars >= the 200-bar window
@@ -102,6 +122,7 @@ class Leg:
     ref: str  # position / trade id
     lag_bars: int = 0  # replay exits: 1h bars between the deciding close and the fill
     side: str = "long"  # a short's exit is a buy: it fills above the tick
+    tick_ms: int | None = None  # replay plan exits: the 1h close that fired it (lag from it)
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -135,17 +156,45 @@ def backtest_legs(result: BacktestResult) -> tuple[list[Leg], list[Leg]]:
             exits.append(Leg(t.symbol, -1, "open at end", t.exit_price, t.qty, t.trade_id))
         else:
             candle = t.exit_time_ms - CANDLE_MS
-            exits.append(Leg(t.symbol, candle, t.exit_reason, t.exit_price, t.qty, t.trade_id))
+            exits.append(
+                Leg(t.symbol, candle, t.exit_reason, t.exit_price, t.qty, t.trade_id, side=t.side)
+            )
     return entries, exits
 
 
+def entry_plans(decisions: list[DecisionRecord]) -> dict[tuple[str, int], ExitPlan]:
+    """The exit plan of each entry decided, by (symbol, market time of its view)."""
+    return {
+        (td.ticker, rec.market_time_ms): td.exit_plan
+        for rec in decisions
+        if rec.market_time_ms is not None
+        for td in rec.decision.decisions
+        if td.exit_plan is not None and td.action in (Action.BUY, Action.SHORT)
+    }
+
+
+def plan_tick(
+    plan: ExitPlan, symbol: str, after_ms: int, closes_1h: dict[tuple[str, int], float]
+) -> int | None:
+    """Close time of the first 1h close after ``after_ms`` past the plan's price level."""
+    for (sym, t), close in sorted(closes_1h.items(), key=lambda kv: kv[0][1]):
+        if sym == symbol and t > after_ms and invalidated(plan, close, None):
+            return t
+    return None
+
+
 def live_legs(
-    trades: list[ClosedTrade], open_positions: list[OpenPosition], decisions: list[DecisionRecord]
+    trades: list[ClosedTrade],
+    open_positions: list[OpenPosition],
+    decisions: list[DecisionRecord],
+    closes_1h: dict[tuple[str, int], float] | None = None,
 ) -> tuple[list[Leg], list[Leg]]:
     """Entries and exits of the Temporal path from its journal and final status.
 
     An entry is stamped with the market time of the view that decided it; an exit is keyed by
-    the decision cycle that requested it and carries how many 1h bars later it filled.
+    the decision cycle that requested it and carries how many 1h bars later it filled. A plan
+    exit (no cycle asked for it) is keyed by the candle of the 1h close that fired it
+    (``plan_tick``, from ``closes_1h``) and carries the 1h bars from that close to the fill.
     """
     requested: dict[str, int] = {}
     for rec in decisions:
@@ -153,6 +202,7 @@ def live_legs(
             if "exit requested on " in line and rec.market_time_ms is not None:
                 pid = line.split("exit requested on ", 1)[1].split(" ", 1)[0]
                 requested.setdefault(pid, rec.market_time_ms)
+    plans = entry_plans(decisions)
     entries, exits = [], []
     for t in trades:
         entries.append(
@@ -160,6 +210,26 @@ def live_legs(
                 t.symbol, _candle(t.entry_time_ms), _entry(t.side), t.entry_price, t.qty, t.trade_id
             )
         )
+        plan = plans.get((t.symbol, t.entry_time_ms))
+        if t.exit_reason == PLAN_EXIT and t.trade_id not in requested and plan is not None:
+            tick = plan_tick(plan, t.symbol, t.entry_time_ms, closes_1h or {})
+            if tick is not None and tick <= t.exit_time_ms:
+                candle = tick // CANDLE_MS * CANDLE_MS
+                lag = (t.exit_time_ms - tick) // HOUR_MS
+                exits.append(
+                    Leg(
+                        t.symbol,
+                        candle,
+                        t.exit_reason,
+                        t.exit_price,
+                        t.qty,
+                        t.trade_id,
+                        lag,
+                        t.side,
+                        tick,
+                    )  # fmt: skip
+                )
+                continue
         decided = requested.get(t.trade_id, t.exit_time_ms)
         lag = (t.exit_time_ms - decided) // HOUR_MS
         leg = Leg(
@@ -200,7 +270,10 @@ def compare_legs(
     """Every difference between the two lists of legs, one line each (empty: they agree).
 
     Prices are compared only for legs the replay filled on the deciding close (lag 0): a
-    later fill is checked against the market at its own time (``replay_fill_problems``).
+    later fill is checked against the market at its own time (``replay_fill_problems``). A
+    plan exit's price is checked by side only, when the replay filled on the tick that fired
+    it: that tick lies past the level at which the backtest fills (at or below it for a long,
+    at or above for a short); a later tick may have come back.
     """
     problems = []
     by_live = {leg.key: leg for leg in live}
@@ -213,7 +286,17 @@ def compare_legs(
         problems.append(f"only in the backtest: {_describe(key)}")
     for key in sorted(by_live.keys() & by_bt.keys(), key=_sort_key):
         a, b = by_live[key], by_bt[key]
-        if a.lag_bars == 0 and key[2] != "open at end" and abs(a.price / b.price - 1) > price_tol:
+        if key[2] == PLAN_EXIT:
+            if a.lag_bars:  # filled a bar later: checked against its own tick only
+                continue
+            past = (
+                a.price >= b.price * (1 - price_tol)
+                if a.side == "short"
+                else (a.price <= b.price * (1 + price_tol))
+            )
+            if not past:
+                problems.append(f"{_describe(key)}: price {a.price:.8g} not past {b.price:.8g}")
+        elif a.lag_bars == 0 and key[2] != "open at end" and abs(a.price / b.price - 1) > price_tol:
             problems.append(f"{_describe(key)}: price {a.price:.8g} vs {b.price:.8g}")
         if abs(a.qty / b.qty - 1) > qty_tol:
             problems.append(f"{_describe(key)}: qty {a.qty:.8g} vs {b.qty:.8g}")
@@ -221,16 +304,19 @@ def compare_legs(
 
 
 def replay_fill_problems(exits: list[Leg], closes_1h: dict[tuple[str, int], float]) -> list[str]:
-    """A replay exit must fill before the next decision, at the 1h close it filled on ∓ 5 bps
+    """A replay exit must fill before the next decision (a plan exit within ``PLAN_LAG_MAX``
+    1h bars of the close that first crossed its level), at the 1h close it filled on ∓ 5 bps
     (a long's sell below it, a short's buy above)."""
     problems = []
     for leg in exits:
         if leg.reason == "open at end":
             continue
-        if not 0 <= leg.lag_bars < CANDLE_MS // HOUR_MS:
+        bound = CANDLE_MS // HOUR_MS if leg.tick_ms is None else PLAN_LAG_MAX
+        if not 0 <= leg.lag_bars < bound:
             problems.append(f"{leg.ref}: filled {leg.lag_bars} 1h bars after its decision")
             continue
-        fill_close = leg.candle_ms + CANDLE_MS - 1 + leg.lag_bars * HOUR_MS
+        fired = leg.candle_ms + CANDLE_MS - 1 if leg.tick_ms is None else leg.tick_ms
+        fill_close = fired + leg.lag_bars * HOUR_MS
         tick = closes_1h.get((leg.symbol, fill_close))
         slip = SLIPPAGE if leg.side == "short" else -SLIPPAGE
         if tick is None or abs(leg.price / (tick * (1 + slip)) - 1) > 1e-12:
@@ -268,6 +354,21 @@ def _describe(key: tuple[str, int, str]) -> str:
 
 def _sort_key(key: tuple[str, int, str]) -> tuple[int, str, str]:
     return (abs(key[1]), key[0], key[2])
+
+
+def same_plan(a: ExitPlan, b: ExitPlan, tol: float = 1e-9) -> bool:
+    """The same stop, target and invalidation (numbers to ``tol``, relative)."""
+    ca, cb = a.invalidation, b.invalidation
+
+    def near(x: float, y: float) -> bool:
+        return abs(x - y) <= tol * max(abs(x), abs(y), 1e-12)
+
+    return (
+        near(a.stop_price, b.stop_price)
+        and near(a.target_price, b.target_price)
+        and (ca.metric, ca.operator) == (cb.metric, cb.operator)
+        and near(ca.threshold, cb.threshold)
+    )
 
 
 # ---------------------------------------------------------------- configuration
@@ -316,12 +417,10 @@ def backtest_params(settings: Settings) -> BacktestParams:
     futures account with shorts is a perpetual run that allows them."""
     shared = set(BacktestParams.model_fields) & set(Settings.model_fields)
     shorts = settings.shorts and settings.market == "futures"
-    return BacktestParams(
-        **{n: getattr(settings, n) for n in shared},
-        agent_every_bars=0,
-        perpetual=shorts,
-        allow_shorts=shorts,
-    )
+    values = {n: getattr(settings, n) for n in shared}
+    # the rule policy writes plans live when both settings say so (workers/wiring.py)
+    values["rule_exit_plans"] = settings.exit_plans and settings.rule_exit_plans
+    return BacktestParams(**values, agent_every_bars=0, perpetual=shorts, allow_shorts=shorts)
 
 
 # ---------------------------------------------------------------- the comparator itself
@@ -369,8 +468,8 @@ def test_replay_exit_checks_its_own_tick_and_the_next_decision():
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "start,extra",
-    [(START, {}), (SHORTS_START, SHORTS_SETTINGS)],
-    ids=["spot-long", "futures-long-short"],
+    [(START, {}), (SHORTS_START, SHORTS_SETTINGS), (PLANS_START, PLANS_SETTINGS)],
+    ids=["spot-long", "futures-long-short", "futures-long-short-exit-plans"],
 )
 async def test_replay_and_backtester_make_the_same_trades(
     tmp_path: Path, data_dir: Path, start: str, extra: dict[str, str]
@@ -403,6 +502,9 @@ async def test_replay_and_backtester_make_the_same_trades(
     assert len(bt_entries) >= 8, "the window should trade"
     if params.allow_shorts:
         assert sum(t.side == "short" for t in result.trades) >= 3, "the window should short"
+    if params.rule_exit_plans:
+        plan_exits = sum(t.exit_reason == PLAN_EXIT for t in result.trades)
+        assert plan_exits >= 2, "the window should exit on the plans' invalidations"
 
     # ---- the Temporal path, as a user runs it
     files = [data_dir / f"binance_{s.replace('/', '')}_1h.csv" for s in SYMBOLS]
@@ -453,7 +555,12 @@ async def test_replay_and_backtester_make_the_same_trades(
     journal = Journal(home / "journal.db")
     decisions = journal.decisions(ACCOUNT)
     trades = journal.trades(ACCOUNT)
-    live_entries, live_exits = live_legs(trades, final.positions, decisions)
+    closes_1h = {
+        (s, b.close_time): b.close
+        for s, path in zip(SYMBOLS, files, strict=True)
+        for b in load_ohlcv_csv(path, s, "1h", start_ms, end_ms)
+    }
+    live_entries, live_exits = live_legs(trades, final.positions, decisions, closes_1h)
     table = side_by_side(live_entries + live_exits, bt_entries + bt_exits)
     problems: list[str] = []
 
@@ -479,6 +586,11 @@ async def test_replay_and_backtester_make_the_same_trades(
         problems.append("not every 4h close of the window was decided on")
     if final.portfolio.halted:
         problems.append("the replay's drawdown halt is on")
+    if engine_config.rule_exit_plans != params.rule_exit_plans:
+        problems.append(
+            f"the DecisionWorkflow's rule_exit_plans is {engine_config.rule_exit_plans}, the "
+            f"backtest's {params.rule_exit_plans}"
+        )
     # the lean engine decides on the listener's decision board (issue 14): most cycles
     print(f"decision board: {served} cycle(s) served, {asked} asked the listener")
     if served == 0:
@@ -509,12 +621,21 @@ async def test_replay_and_backtester_make_the_same_trades(
                     f"backtest {[(str(i.action), i.confidence) for i in seen]}"
                 )
 
+    # ---- the same exit plans: the rule policy's for the same entry, from the same features
+    live_plans = entry_plans(decisions)
+    if params.rule_exit_plans and not live_plans:
+        problems.append("OCW_RULE_EXIT_PLANS is on but no live entry carried a plan")
+    plan_params = params.position_params()
+    for (symbol, market_ms), plan in sorted(live_plans.items()):
+        candle = candle_of_close(market_ms)
+        if candle not in steps:
+            continue
+        mine = rules.planned(steps[candle], plan_params).get(symbol)
+        theirs = None if mine is None else mine.exit_plan
+        if theirs is None or not same_plan(plan, theirs):
+            problems.append(f"{_when(candle)} {symbol}: replay plan {plan} vs backtest {theirs}")
+
     # ---- the same entries and exits, at matching prices
-    closes_1h = {
-        (s, b.close_time): b.close
-        for s, path in zip(SYMBOLS, files, strict=True)
-        for b in load_ohlcv_csv(path, s, "1h", start_ms, end_ms)
-    }
     problems += replay_fill_problems(live_exits, closes_1h)
     problems += compare_legs(live_entries, bt_entries, PRICE_TOL, QTY_TOL)
     problems += compare_legs(live_exits, bt_exits, PRICE_TOL, QTY_TOL)

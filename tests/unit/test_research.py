@@ -4,6 +4,11 @@ report models. No shared data needed."""
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -12,17 +17,27 @@ from trading.backtest.overfitting import column_sharpes, pbo_cscv
 from trading.backtest.research import (
     ALL,
     CASH,
+    RULE,
+    RULE_LS,
+    RULE_LS_PLAN,
+    RULE_PLAN,
+    RULE_SUB,
     Candidate,
     ResearchReport,
     default_candidates,
     fold_choices,
     research_params,
     run_research,
+    same_sets,
+    variant_candidates,
     verdict,
 )
 from trading.market_data import generate_market
 from trading.policies.trend_filter import TrendFilterParams
 from trading.policies.tsmom import TsmomParams
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import backtests_doc as doc  # noqa: E402
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 DAY = 86_400_000
@@ -195,3 +210,108 @@ def test_verdict_needs_every_correction(run) -> None:
     v = verdict([*searches[:k], bad_pbo, *searches[k + 1 :]], overall)
     assert v.checks["tsmom"].dsr_significant and not v.checks["tsmom"].pbo_below_half
     assert v.winner != "tsmom"
+
+
+# ------------------------------------------------------------ variants: exit plans, long/short
+
+VARIANT_COUNTS = {
+    **COUNTS,
+    RULE_PLAN: 4,
+    RULE_LS: 4,
+    RULE_LS_PLAN: 4,
+    "tsmom_ls": 2,
+    "trend_filter_ls": 2,
+}
+
+
+def _variants():
+    return doc.research_candidates(research_params(), RULE_GRID, RULE_GRID, FAMILY_GRIDS)
+
+
+def test_variants_are_configurations_of_their_own() -> None:
+    cands, subsets, pairs = _variants()
+    assert Counter(c.family for c in cands) == VARIANT_COUNTS
+    assert len({c.key for c in cands}) == len(cands) == 25
+    by = {f: [c for c in cands if c.family == f] for f in VARIANT_COUNTS}
+    for c in by[RULE_PLAN]:
+        assert c.decider == RULE and c.engine.rule_exit_plans and not c.engine.allow_shorts
+    for c in by[RULE_LS]:
+        assert c.engine.perpetual and c.engine.allow_shorts and not c.engine.rule_exit_plans
+    for c in by[RULE_LS_PLAN]:
+        assert c.engine.allow_shorts and c.engine.rule_exit_plans
+    for c in by["tsmom_ls"]:
+        assert c.decider == "tsmom" and not c.policy.long_only and c.engine.allow_shorts
+        assert c.engine.agent_every_bars == 0 and c.engine.stop_loss_pct == 0
+    for a, b in zip(by["tsmom"], by["tsmom_ls"], strict=True):  # twins: one change each
+        assert dataclasses.replace(a.policy, long_only=False) == b.policy
+    plain = [c.key for c in by[RULE]]
+    assert subsets[RULE_SUB] == plain == same_sets(cands, RULE, by[RULE_PLAN])
+    assert pairs["exit plan, long-only"] == list(
+        zip(plain, [c.key for c in by[RULE_PLAN]], strict=True)
+    )
+    assert set(pairs) >= {"long/short, `tsmom`", "long/short, `trend_filter`"}
+    with pytest.raises(ValueError, match="no rule configuration"):
+        same_sets(cands, RULE, variant_candidates(research_params(), {"stop_loss_pct": [0.05]}))
+
+
+@pytest.fixture(scope="module")
+def variant_run(market):
+    cands, subsets, pairs = _variants()
+    data = prepare_data(market, "4h")
+    subsets = {RULE_SUB: subsets[RULE_SUB][:3]}  # a subset of the plain sets
+    return run_research(
+        data, cands, SPAN, OOS, END, train_days=60, test_days=20, n_splits=4, workers=1,
+        subsets=subsets, pairs=pairs,
+    )  # fmt: skip
+
+
+def test_variants_count_as_trials_and_subsets_do_not(variant_run) -> None:
+    r = variant_run.report
+    assert r.n_trials_total == 25 and r.trials == VARIANT_COUNTS and RULE_SUB not in r.trials
+    assert r.overall.n_trials == 25
+    by = {s.name: s for s in r.searches}
+    sub = by[RULE_SUB]
+    assert sub.n_trials == 3
+    assert {f.chosen for f in sub.folds} <= {c.key for c in variant_run.candidates[1:4]}
+    for s in [*r.searches, r.overall]:
+        if s.dsr_all is not None:
+            assert s.dsr_all.n_trials == 25  # every variant counted in "all"
+        if s.dsr is not None:
+            assert s.dsr.n_trials == s.n_trials
+    for name in (RULE_LS, RULE_LS_PLAN, "tsmom_ls"):
+        assert all(
+            res.params.allow_shorts and res.params.perpetual for res in variant_run.chains[name]
+        )
+    assert sum(res.plan_events["entries"] for res in variant_run.chains[RULE_PLAN]) > 0
+    assert not any(res.plan_events for res in variant_run.chains[RULE])
+
+
+def test_paired_comparisons_read_the_out_of_sample_columns(variant_run) -> None:
+    r = variant_run.report
+    _, _, pairs = _variants()
+    oos = variant_run.matrix.between(OOS, END)
+    col = {k: i for i, k in enumerate(oos.keys)}
+    for p in r.paired:
+        twins = pairs[p.name]
+        assert p.n == len(twins)
+        base = column_sharpes(oos.returns[:, [col[a] for a, _ in twins]]) * np.sqrt(365)
+        other = column_sharpes(oos.returns[:, [col[b] for _, b in twins]]) * np.sqrt(365)
+        assert p.better == int(np.sum(other > base))
+        assert p.mean_other - p.mean_base == pytest.approx(float(np.mean(other - base)))
+    assert ResearchReport.model_validate_json(r.model_dump_json()) == r
+
+
+def test_section_three_renders_the_variants(variant_run) -> None:
+    lines = doc.family_lines(variant_run.report, 1.0, "f" * 16, doc.plan_stats(variant_run))
+    text = "\n".join(lines)
+    for label in (
+        "rule policy + exit plan",
+        "rule policy long/short + exit plan",
+        "rule policy, the 27 sets",
+        "`tsmom` long/short",
+        "### Exit plans and long/short",
+        "`OCW_RULE_EXIT_PLANS`",
+        "| exit plan, long-only | 4 |",
+    ):
+        assert label in text, label
+    assert "| rule policy, the 27 sets | (3) |" in text  # a subset: no trials of its own

@@ -54,6 +54,38 @@ price) is skipped ("entry: liquidation"). A position with a liquidation price �
 reaches it, unless a stop fired before it on the adverse leg; this check runs on every bar,
 whatever ``safety_every_bars``. Long-only runs at 1× never see any of this: their numbers are
 the same as before shorts existed.
+
+Exit plans (``rule_exit_plans``, off by default; live ``OCW_RULE_EXIT_PLANS`` with
+``OCW_EXIT_PLANS``). At a decision the engine passes the position parameters of that moment
+(``position_params(trail multiplier)``, as the DecisionWorkflow's ``plan_params``) to a source
+that takes ``plan_params`` (the rule policy), and keeps the plan an entry intent carries
+(``Intent.exit_plan``, any source). The plan acts as in the PositionWorkflow, the rule policy
+having no LLM to ask:
+
+* **stop** — at the fill the position's stop loss becomes ``stop_loss_pct_for(plan, fill price,
+  fee, stop_loss_pct, side)`` (never looser than the hard stop), the stop the safety layer
+  checks from then on; the liquidation check before a leveraged entry reads it too;
+* **price invalidation** (``<SYMBOL>:price``, ``lt`` for a long, ``gt`` for a short; live: every
+  safety tick) — on the safety layer's bar path, on its adverse leg (open → low for a long, open
+  → high for a short; the only leg that can cross a level against the position first): when the
+  leg crosses the level the position exits there (at the open when the bar opened through it),
+  less slippage, stamped with the bar's close, reason ``plan_invalidated``. On that leg the
+  first level crossed wins; a stop at the same price wins, as live checks the stop first. With
+  ``safety_every_bars`` > 1 the close of every Nth bar is checked instead, after the stops;
+* **feature invalidation** (``change_pct_1h``, ``volume_z``; live: every agent check on the 1h
+  features) — at each agent-layer bar, before the scorer, on the scorer's features of that bar
+  (``ret_1h`` and ``volume_z``, as ``exit_plan.plan_features``): it fires an exit at the next
+  open (``plan_invalidated``), and the scorer is not asked. With the agent layer off (``agent_
+  every_bars`` 0) it is never checked, as live without agent checks;
+* **target** — reached when the bar's favourable extreme (or the close, close-only) gets
+  there, the position surviving the bar: it is counted (``plan_events["target"]``) and, live
+  asking the agent layer at once, the agent layer runs for that position at this bar's close
+  if it is on and this is not already one of its bars. Each condition fires once.
+
+The approximation: live sees a tick every 30 s and the 1h features every 3 minutes; here the
+price conditions see the bar's path (its extremes, not the order of the ticks inside it) and
+the feature conditions the agent layer's bar closes. Runs without ``rule_exit_plans`` never read
+any of it: their numbers are the same as before plans existed.
 """
 
 from __future__ import annotations
@@ -79,6 +111,7 @@ from trading.backtest.fills import (
 )
 from trading.backtest.params import BacktestParams
 from trading.backtest.policy import DecisionSource, RuleDecisions
+from trading.exit_plan import PRICE_METRIC, invalidated, stop_loss_pct_for
 from trading.funding import funding_paid
 from trading.halt import HaltEpisode, HaltState, lift_text, vol_ratio
 from trading.leverage import (
@@ -87,7 +120,7 @@ from trading.leverage import (
     liquidation_price,
     loss_exit_price,
 )
-from trading.models import Action, ClosedTrade, PositionParams, PositionSide
+from trading.models import Action, ClosedTrade, ExitPlan, PositionParams, PositionSide
 from trading.risk import check_order, cooloff_over, drawdown_update
 from trading.safety import net_pnl_pct
 from trading.scorer import ScorerInputs, score_position
@@ -97,6 +130,9 @@ BTC = "BTC/USDT"
 CARRIED = "carried over"  # a halt on when the run started (``halt_state``)
 LONG = PositionSide.LONG
 SHORT = PositionSide.SHORT
+PLAN_EXIT = "plan_invalidated"
+# the features a plan's invalidation may watch, and the frame column of each (plan_features)
+PLAN_FEATURES = (("change_pct_1h", "ret_1h"), ("volume_z", "volume_z"))
 
 
 class LearnerHook(Protocol):
@@ -138,6 +174,20 @@ class _Position:
     add_pending: bool = False
     side: PositionSide = LONG
     liq_price: float | None = None  # isolated liquidation price (perpetual runs)
+    plan: ExitPlan | None = None  # the entry's exit plan (runs with ``rule_exit_plans``)
+    stop_pct: float | None = None  # the plan's stop as a net loss from the fill
+    plan_fired: set[str] = field(default_factory=set)  # "invalidated", "target": once each
+    agent_due: bool = False  # the target was reached: the agent layer looks at this close
+    plan_params: tuple[PositionParams, PositionParams] | None = None  # (base, with the stop)
+
+
+@dataclass(frozen=True)
+class _PlanHit:
+    """A price invalidation on the bar path (duck-types ``fills.StopHit`` for the exit)."""
+
+    price: float
+    reason: str
+    leg: str
 
 
 @dataclass
@@ -149,6 +199,7 @@ class _Order:
     weights: dict[str, float] = field(default_factory=dict)
     regime: str = "unknown"
     side: PositionSide = LONG
+    plan: ExitPlan | None = None
 
 
 @dataclass
@@ -176,6 +227,8 @@ class BacktestResult:
     # every halt: when, the drawdown and threshold, why, and how it lifted (None: to the end)
     halts: list[HaltEpisode] = field(default_factory=list)
     halt_end: HaltState | None = None  # the halt's state after the last bar (to carry on)
+    # exit plans (``rule_exit_plans``): entries with a plan, invalidations by kind, targets
+    plan_events: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -274,6 +327,9 @@ class Backtester:
         self._liq_on = params.perpetual and (params.allow_shorts or params.leverage > 1.0)
         self._shorts = params.allow_shorts
         self._intents_short_kw = self._shorts and _takes(self.decisions.intents, "short")
+        self._plans = params.rule_exit_plans
+        self._intents_plan_kw = self._plans and _takes(self.decisions.intents, "plan_params")
+        self.plan_events: Counter = Counter()
 
     # ------------------------------------------------------------ helpers
 
@@ -401,6 +457,15 @@ class Backtester:
             side=order.side,
             liq_price=self._liquidation_price(order.side, price),
         )
+        if order.plan is not None:  # as live: the plan's stop, from the fill
+            pos = self.positions[order.symbol]
+            pos.plan = order.plan
+            p = self.p
+            pos.stop_pct = stop_loss_pct_for(
+                order.plan, price, p.fee_rate, p.stop_loss_pct, order.side
+            )
+            self.plan_events["entries"] += 1
+            self.plan_events["entries: " + order.plan.invalidation.metric.rpartition(":")[2]] += 1
 
     def _fill_at_open(self, step: int) -> None:
         if not self.orders and not self.positions:
@@ -431,7 +496,7 @@ class Backtester:
     # ------------------------------------------------------------ layers
 
     def _safety(self, step: int, check_now: bool) -> None:
-        if not self.positions or not (self.stops_on or self._liq_on):
+        if not self.positions or not (self.stops_on or self._liq_on or self._plans):
             return
         t_open = self.opens_ms[step]
         t_close = t_open + self.step_ms
@@ -443,6 +508,7 @@ class Backtester:
                 continue
             hours_open = max(0.0, (t_open - pos.entry_time_ms) / HOUR_MS)
             hours_close = max(0.0, (t_close - pos.entry_time_ms) / HOUR_MS)
+            pp = params if pos.stop_pct is None else self._plan_stop_params(pos, params)
             hit = None
             if not self.stops_on:
                 pass  # liquidation only
@@ -454,17 +520,19 @@ class Backtester:
                     highs[step],
                     lows[step],
                     closes[step],
-                    params,
+                    pp,
                     hours_open,
                     hours_close,
                     side=pos.side,
                 )
             elif check_now:
                 hit, pos.peak = close_only_exit(
-                    pos.avg_entry, pos.peak, closes[step], params, hours_close, side=pos.side
+                    pos.avg_entry, pos.peak, closes[step], pp, hours_close, side=pos.side
                 )
             elif pos.liq_price is None:
                 continue
+            if pos.plan is not None and (self.p.safety_every_bars == 1 or check_now):
+                hit = self._plan_path(pos, step, hit, self.p.safety_every_bars == 1)
             liq = pos.liq_price
             if liq is not None and self._liquidated(pos, liq, highs[step], lows[step], hit):
                 self.liquidations += 1
@@ -472,6 +540,77 @@ class Backtester:
             elif hit is not None:
                 # stamped with the bar's close: the moment the bar (and the exit) is known
                 self._close(pos, self._exit_fill(pos, hit.price), t_close, hit.reason)
+
+    def _plan_stop_params(self, pos: _Position, params: PositionParams) -> PositionParams:
+        """``params`` with the position's plan stop (made once per parameter set)."""
+        got = pos.plan_params
+        if got is None or got[0] is not params:
+            got = (params, params.model_copy(update={"stop_loss_pct": pos.stop_pct}))
+            pos.plan_params = got
+        return got[1]
+
+    def _plan_path(self, pos: _Position, step: int, hit, path: bool):
+        """The plan's price conditions on this bar (module docstring): the exit that comes
+        first, the stop's or the invalidation's; a reached target is marked when the position
+        survives the bar. ``path``: the bar's path, else its close only."""
+        plan = pos.plan
+        assert plan is not None
+        _, opens, highs, lows, closes = self.bars[pos.symbol]
+        o, high, low, close = opens[step], highs[step], lows[step], closes[step]
+        short = pos.side is SHORT
+        cond = plan.invalidation
+        if "invalidated" not in pos.plan_fired and cond.metric.rpartition(":")[2] == PRICE_METRIC:
+            inv = None
+            thr = cond.threshold
+            if path and cond.operator == ("gt" if short else "lt"):  # on the adverse leg
+                if short and high > thr:
+                    inv = _PlanHit(max(o, thr), PLAN_EXIT, "high")
+                elif not short and low < thr:
+                    inv = _PlanHit(min(o, thr), PLAN_EXIT, "low")
+            elif invalidated(plan, close, None):
+                inv = _PlanHit(close, PLAN_EXIT, "close")
+            if inv is not None:
+                first = inv
+                if hit is not None and hit.leg == inv.leg:
+                    # the same leg: the first level crossed; a tie (and the close) to the stop,
+                    # which live checks first
+                    stop_first = hit.price <= inv.price if short else hit.price >= inv.price
+                    if inv.leg == "close" or stop_first:
+                        first = hit
+                # a stop on the path's last leg (high/low → close) comes after the adverse leg
+                if first is inv:
+                    pos.plan_fired.add("invalidated")
+                    self.plan_events["invalidated: price"] += 1
+                return first
+        if hit is None and "target" not in pos.plan_fired:
+            if path:
+                reached = low <= plan.target_price if short else high >= plan.target_price
+            else:
+                reached = close <= plan.target_price if short else close >= plan.target_price
+            if reached:
+                pos.plan_fired.add("target")
+                pos.agent_due = True  # live asks the agent layer at once
+                self.plan_events["target"] += 1
+        return hit
+
+    def _feature_invalidated(self, pos: _Position, frame, j: int) -> bool:
+        """The plan's feature invalidation on the agent layer's features (the values of
+        ``exit_plan.plan_features``); fires once."""
+        plan = pos.plan
+        if plan is None or "invalidated" in pos.plan_fired:
+            return False
+        if plan.invalidation.metric.rpartition(":")[2] == PRICE_METRIC:
+            return False  # the safety layer's
+        features = {}
+        for name, column in PLAN_FEATURES:
+            v = frame.value(column, j)
+            if v is not None:
+                features[name] = v
+        if not invalidated(plan, None, features):
+            return False
+        pos.plan_fired.add("invalidated")
+        self.plan_events["invalidated: feature"] += 1
+        return True
 
     @staticmethod
     def _liquidated(pos: _Position, liq: float, high: float, low: float, hit) -> bool:
@@ -568,7 +707,9 @@ class Backtester:
         i = self._bar(symbol, step)
         return (self.data.frames[symbol], i) if i >= 0 else (None, -1)
 
-    def _agent(self, step: int, equity: float) -> None:
+    def _agent(self, step: int, equity: float, due_only: bool = False) -> None:
+        """The agent layer at this close: every position, or (``due_only``) those whose plan
+        target was reached on this bar (live asks at once)."""
         if not self.positions:
             return
         t_close = self.closes_ms[step]
@@ -580,8 +721,14 @@ class Backtester:
         for pos in list(self.positions.values()):
             if pos.exit_reason or self._bar(pos.symbol, step) < 0:
                 continue
+            if due_only and not pos.agent_due:
+                continue
+            pos.agent_due = False
             frame, j = self._scorer_features(pos.symbol, step)
             if frame is None:
+                continue
+            if pos.plan is not None and self._feature_invalidated(pos, frame, j):
+                pos.exit_reason = PLAN_EXIT  # live: before the scorer, which is not asked
                 continue
             price = self.last_close[pos.symbol]
             side = pos.side
@@ -620,13 +767,18 @@ class Backtester:
         weights: dict[str, float],
         regime: str,
         side: PositionSide = LONG,
+        plan: ExitPlan | None = None,
     ) -> None:
         price = self.last_close[symbol]
         pos = self.positions.get(symbol)
         if kind == "entry" and self._liq_on and self.p.leverage > 1.0:
             # the stop must fire in front of liquidation; the verdict is the same at any entry
             # price (every level scales with it), so the last close stands in for the fill
-            stop = loss_exit_price(side, price, self._position_params(1.0))
+            pp = self._position_params(1.0)
+            if plan is not None:  # as live: the plan's stop from the decision's price
+                stop_pct = stop_loss_pct_for(plan, price, pp.fee_rate, pp.stop_loss_pct, side)
+                pp = pp.model_copy(update={"stop_loss_pct": stop_pct})
+            stop = loss_exit_price(side, price, pp)
             ok, _ = liquidation_distance_ok(side, price, stop, self.p.leverage, DEFAULT_MMR)
             if not ok:
                 self.skipped[f"{kind}: liquidation"] += 1
@@ -656,7 +808,7 @@ class Backtester:
             self.skipped[f"{kind}: {(verdict.reason or 'rejected').split(':')[0]}"] += 1
             return
         self.orders.append(
-            _Order(kind, symbol, verdict.qty, verdict.notional, weights, regime, side)
+            _Order(kind, symbol, verdict.qty, verdict.notional, weights, regime, side, plan)
         )
         if pos is not None and kind == "add":
             pos.add_pending = True
@@ -670,16 +822,20 @@ class Backtester:
         weights = None
         if self.hooks.learner is not None:
             weights = self.hooks.learner.group_weights(self._vol(t_close) or "unknown")
+        kwargs: dict = {}
         if self._intents_short_kw:
             short = {s for s, p in self.positions.items() if p.side is SHORT}
             short.update(o.symbol for o in self.orders if o.kind == "entry" and o.side is SHORT)
-            kwargs: dict = {"short": short}
+            kwargs["short"] = short
             if self.hooks.learner is not None and _takes(
                 self.decisions.intents, "short_group_weights"
             ):  # as live: the learner's weights from shorts size a short
                 kwargs["short_group_weights"] = self.hooks.learner.group_weights(
                     self._vol(t_close) or "unknown", side=SHORT
                 )
+        if self._intents_plan_kw:  # as live: the position parameters at the decision
+            kwargs["plan_params"] = self._position_params(self._macro(t_close)[1])
+        if kwargs:
             intents = self.decisions.intents(step, held, weights, **kwargs)
         else:
             intents = self.decisions.intents(step, held, weights)
@@ -713,6 +869,7 @@ class Backtester:
                     intent.signal_weights,
                     regime,
                     side,
+                    intent.exit_plan if self._plans else None,
                 )
 
     def _is_every(self, step: int, every: int) -> bool:
@@ -725,6 +882,9 @@ class Backtester:
 
     # ------------------------------------------------------------ event skipping
 
+    def _agent_due(self) -> bool:
+        return any(p.agent_due for p in self.positions.values())
+
     def _exits_pending(self) -> bool:
         for p in self.positions.values():  # noqa: SIM110 - per-bar path: no generator
             if p.exit_reason:
@@ -735,7 +895,12 @@ class Backtester:
         """Whether an open position needs every bar (stops, scorer, funding). Always so on a
         perpetual run, hence for every short and every liquidation price: the quiet-stretch
         shortcuts (``_quiet``, ``_held_equity``, ``_fill_held``) only ever see longs."""
-        return self.stops_on or self.p.agent_every_bars > 0 or self.p.perpetual
+        return (
+            self.stops_on
+            or self.p.agent_every_bars > 0
+            or self.p.perpetual
+            or self.p.rule_exit_plans
+        )
 
     def _event_steps(self, t0: int, t1: int, flat: bool) -> list[int]:
         """Decision steps in ``[t0, t1)`` at which the policy may BUY (``flat``) or BUY or
@@ -957,7 +1122,7 @@ class Backtester:
             k = step - t0
             if self.orders or self.positions:
                 self._fill_at_open(step)
-                if self.positions and (self.stops_on or self._liq_on):
+                if self.positions and (self.stops_on or self._liq_on or self._plans):
                     self._safety(step, self._is_every(step, self.p.safety_every_bars))
                 if self.positions and self.p.perpetual:
                     self._funding(step)
@@ -965,6 +1130,8 @@ class Backtester:
             last = step == t1 - 1
             if not last and agent_every and self.positions and self._is_every(step, agent_every):
                 self._agent(step, eq)
+            elif not last and agent_every and self._plans and self._agent_due():
+                self._agent(step, eq, due_only=True)  # a plan's target reached on this bar
             if not last and step in active:  # ``active`` holds decision-cadence steps only
                 self._decide(step, eq)
             if last and self.p.close_at_end:
@@ -1006,6 +1173,7 @@ class Backtester:
             halt_spans=list(self.halt_spans),
             liquidations=self.liquidations,
             halts=list(self.halts),
+            plan_events=Counter(self.plan_events),
             halt_end=HaltState(
                 peak=self.peak_equity,
                 drawdown=max(0.0, 1.0 - float(equity[-1]) / self.peak_equity)

@@ -26,6 +26,13 @@ class BacktestParams(Model):
     of ``trading.limits``; above 1× perpetual only) does not scale sizes: it sets the isolated
     liquidation price (``trading.leverage``), and entries whose loss exit lies beyond it are
     refused (engine module docstring).
+
+    ``rule_exit_plans`` (off by default, as live ``OCW_RULE_EXIT_PLANS``): the rule policy
+    writes its exit plan at each entry (``decide(..., plan_params=...)`` with the position
+    parameters at the decision) and the engine applies the plan an intent carries as the live
+    engine does with ``OCW_EXIT_PLANS``: the plan's stop becomes the position's stop loss from
+    the fill, its invalidation exits (``plan_invalidated``), a reached target asks the agent
+    layer (engine module docstring). Named as the setting, so ``ocw backtest`` follows it.
     """
 
     initial_cash: float = Field(default=10_000.0, gt=0)
@@ -58,6 +65,7 @@ class BacktestParams(Model):
     allow_shorts: bool = False  # perpetual only: BUY with side SHORT opens a short
     leverage: float = Field(default=1.0, ge=1.0, le=HARD_MAX_LEVERAGE)  # perpetual only
     close_at_end: bool = True  # close what is open at the last bar's close ("end_of_test")
+    rule_exit_plans: bool = False  # the rule policy's exit plans, applied as live (docstring)
 
     def halt_rule(self) -> HaltRule:
         """The drawdown halt of this run (``trading.halt``)."""

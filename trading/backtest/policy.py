@@ -12,6 +12,13 @@ with every closed trade, so each decision bar calls ``decide`` afresh.
 With ``shorts`` (a perpetual run with ``allow_shorts``) ``decide`` runs with its mirrored trend
 rules and a third memo, as if every symbol were held short: the live SHORT becomes a BUY
 intent with side SHORT, the live COVER a SELL intent (the engine closes whatever is held).
+
+With ``plan_params`` (a run with ``rule_exit_plans``: the engine passes the position parameters
+at the decision, as the live DecisionWorkflow does) the entries carry the rule policy's exit
+plan: ``decide(..., plan_params=...)`` as if flat, memoised per step and per the three fields
+``rule_plan`` reads (``stop_loss_pct``, ``trail_activate_pct``, ``fee_rate``), and called only
+at steps where some flat symbol enters. Only an entry carries a plan and the rest of a decision
+does not depend on it, so every other intent is the plan-less memo's.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from trading.backtest.data import BacktestData
-from trading.models import Action, MarketView, PositionSide
+from trading.models import Action, ExitPlan, MarketView, PositionParams, PositionSide
 from trading.rule_policy import decide
 
 
@@ -35,6 +42,9 @@ class Intent:
     sells to open a short (runs with ``allow_shorts`` only; elsewhere the engine skips it).
     SELL closes whatever is held, long or short (a short's cover is a buy); its side is not
     read. Long by default: every intent made before shorts means what it meant.
+
+    ``exit_plan``: the entry's exit plan (the live ``TradeDecision.exit_plan``), applied by a
+    run with ``rule_exit_plans`` only; None elsewhere and for every other action.
     """
 
     action: Action
@@ -42,6 +52,7 @@ class Intent:
     confidence: float
     signal_weights: dict[str, float]
     side: PositionSide = PositionSide.LONG
+    exit_plan: ExitPlan | None = None
 
 
 class DecisionSource(Protocol):
@@ -67,7 +78,13 @@ def intent_of(d) -> Intent:
         action, side = Action.BUY, PositionSide.SHORT
     elif action is Action.COVER:
         action = Action.SELL
-    return Intent(action, d.position_pct, d.confidence, dict(d.signal_weights), side)
+    plan = getattr(d, "exit_plan", None)
+    return Intent(action, d.position_pct, d.confidence, dict(d.signal_weights), side, plan)
+
+
+def plan_key(p: PositionParams) -> tuple[float, float, float]:
+    """What of the position parameters a rule plan depends on (``exit_plan.rule_plan``)."""
+    return (p.stop_loss_pct, p.trail_activate_pct, p.fee_rate)
 
 
 def decide_accepts_group_weights() -> bool:
@@ -90,6 +107,7 @@ class RuleDecisions:
         self.shorts = shorts
         self._memo: dict[int, tuple[dict[str, Intent], dict[str, Intent]]] = {}
         self._short_memo: dict[int, dict[str, Intent]] = {}
+        self._plan_memo: dict[tuple[int, tuple[float, float, float]], dict[str, Intent]] = {}
 
     def view(self, step: int) -> MarketView:
         symbols = {}
@@ -109,6 +127,7 @@ class RuleDecisions:
         held: set[str],
         group_weights: dict[str, float] | None,
         short_held: set[str] | None = None,
+        plan_params: PositionParams | None = None,
         short_group_weights: dict[str, float] | None = None,
     ) -> dict[str, Intent]:
         kwargs: dict = {}
@@ -116,6 +135,8 @@ class RuleDecisions:
             kwargs["group_weights"] = group_weights
         if short_group_weights is not None:
             kwargs["short_group_weights"] = short_group_weights
+        if plan_params is not None:
+            kwargs["plan_params"] = plan_params
         if self.shorts:
             kwargs["shorts"] = True
             kwargs["short_held"] = short_held or set()
@@ -146,6 +167,15 @@ class RuleDecisions:
             self._short_memo[step] = got
         return got
 
+    def planned(self, step: int, plan_params: PositionParams) -> dict[str, Intent]:
+        """As if flat at ``step``, with the exit plans ``plan_params`` give the entries."""
+        key = (step, plan_key(plan_params))
+        got = self._plan_memo.get(key)
+        if got is None:
+            got = self._call(self.view(step), set(), None, plan_params=plan_params)
+            self._plan_memo[key] = got
+        return got
+
     def precompute(self, steps: range) -> None:
         for step in steps:
             self.both(step)
@@ -158,6 +188,7 @@ class RuleDecisions:
         held: set[str],
         group_weights: dict[str, float] | None = None,
         short: set[str] | None = None,
+        plan_params: PositionParams | None = None,
         short_group_weights: dict[str, float] | None = None,
     ) -> dict[str, Intent]:
         short = short or set()
@@ -167,9 +198,14 @@ class RuleDecisions:
                 held,
                 group_weights,
                 short_held=short,
+                plan_params=plan_params,
                 short_group_weights=short_group_weights,
             )
         flat, holding = self.both(step)
+        if plan_params is not None and any(
+            i.action is Action.BUY and s not in held for s, i in flat.items()
+        ):
+            flat = self.planned(step, plan_params)
         shorted = self.holding_short(step) if self.shorts and short else {}
         return {
             s: (shorted[s] if s in short else holding[s] if s in held else flat[s]) for s in flat
@@ -197,3 +233,10 @@ class RuleDecisions:
 
     def load(self, memo: dict[int, tuple[dict[str, Intent], dict[str, Intent]]]) -> None:
         self._memo.update(memo)
+
+    def export_short(self) -> dict[int, dict[str, Intent]]:
+        """The as-if-held-short memo (runs with shorts), to ship with ``export``."""
+        return dict(self._short_memo)
+
+    def load_short(self, memo: dict[int, dict[str, Intent]]) -> None:
+        self._short_memo.update(memo)

@@ -21,6 +21,15 @@ stops and scorer (its grid varies them); a family runs without both (its exits a
 and without per-bar layers the engine skips the quiet bars of a held position: runs are about
 five times faster). Cash never trades.
 
+Variants (``variant_candidates``), each its own family of configurations and so more trials:
+the rule policy with its exit plan (``rule_exit_plans``), long/short (a perpetual run with
+``allow_shorts``: the mirrored trend rules, funding paid and received from the funding files
+where they exist) and both, on ``VARIANT_RULE_GRID``; and each policy family long/short
+(``long_only=False`` on a perpetual run with ``allow_shorts``), on its own default grid. Extra
+searches over named subsets of the configurations (``subsets``: the rule policy's plain sets
+on the variants' sub-grid, a like-for-like baseline) add no trials; paired comparisons
+(``pairs``) set each configuration against its twin on the out-of-sample days, no choice made.
+
 Everything here is computation: no printing, no files (``bench/backtests_doc.py`` renders).
 """
 
@@ -64,6 +73,18 @@ from trading.policies.base import FamilyDecisions, families, get_family
 CASH = "cash"
 RULE = "rule"
 ALL = "all"
+RULE_PLAN = "rule_plan"  # the rule policy with its exit plan, long-only
+RULE_LS = "rule_ls"  # long/short (perpetual), no plan
+RULE_LS_PLAN = "rule_ls_plan"  # long/short with the exit plan
+RULE_SUB = "rule_sub"  # the plain rule policy on the variants' sub-grid (a subset, no trials)
+LS_SUFFIX = "_ls"  # a policy family long/short
+# the rule variants' grid: the dimensions a plan reads (stop, target) and the cadence, the rest
+# at the defaults (trail 12 %, exit score -0.3): 27 sets, each among the 162 of DEFAULT_GRID
+VARIANT_RULE_GRID: dict[str, list[object]] = {
+    "decision_every_bars": [1, 2, 6],
+    "stop_loss_pct": [0.03, 0.04, 0.06],
+    "trail_activate_pct": [0.05, 0.08, 0.12],
+}
 DSR_LEVEL = 0.95  # a deflated Sharpe ratio at or above this is "significant"
 PBO_LIMIT = 0.5
 TARGET_SHARPE = 0.5
@@ -83,10 +104,15 @@ class Candidate:
     engine: BacktestParams
     policy: Any = None  # the family's parameter dataclass; None for the rule policy and cash
     grid_values: tuple[tuple[str, object], ...] = ()  # rule: the grid values on the engine
+    source: str = ""  # what decides (``rule``, a registered family, ``cash``); "" = ``family``
 
     @property
     def key(self) -> str:
         return CASH if self.family == CASH else f"{self.family}#{self.index}"
+
+    @property
+    def decider(self) -> str:
+        return self.source or self.family
 
     def describe(self) -> dict[str, object]:
         """The parameters that identify it (the grid values, or the family's fields)."""
@@ -130,6 +156,79 @@ def family_candidates(
     sets = fam.grid if grid is None else grid
     engine = family_engine(base)
     return [Candidate(fam.name, k, engine, policy=p) for k, p in enumerate(sets)]
+
+
+def long_short_engine(base: BacktestParams) -> BacktestParams:
+    """A long/short run: USDⓈ-M perpetuals (funding charged from the funding files), shorts."""
+    return base.model_copy(update={"perpetual": True, "allow_shorts": True})
+
+
+def rule_variant_candidates(
+    base: BacktestParams,
+    grid: dict[str, list[object]] | None = None,
+    plans: bool = False,
+    long_short: bool = False,
+) -> list[Candidate]:
+    """The rule policy's grid with the exit plan and/or long/short, as its own family."""
+    grid = VARIANT_RULE_GRID if grid is None else grid
+    name = {(True, False): RULE_PLAN, (False, True): RULE_LS, (True, True): RULE_LS_PLAN}.get(
+        (plans, long_short)
+    )
+    if name is None:
+        raise ValueError("a rule variant has the exit plan, long/short or both")
+    engine = base.model_copy(update={"rule_exit_plans": plans})
+    if long_short:
+        engine = long_short_engine(engine)
+    return [dataclasses.replace(c, family=name, source=RULE) for c in rule_candidates(engine, grid)]
+
+
+def family_ls_candidates(
+    base: BacktestParams, name: str, grid: Sequence[Any] | None = None
+) -> list[Candidate]:
+    """A family's grid long/short (``long_only=False``, perpetual, shorts allowed)."""
+    fam = get_family(name)
+    sets = fam.grid if grid is None else grid
+    engine = long_short_engine(family_engine(base))
+    return [
+        Candidate(name + LS_SUFFIX, k, engine, dataclasses.replace(p, long_only=False), (), name)
+        for k, p in enumerate(sets)
+    ]
+
+
+def variant_candidates(
+    base: BacktestParams,
+    rule_grid: dict[str, list[object]] | None = None,
+    family_grids: dict[str, Sequence[Any]] | None = None,
+    rule: bool = True,
+) -> list[Candidate]:
+    """Every variant (module docstring), after ``default_candidates``: the rule policy with
+    the plan, long/short, and both; then each family long/short."""
+    out: list[Candidate] = []
+    if rule:
+        for plans, ls in ((True, False), (False, True), (True, True)):
+            out += rule_variant_candidates(base, rule_grid, plans, ls)
+    names = list(families()) if family_grids is None else list(family_grids)
+    for name in names:
+        out += family_ls_candidates(
+            base, name, None if family_grids is None else family_grids[name]
+        )
+    return out
+
+
+def same_sets(cands: list[Candidate], family: str, like: list[Candidate]) -> list[str]:
+    """Keys of ``family``'s candidates with the engine values of ``like``'s grid, in the order
+    of ``like`` (the plain twin of each variant configuration)."""
+    names = list(DEFAULT_GRID)
+    by_values = {
+        tuple(getattr(c.engine, n) for n in names): c.key for c in cands if c.family == family
+    }
+    out = []
+    for c in like:
+        key = by_values.get(tuple(getattr(c.engine, n) for n in names))
+        if key is None:
+            raise ValueError(f"{c.key}: no {family} configuration with the same parameters")
+        out.append(key)
+    return out
 
 
 def default_candidates(
@@ -211,11 +310,12 @@ def day_starts(times_ms: np.ndarray) -> np.ndarray:
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(data: BacktestData, memos: dict[tuple[float, float], dict]) -> None:
+def _init_worker(data: BacktestData, memos: dict[tuple[float, float, bool], tuple]) -> None:
     rules = {}
-    for (pct, cap), memo in memos.items():
-        rules[(pct, cap)] = RuleDecisions(data, pct, cap)
-        rules[(pct, cap)].load(memo)
+    for (pct, cap, shorts), (memo, short_memo) in memos.items():
+        rules[(pct, cap, shorts)] = RuleDecisions(data, pct, cap, shorts=shorts)
+        rules[(pct, cap, shorts)].load(memo)
+        rules[(pct, cap, shorts)].load_short(short_memo)
     _STATE.clear()
     _STATE.update(data=data, rules=rules, sources={})
 
@@ -226,13 +326,13 @@ def _source(cand: Candidate) -> DecisionSource:
     if got is None:
         data = _STATE["data"]
         p = cand.engine
-        if cand.family == CASH:
+        if cand.decider == CASH:
             got = CashDecisions(data)
-        elif cand.family == RULE:
-            got = _STATE["rules"][(p.default_position_pct, p.max_position_pct)]
+        elif cand.decider == RULE:
+            got = _STATE["rules"][(p.default_position_pct, p.max_position_pct, p.allow_shorts)]
         else:
             got = FamilyDecisions(
-                data, cand.family, cand.policy, p.default_position_pct, p.max_position_pct
+                data, cand.decider, cand.policy, p.default_position_pct, p.max_position_pct
             )
         sources[cand.key] = got
     return got
@@ -289,20 +389,21 @@ class _Runner:
 
 def _rule_memos(
     data: BacktestData, candidates: list[Candidate], start_ms: int, end_ms: int
-) -> dict[tuple[float, float], dict]:
-    """The rule policy's decisions per sizing, computed once here (the grid shares them)."""
+) -> dict[tuple[float, float, bool], tuple]:
+    """The rule policy's decisions per sizing and shorts, computed once here (the grid shares
+    them; the exit plans are made in each process, at entries only)."""
     sizing = {
-        (c.engine.default_position_pct, c.engine.max_position_pct)
+        (c.engine.default_position_pct, c.engine.max_position_pct, c.engine.allow_shorts)
         for c in candidates
-        if c.family == RULE
+        if c.decider == RULE
     }
     t0, _ = data.steps_between(start_ms, None)
     _, t1 = data.steps_between(None, end_ms)
     memos = {}
-    for pct, cap in sorted(sizing):
-        rule = RuleDecisions(data, pct, cap)
+    for pct, cap, shorts in sorted(sizing):
+        rule = RuleDecisions(data, pct, cap, shorts=shorts)
         rule.precompute(range(t0, t1))
-        memos[(pct, cap)] = rule.export()
+        memos[(pct, cap, shorts)] = (rule.export(), rule.export_short())
     return memos
 
 
@@ -330,6 +431,19 @@ class SearchResult(Model):
     pbo_best_families: dict[str, float] = {}  # share of CSCV splits whose IS-best is of each
     dsr: DeflatedSharpe | None  # chained OOS daily returns, n_trials = this search's
     dsr_all: DeflatedSharpe | None  # the same, n_trials = every configuration of the report
+
+
+class Paired(Model):
+    """Configurations against their twins (the same parameters, one thing changed), each on
+    its whole-span run's out-of-sample days: no choice is made, so no trial is spent."""
+
+    name: str
+    n: int
+    better: int  # twins whose Sharpe beats the base configuration's
+    mean_base: float  # mean annualised Sharpe over the configurations
+    mean_other: float
+    median_diff: float  # median of (twin - base), annualised Sharpe
+    mean_return_diff: float  # mean of (twin - base) compounded OOS return
 
 
 class Checks(Model):
@@ -379,9 +493,30 @@ class ResearchReport(Model):
     verdict: Verdict
     engine_runs: int
     seconds: float
+    paired: list[Paired] = []
 
 
 # ------------------------------------------------------------ statistics
+
+
+def paired(name: str, oos: TrialMatrix, pairs: list[tuple[str, str]]) -> Paired:
+    """``pairs`` of (base key, twin key) on the out-of-sample rows of the trial matrix."""
+    col = {k: i for i, k in enumerate(oos.keys)}
+    base = oos.returns[:, [col[a] for a, _ in pairs]]
+    other = oos.returns[:, [col[b] for _, b in pairs]]
+    ann = math.sqrt(365.0)
+    sb, so = column_sharpes(base) * ann, column_sharpes(other) * ann
+    rb = np.prod(1.0 + base, axis=0) - 1.0
+    ro = np.prod(1.0 + other, axis=0) - 1.0
+    return Paired(
+        name=name,
+        n=len(pairs),
+        better=int(np.sum(so > sb)),
+        mean_base=float(np.mean(sb)),
+        mean_other=float(np.mean(so)),
+        median_diff=float(np.median(so - sb)),
+        mean_return_diff=float(np.mean(ro - rb)),
+    )
 
 
 def fold_choices(scores: np.ndarray, members: np.ndarray) -> list[int]:
@@ -532,12 +667,17 @@ def run_research(
     test_days: int = 90,
     n_splits: int = 16,
     workers: int | None = None,
+    subsets: dict[str, list[str]] | None = None,
+    pairs: dict[str, list[tuple[str, str]]] | None = None,
 ) -> ResearchRun:
     """Trial matrix, walk-forward per family and across all, PBO and DSR (module docstring).
 
     ``span_start_ms`` is where the whole-span runs begin (at or before the first training
     window); the out-of-sample period ``[oos_start_ms, oos_end_ms)`` is cut into rolling test
-    windows of ``test_days``, each after its ``train_days`` training window.
+    windows of ``test_days``, each after its ``train_days`` training window. ``subsets``: more
+    searches, each among the named candidate keys (reported after the families; they add no
+    configuration, so no trial); ``pairs``: paired comparisons (base key, twin key) reported
+    in ``paired``.
     """
     began = time.perf_counter()
     if not candidates:
@@ -553,6 +693,15 @@ def run_research(
         raise ValueError("the span must start at or before the first training window")
     if span_start_ms < int(data.timeline[0]):
         raise ValueError("the span starts before the data")
+    subsets = subsets or {}
+    index = {c.key: i for i, c in enumerate(candidates)}
+    family_names = {c.family for c in candidates} | {ALL}
+    for name, keys in subsets.items():
+        if name in family_names or not keys or any(k not in index for k in keys):
+            raise ValueError(f"subset {name!r}: a new name and known candidate keys")
+    for name, twins in (pairs or {}).items():
+        if not twins or any(a not in index or b not in index for a, b in twins):
+            raise ValueError(f"pairs {name!r}: known candidate keys")
     workers = max(1, workers or os.cpu_count() or 1)
     init = (data, _rule_memos(data, candidates, span_start_ms, oos_end_ms))
     runner = _Runner(workers, init)
@@ -570,7 +719,10 @@ def run_research(
         )
         scores = np.array([r[2] for r in rows])  # candidates x folds
         names = list(dict.fromkeys(c.family for c in candidates))
-        chosen = {n: fold_choices(scores, matrix.columns(n)) for n in [*names, ALL]}
+        members = {n: matrix.columns(n) for n in [*names, ALL]}
+        members.update({n: np.array([index[k] for k in keys]) for n, keys in subsets.items()})
+        names += list(subsets)
+        chosen = {n: fold_choices(scores, members[n]) for n in [*names, ALL]}
         tasks = [
             ([candidates[i] for i in chosen[n]], folds, candidates[0].engine.initial_cash)
             for n in chosen
@@ -585,8 +737,8 @@ def run_research(
         "oos": matrix.between(oos_start_ms, oos_end_ms),
         "n_splits": n_splits,
     }
-    searches = [_search(n, matrix.columns(n), chosen[n], chains[n], ctx) for n in names]
-    overall = _search(ALL, matrix.columns(ALL), chosen[ALL], chains[ALL], ctx)
+    searches = [_search(n, members[n], chosen[n], chains[n], ctx) for n in names]
+    overall = _search(ALL, members[ALL], chosen[ALL], chains[ALL], ctx)
     report = ResearchReport(
         span_start_ms=span_start_ms,
         oos_start_ms=oos_start_ms,
@@ -601,5 +753,6 @@ def run_research(
         verdict=verdict(searches, overall),
         engine_runs=len(candidates) * (1 + len(folds)) + len(chains) * len(folds),
         seconds=time.perf_counter() - began,
+        paired=[paired(n, ctx["oos"], twins) for n, twins in (pairs or {}).items()],
     )
     return ResearchRun(report, matrix, scores, candidates, folds, chains)
