@@ -358,7 +358,7 @@ async def test_the_scorers_exit_closes_the_position_either_way(ts_env, tmp_path,
     # the first agent check: after 3 minutes, or (lean) on a safety tick in the second half;
     # the script's clock starts at the first safety check, 30 s in
     first_ms = trade.exit_time_ms - script.t0_ms + 30_000
-    assert (89_000 if lean else 179_000) <= first_ms <= 185_000, first_ms
+    assert (89_000 if lean else 178_000) <= first_ms <= 185_000, first_ms  # ms of jitter
     history = await _history(ts_env, position_id)
     assert _scheduled(history, "evaluate_position") == (0 if lean else 1)
     # a lean agent check reads its features from the feature board, not from the listener
