@@ -190,15 +190,19 @@ class DecisionSheetWriter:
         self.writes = 0
         self.errors = 0
         self._stamp = 0  # the last sheet's market time: never goes back
+        self._wake_written_at = float("-inf")  # wall time of the last wake's sheet
         self._lock = asyncio.Lock()
 
     async def before_wake(self, wake: Wake) -> None:
-        """The wake's sheet, just before the wake is signalled."""
-        await self.write_once(wake.market_time_ms)
+        """The wake's sheet, just before the wake is signalled. The periodic writes hold off for
+        one period after it, so the cycle reads the view of the wake's close, not a later one."""
+        if await self.write_once(wake.market_time_ms):
+            self._wake_written_at = self.clock()
 
     async def run(self) -> None:
         while True:
-            await self.write_once(None)
+            if self.clock() - self._wake_written_at >= self.every_s:
+                await self.write_once(None)
             await asyncio.sleep(self.every_s)
 
     async def write_once(self, market_time_ms: int | None) -> bool:
