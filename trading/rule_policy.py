@@ -41,6 +41,7 @@ from trading.models import (
     Action,
     AgentDecision,
     DerivativesReading,
+    ExitPlan,
     MarketView,
     PositionParams,
     PositionSide,
@@ -301,17 +302,7 @@ def _decision(
     if action is Action.BUY:
         pct = round(min(max_position_pct, position_pct * (0.5 + confidence)), 4)
     text = f"{action.value} {symbol} at {f.price:.6g}: {why}; score {sig.score:+.2f}."
-    plan = None
-    if action is Action.BUY and plan_params is not None:
-        plan = rule_plan(
-            symbol,
-            f.price,
-            atr_pct=f.atr_pct,
-            ema21=f.ema21,
-            stop_loss_pct=plan_params.stop_loss_pct,
-            trail_activate_pct=plan_params.trail_activate_pct,
-            fee_rate=plan_params.fee_rate,
-        )
+    plan = _plan(symbol, f, plan_params, PositionSide.LONG) if action is Action.BUY else None
     decision = TradeDecision(
         ticker=symbol,
         action=action,
@@ -322,6 +313,24 @@ def _decision(
         exit_plan=plan,
     )
     return decision, sig.regime
+
+
+def _plan(
+    symbol: str, f: SymbolFeatures, plan_params: PositionParams | None, side: PositionSide
+) -> ExitPlan | None:
+    """The rules' exit plan for an entry on ``side``; None without plan parameters."""
+    if plan_params is None:
+        return None
+    return rule_plan(
+        symbol,
+        f.price,
+        atr_pct=f.atr_pct,
+        ema21=f.ema21,
+        stop_loss_pct=plan_params.stop_loss_pct,
+        trail_activate_pct=plan_params.trail_activate_pct,
+        fee_rate=plan_params.fee_rate,
+        side=side,
+    )
 
 
 def _short_decision(
@@ -363,18 +372,7 @@ def _short_decision(
             why = f"{why}; learned short group weights ×{m:.2f}"
         pct = round(min(max_position_pct, position_pct * (0.5 + confidence)), 4)
     text = f"{action.value} {symbol} at {f.price:.6g}: {why}; score {score:+.2f}."
-    plan = None
-    if action is Action.SHORT and plan_params is not None:
-        plan = rule_plan(
-            symbol,
-            f.price,
-            atr_pct=f.atr_pct,
-            ema21=f.ema21,
-            stop_loss_pct=plan_params.stop_loss_pct,
-            trail_activate_pct=plan_params.trail_activate_pct,
-            fee_rate=plan_params.fee_rate,
-            side=PositionSide.SHORT,
-        )
+    plan = _plan(symbol, f, plan_params, PositionSide.SHORT) if action is Action.SHORT else None
     decision = TradeDecision(
         ticker=symbol,
         action=action,
