@@ -4,7 +4,9 @@ Replay mode runs the real listener against this server: same URLs (``/stream?str
 combined, ``/ws/<stream>`` raw), same frames, same in-progress updates followed by one
 closed frame per bar, aggregated intervals built on the fly. There is one global timeline,
 as on an exchange: clients that connect late get frames from the current market time on.
-Pacing is scheduled against a monotonic start time so a long replay does not drift.
+Pacing is scheduled against a monotonic start time so a long replay does not drift. With a
+``hold`` (lockstep replay, signals/lockstep.py) the clock pauses after each base bar's closed
+frames until the hold returns, and resumes from where it paused.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 _BAR_FIELDS = frozenset(Bar.model_fields)
+# after a base bar's closed frames: (their event time, the (symbol, interval) streams sent)
+Hold = Callable[[int, frozenset[tuple[str, str]]], Awaitable[None]]
 # binance_BTCUSDT_1h.csv, BTCUSDT_1h.csv, binance_BTCUSDT_1m_2025-06.csv
 _FILE_RE = re.compile(
     r"^(?:(?P<exchange>[a-z0-9]+)_)?(?P<symbol>[A-Za-z0-9]+)_(?P<interval>\d+[mhdw])(?:_[\w-]+)?\.csv$"
@@ -170,6 +174,7 @@ class ReplayServer:
         start_on_first_client: bool = True,
         loop_forever: bool = False,
         max_client_buffer: int = 8 * 2**20,
+        hold: Hold | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be > 0")
@@ -205,6 +210,7 @@ class ReplayServer:
         self.start_on_first_client = start_on_first_client
         self.loop_forever = loop_forever
         self.max_client_buffer = max_client_buffer
+        self.hold = hold
 
         self.done = asyncio.Event()
         self.frames_sent = 0
@@ -449,7 +455,11 @@ class ReplayServer:
                     delay = target - loop.time()
                     # never sleep a fixed step: behind schedule means send at once
                     await asyncio.sleep(delay if delay > 0 else 0)
-                    self._emit(entries, k, per_bar, offset)
+                    sent = self._emit(entries, k, per_bar, offset)
+                if self.hold is not None and sent:
+                    paused = loop.time()
+                    await self.hold(self.market_time_ms, frozenset(sent))
+                    self._clock_start += loop.time() - paused  # the timeline resumes here
                 if self._clients:
                     self._evict_slow_clients()
             if not self.loop_forever:
@@ -458,8 +468,12 @@ class ReplayServer:
         self.done.set()
         log.info("replay finished: %d bars, %d frames sent", self.bars_sent, self.frames_sent)
 
-    def _emit(self, entries: list[tuple[str, int]], k: int, per_bar: int, offset: int) -> None:
+    def _emit(
+        self, entries: list[tuple[str, int]], k: int, per_bar: int, offset: int
+    ) -> set[tuple[str, str]]:
+        """Send one step's frames; on its closed frames, returns the streams that got one."""
         final = k == per_bar
+        sent: set[tuple[str, str]] = set()
         for symbol, idx in entries:
             bar = self._bars[symbol][idx]
             open_time = bar.open_time + offset
@@ -479,11 +493,12 @@ class ReplayServer:
                 current = partial_bar(bar, k / per_bar, open_time, close_time)
             for interval in intervals:
                 if interval == self.base_interval:
-                    self._send(current, event_ms)
+                    frame: Bar | None = current
                 else:
-                    aggregated = self._aggregate(symbol, interval, idx, current, offset)
-                    if aggregated is not None:
-                        self._send(aggregated, event_ms)
+                    frame = self._aggregate(symbol, interval, idx, current, offset)
+                if frame is not None and self._send(frame, event_ms) and final:
+                    sent.add((symbol, interval))
+        return sent
 
     def _aggregate(
         self, symbol: str, interval: str, idx: int, current: Bar, offset: int
@@ -527,10 +542,10 @@ class ReplayServer:
             closed=closes,
         )
 
-    def _send(self, bar: Bar, event_ms: int) -> None:
+    def _send(self, bar: Bar, event_ms: int) -> bool:
         subs = self._subs.get((bar.symbol, bar.interval))
         if subs is None:
-            return
+            return False
         enveloped, raw = subs
         if self._muted:
             enveloped, raw = enveloped - self._muted, raw - self._muted
@@ -542,6 +557,7 @@ class ReplayServer:
             name = stream_name(bar.symbol, bar.interval)
             broadcast(enveloped, f'{{"stream":"{name}","data":{event}}}'.encode(), text=True)
             self.frames_sent += len(enveloped)
+        return bool(raw or enveloped)
 
 
 def _shifted(bar: Bar, open_time: int, close_time: int) -> Bar:

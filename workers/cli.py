@@ -139,7 +139,10 @@ def cmd_listen(args: argparse.Namespace) -> int:
             # parity test (tests/integration/test_parity.py): 0 = closed frames only, so the
             # tick stays at a candle's close until the next base bar closes
             updates_per_bar=args.updates_per_bar,
+            lockstep=args.lockstep,
         )
+    elif args.lockstep:
+        raise SetupError("--lockstep paces a replay: use it with --replay FILE...")
     settings = load_settings(overrides)
     service = ListenerService(settings, replay)
     if replay is not None:
@@ -630,6 +633,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="in-progress frames per replayed bar before its closed frame (default 4)",
     )
     p.add_argument("--exit-when-done", action="store_true", help="exit when the replay is over")
+    p.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="replay: after each bar, wait until every woken account has finished its cycle "
+        "(results independent of machine speed)",
+    )
     p.add_argument(
         "--arena",
         action="store_true",

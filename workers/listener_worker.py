@@ -39,6 +39,7 @@ from signals.kline_frames import KlineUpdate, stream_name
 from signals.kline_stream import KlineStream
 from signals.liquidations import LiquidationStream, LiquidationTracker
 from signals.listener_status import ListenerStatus, StatusWriter, status_path, store_staleness
+from signals.lockstep import Lockstep
 from signals.market_activities import MarketActivities
 from signals.replay_plan import ReplayPlan, plan_replay
 from signals.replay_server import ReplayServer, load_replay_bars
@@ -69,6 +70,7 @@ class ReplayOptions:
     warmup_days: float = 40.0
     start_ms: int | None = None
     updates_per_bar: int = 4
+    lockstep: bool = False  # the replay waits for the engine after each bar (signals/lockstep.py)
 
 
 @dataclass
@@ -95,9 +97,11 @@ class Listener:
     dispatcher: WakeDispatcher
     repairer: GapRepairer | None = None  # live only: a stream bar after a hole asks a repair
     lanes: list[WakeLane] = field(default_factory=list)  # more accounts on this feed
+    seen: dict[tuple[str, str], int] = field(default_factory=dict)  # last event time per stream
 
     def on_update(self, update: KlineUpdate) -> None:
         bar = update.bar
+        self.seen[(bar.symbol, bar.interval)] = update.event_time_ms
         if self.repairer is not None:
             self.repairer.check_hole(bar)  # before the update moves the last closed bar
         newly_closed = self.store.update(bar, update.event_time_ms)
@@ -194,6 +198,7 @@ class ListenerService:
         self.bootstrap_report: RepairReport | None = None
         self.repaired_bars = 0
         self.worker_watch: WorkerWatch | None = None
+        self.lockstep: Lockstep | None = None
 
     def prepare_replay(self) -> ReplayPlan:
         opts = self.replay_options
@@ -267,6 +272,13 @@ class ListenerService:
                 ", ".join([settings.account, *(lane.account for lane in self.lanes)]),
             )
         listener = Listener(self.store, self.gate, self.dispatcher, self.repairer, self.lanes)
+        if self.server is not None and self.replay_options and self.replay_options.lockstep:
+            self.lockstep = Lockstep(
+                listener.seen,
+                [self.dispatcher, *(lane.dispatcher for lane in self.lanes if lane.dispatcher)],
+                self._account_idle,
+            )
+            self.server.hold = self.lockstep.hold
         intervals = settings.stream_intervals
         if self.server is not None:  # a replay serves multiples of its base interval only
             base = interval_seconds(self.server.base_interval)
@@ -468,9 +480,12 @@ class ListenerService:
 
     def _watchdog_s(self) -> float:
         """SPEC's 5 min of silence on the replay clock, but never shorter than three gaps
-        between the replay's own frames (coarse base bars at a low speed are sparse)."""
+        between the replay's own frames (coarse base bars at a low speed are sparse). A lockstep
+        replay is silent by design while the engine works, so it has none."""
         settings = self.settings
         watchdog = settings.scaled(settings.watchdog_s)
+        if self.replay_options is not None and self.replay_options.lockstep:
+            return float("inf")
         if self.server is not None and self.replay_options is not None:
             per_bar = self.replay_options.updates_per_bar + 1
             gap = interval_seconds(self.server.base_interval) / settings.speed / per_bar
@@ -736,6 +751,16 @@ class ListenerService:
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 10.0)
 
+    async def _account_idle(self, workflow_id: str) -> bool:
+        """A lockstep replay's test: no wake queued, no cycle running, no exit awaiting a fill."""
+        assert self.client is not None
+        view = await self.client.get_workflow_handle(workflow_id).query(DecisionWorkflow.status)
+        return (
+            view.queue_length == 0
+            and not view.busy
+            and not any(p.exit_requested for p in view.positions)
+        )
+
     async def _replay_end(self, stop: asyncio.Event | None) -> None:
         """Say when the replay is over (and every wake delivered); optionally stop then."""
         assert self.server is not None and self.dispatcher is not None
@@ -769,6 +794,8 @@ class ListenerService:
             }
         if self.gate_sync:
             out["gate_sync"] = vars(self.gate_sync.stats)
+        if self.lockstep is not None:
+            out["lockstep"] = vars(self.lockstep.stats)
         out["sentiment"] = self.sentiment.status()
         if self.budget is not None:
             out["rest"] = self.budget.status()

@@ -33,6 +33,7 @@ from tests.conftest import REPO
 from tests.workflows.fakes import FakeMarket, ScriptedPolicy
 from tests.workflows.test_decision_workflow import SYMBOLS, Rig, _config
 from trading.config import Settings
+from trading.leaderboard import Leaderboard, LeaderRow
 from trading.learner import ArmRow, PosteriorTable, SetRow
 from trading.models import (
     Action,
@@ -429,8 +430,39 @@ def canned_answers() -> dict[str, Any]:
             "high": SetRow(n=2, arms={"trend": ArmRow(alpha=2, beta=1, mean=0.667)}),
         },
     )
+    arena = Leaderboard(
+        arena="duel",
+        rows=[
+            LeaderRow(
+                rank=1,
+                agent="claude",
+                account="canned",
+                decider="claude claude-sonnet-4-5",
+                equity=55_300.12,
+                initial_cash=50_000.0,
+                return_pct=0.106,
+                sharpe=1.234,
+                max_drawdown=0.031,
+                fees=88.4,
+                trades=3,
+                open_positions=2,
+                llm_cost_usd=0.1234,
+                decided_by="llm",
+            ),
+            LeaderRow(
+                rank=0,
+                agent="rules",
+                account="canned-rules",
+                decider="rule policy",
+                status="unreadable: no DecisionWorkflow",
+            ),
+        ],
+        benchmark_return=0.05,
+        sharpe_step="1h",
+    )
     dump = lambda m: m.model_dump(mode="json")  # noqa: E731
     return {
+        "arena": {"arena": dump(arena), "agents": []},
         "overview": dump(overview),
         "metrics": dump(metrics),
         "decisions": [dump(d) for d in decisions],
@@ -537,6 +569,14 @@ async def test_every_view_renders_with_decimals_and_no_markup(tmp_path):
         await expect(page.locator("#incidents")).to_contain_text("disk full")
         await expect(page.locator("#incidents")).to_contain_text("position gone")
         await expect(page.locator("#controls")).to_be_hidden()  # read-only: no token set
+        leader = page.locator('#arena tbody tr[data-account="canned"]')
+        await expect(leader).to_have_class("current")
+        await expect(leader).to_contain_text("+10.60 %")
+        await expect(leader).to_contain_text("55,300.12")
+        await expect(page.locator('#arena tbody tr[data-account="canned-rules"]')).to_contain_text(
+            "unreadable: no DecisionWorkflow"
+        )
+        await expect(page.locator("#arena-note")).to_contain_text("duel · running")
 
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / "canned-all-views.png"

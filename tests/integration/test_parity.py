@@ -80,7 +80,13 @@ PLAN_EXIT = "plan_invalidated"
 # the replay moves on: measured 0-5 1h bars from the first 1h close past it to the fill
 PLAN_LAG_MAX = 8
 DAYS = 10
-REPLAY_SECONDS = 60  # speed 14,400: a 1h bar = 250 ms, a 4h candle = 1 s of wall time
+# The replay runs in lockstep (`ocw listen --lockstep`): after each 1h bar it waits until the
+# account has finished any cycle the bar woke and filled any exit it asked for, so decisions
+# and their fills no longer depend on the machine's speed. Only the plan exits, which the
+# PositionWorkflow makes on its own safety ticks (1 s of wall time apart at the dev server's
+# timer grain), still lag the replay: that case runs slower.
+REPLAY_SECONDS = 30  # speed 28,800: a 1h bar = 125 ms of wall time, plus the holds
+PLAN_REPLAY_SECONDS = 60  # speed 14,400: a 1h bar = 250 ms
 WARMUP_DAYS = 40  # `ocw listen --warmup-days` default: 240 4h bars >= the 200-bar window
 ACCOUNT = "parity"
 HOUR_MS = 3_600_000
@@ -476,13 +482,14 @@ async def test_replay_and_backtester_make_the_same_trades(
 ):
     start_ms = parse_timestamp_ms(start)
     end_ms = start_ms + DAYS * 86_400_000
-    speed = DAYS * 86_400 / REPLAY_SECONDS
+    replay_seconds = PLAN_REPLAY_SECONDS if extra.get("OCW_RULE_EXIT_PLANS") else REPLAY_SECONDS
+    speed = DAYS * 86_400 / replay_seconds
     home = tmp_path / "home"
     fred = tmp_path / "no-fred"
     fred.mkdir()
     env = parity_env(home, f"127.0.0.1:{free_port()}", fred, speed, extra)
     settings = settings_from_env(env)
-    assert settings.agent_interval_s / speed > 2 * REPLAY_SECONDS  # no agent tick in the run
+    assert settings.agent_interval_s / speed > 10 * replay_seconds  # no agent tick in the run
 
     # ---- the backtester: the real 4h files, warmed up on what the listener is seeded with;
     # one candle more than the replay, so that the replay's last close decides here too
@@ -517,7 +524,7 @@ async def test_replay_and_backtester_make_the_same_trades(
         listen_log = logs / "listen.log"
         args = ["listen", "--replay", *map(str, files), "--speed", str(speed)]
         args += ["--days", str(DAYS), "--start", start, "--warmup-days", str(WARMUP_DAYS)]
-        procs.append(ocw([*args, "--updates-per-bar", "0"], env, listen_log))
+        procs.append(ocw([*args, "--updates-per-bar", "0", "--lockstep"], env, listen_log))
         client = await connect(settings, attempts=60, delay_s=0.5)
         handle = client.get_workflow_handle(settings.decision_workflow_id)
 
@@ -529,7 +536,7 @@ async def test_replay_and_backtester_make_the_same_trades(
 
         await wait_for(
             lambda: file_has(listen_log, "replay finished"),
-            timeout=REPLAY_SECONDS * 3,
+            timeout=replay_seconds * 4,
             what="replay end",
         )
         final = await wait_for(

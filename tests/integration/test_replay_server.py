@@ -317,6 +317,37 @@ async def test_pacing_follows_speed_without_drift():
     assert arrivals[-1] == pytest.approx(20 * bar_s, abs=0.1)
 
 
+async def test_a_hold_pauses_the_clock_after_each_closed_bar_and_resumes_without_a_burst():
+    """Lockstep (signals/lockstep.py): the hold runs after a base bar's closed frames, with their
+    event time and streams; while it runs nothing is sent, and after it the bars keep their
+    spacing instead of catching up on the time spent paused."""
+    market = generate_market(["BTC/USDT", "ETH/USDT"], "1h", 6)
+    bar_s = 0.05
+    holds: list[tuple[int, frozenset[tuple[str, str]]]] = []
+
+    async def hold(event_ms: int, streams: frozenset[tuple[str, str]]) -> None:
+        holds.append((event_ms, streams))
+        if len(holds) == 2:
+            await asyncio.sleep(0.5)  # an engine busy with the second close
+
+    server = ReplayServer(market, speed=speed_for(bar_s), updates_per_bar=1, hold=hold)
+    async with (
+        server,
+        connect(f"{server.url}/stream?streams=btcusdt@kline_1h/btcusdt@kline_2h") as ws,
+    ):
+        frames = await collect(ws, server)
+    closes = [(t, u) for (t, _), u in zip(frames, klines(frames), strict=True) if u.bar.closed]
+    one_h = [t for t, u in closes if u.bar.interval == "1h"]
+    assert [e for e, _ in holds] == [b.close_time for b in market["BTC/USDT"]]
+    # the streams a client watches (ETH's are not), each sent a frame at the 1h close
+    assert {streams for _, streams in holds} == {
+        frozenset({("BTC/USDT", "1h"), ("BTC/USDT", "2h")})
+    }
+    gaps = [b - a for a, b in zip(one_h, one_h[1:], strict=False)]
+    assert gaps[1] >= 0.5  # nothing went out while the second close was held
+    assert all(g == pytest.approx(bar_s, abs=0.04) for g in gaps[2:])  # no catch-up burst
+
+
 async def test_start_clock_without_clients_and_done():
     market = generate_market(["BTC/USDT"], "1h", 10)
     server = ReplayServer(market, speed=speed_for(0.01), start_on_first_client=False)
