@@ -77,7 +77,7 @@ from signals.exchange_sim import ExchangeSim, FaultKind  # noqa: E402
 from signals.rest_budget import RestBudget  # noqa: E402
 from trading.models import Fill, OrderRequest, OrderStatus, Side  # noqa: E402
 from trading.orders import client_order_id  # noqa: E402
-from workers.temporal_env import find_binary  # noqa: E402
+from workers.temporal_env import EPHEMERAL_STARTUP, find_binary  # noqa: E402
 from workflows.activity_api import PLACE_ORDER as PLACE_ORDER_NAME  # noqa: E402
 
 BTC = "BTC/USDT"
@@ -273,6 +273,7 @@ async def engine_bench(n: int, fault_every: int, tmp: Path) -> dict[str, object]
             data_converter=pydantic_data_converter,
             dev_server_existing_path=find_binary("temporal"),
             dev_server_extra_args=["--log-level", "error"],
+            dev_server_startup_timeout=EPHEMERAL_STARTUP,
         )
     env_s = time.perf_counter() - env_started
     queue = f"order-bench-{uuid.uuid4().hex[:8]}"

@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.pg_server import PostgresServer, postgres_server
 from trading.market_data import shared_data_dir
-from workers.temporal_env import find_binary
+from workers.temporal_env import EPHEMERAL_STARTUP, find_binary
 from workflows import search_attributes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,6 +24,7 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=find_binary("temporal-test-server"),
+        test_server_startup_timeout=EPHEMERAL_STARTUP,
     )
     try:
         yield env
@@ -40,6 +41,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=find_binary("temporal"),
         dev_server_extra_args=["--log-level", "error"],
         search_attributes=search_attributes.ALL,  # the engine's, as `ocw server` registers them
+        dev_server_startup_timeout=EPHEMERAL_STARTUP,
     )
     try:
         yield env

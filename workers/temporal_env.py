@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ from workflows.search_attributes import DEV_SERVER_FLAGS
 
 class SetupError(RuntimeError):
     """A problem the user can fix; the CLI prints it without a traceback."""
+
+
+# How long tests and benches give an ephemeral Temporal server (time-skipping or dev) to answer:
+# the SDK's default is 5 s, which a cold start on a loaded 2-core machine has overrun.
+EPHEMERAL_STARTUP = timedelta(seconds=60)
 
 
 def find_binary(name: str) -> str:

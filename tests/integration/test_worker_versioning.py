@@ -29,7 +29,7 @@ from tests.workflows.fakes import FakeMarket, PriceScript, ScriptedPolicy
 from tests.workflows.test_decision_workflow import Rig, _config
 from trading.models import Action, TradeDecision, Wake
 from trading.state import DecisionInput, DecisionState
-from workers.temporal_env import find_binary
+from workers.temporal_env import EPHEMERAL_STARTUP, find_binary
 from workers.versioning import current_build, rollout_hint, worker_versioning_options
 from workflows.decision import DecisionWorkflow
 
@@ -114,6 +114,7 @@ async def test_running_workflows_move_to_the_current_build(tmp_path) -> None:
         dev_server_existing_path=find_binary("temporal"),
         dev_server_database_filename=str(tmp_path / "temporal.db"),
         dev_server_log_level="error",
+        dev_server_startup_timeout=EPHEMERAL_STARTUP,
     )
     try:
         client = env.client

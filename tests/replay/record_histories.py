@@ -53,7 +53,7 @@ from trading.state import (
     LLMSettings,
     PositionVerdict,
 )
-from workers.temporal_env import find_binary
+from workers.temporal_env import EPHEMERAL_STARTUP, find_binary
 from workflows import activity_api as api
 from workflows.decision import DecisionWorkflow
 
@@ -419,6 +419,7 @@ async def start_env() -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=find_binary("temporal-test-server"),
+        test_server_startup_timeout=EPHEMERAL_STARTUP,
     )
 
 
