@@ -39,6 +39,7 @@ from trading.models import (
     StopRequest,
     StopState,
 )
+from trading.policies.live import cash_decision
 from trading.rule_policy import decide as rule_decide
 from trading.safety import best_of, net_pnl_pct
 from trading.scorer import ScorerInputs, score_position
@@ -213,6 +214,9 @@ class TradingActivities:
             raise ApplicationError(str(err), type="BadPolicy", non_retryable=True) from None
         if spec.is_rule:
             return None
+        if spec.cash:
+            log.info("decision %s (cash): hold", req.decision_id)
+            return cash_decision(list(req.market.symbols))
         if self.family is None:
             raise ApplicationError(
                 f"policy {text!r}: this worker has no bars board to read", non_retryable=True

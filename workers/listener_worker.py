@@ -754,12 +754,7 @@ class ListenerService:
     async def _account_idle(self, workflow_id: str) -> bool:
         """A lockstep replay's test: no wake queued, no cycle running, no exit awaiting a fill."""
         assert self.client is not None
-        view = await self.client.get_workflow_handle(workflow_id).query(DecisionWorkflow.status)
-        return (
-            view.queue_length == 0
-            and not view.busy
-            and not any(p.exit_requested for p in view.positions)
-        )
+        return await self.client.get_workflow_handle(workflow_id).query(DecisionWorkflow.idle)
 
     async def _replay_end(self, stop: asyncio.Event | None) -> None:
         """Say when the replay is over (and every wake delivered); optionally stop then."""

@@ -409,6 +409,17 @@ class DecisionWorkflow:
         return self._s.gate
 
     @workflow.query
+    def idle(self) -> bool:
+        """No wake queued, no cycle running, no exit awaiting its fill: what a lockstep replay
+        (signals/lockstep.py) waits for after each bar; a bool, so polling it stays cheap."""
+        s = self._s
+        return (
+            not s.queue
+            and not self._busy
+            and not any(p.exit_requested for p in s.positions.values())
+        )
+
+    @workflow.query
     def state(self) -> DecisionState:
         return self._s
 

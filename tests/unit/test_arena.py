@@ -12,7 +12,10 @@ import pytest
 
 from activities.bars_board import BarsBoard, BarsBoardWriter, BarsReader, stale_reason
 from activities.family_decider import FamilyDecider
+from activities.journal import Journal
 from activities.llm_agent import INSTRUCTIONS_HEADER, with_instructions
+from activities.paper_broker import PaperBroker
+from activities.trading import TradingActivities
 from trading.config import Settings
 from trading.models import Action, Bar, MarketView, SymbolFeatures
 from trading.policies.base import DAY_MS, BarSeries
@@ -328,3 +331,27 @@ def test_the_family_decides_on_the_listeners_daily_bars(tmp_path: Path) -> None:
     assert sheet is not None and len(sheet.bars["BTC/USDT"]) == 40
     assert stale_reason(None, "BTC/USDT", 0) is not None
     assert json.loads(json.dumps(sheet.bars["ETH/USDT"][0]))[0] == T0 + DAY_MS - 1
+
+
+def test_the_cash_policy_opens_nothing_and_says_why(tmp_path: Path) -> None:
+    """OCW_POLICY=cash (the default since no policy passed the walk-forward's corrections):
+    every symbol HOLDs, held or not, with the reason; nothing reads the bars board."""
+    spec = parse_policy("cash")
+    assert spec.cash and not spec.is_rule and spec.text() == "cash"
+    assert parse_policy(spec.text()) == spec and spec.history_days() == 0
+    with pytest.raises(ValueError, match="'rule', 'cash' or 'family"):
+        parse_policy("cash:now")
+    acts = TradingActivities(
+        PaperBroker(tmp_path / "paper.db", 10_000), Journal(tmp_path / "j.db"), policy="cash"
+    )  # no family decider: cash must not need one
+    decision = asyncio.run(acts._family_decide(request(T0, held=["ETH/USDT"])))
+    assert decision is not None and decision.source == "rule"
+    assert {d.ticker: d.action for d in decision.decisions} == {
+        "BTC/USDT": Action.HOLD,
+        "ETH/USDT": Action.HOLD,
+    }
+    assert all("OCW_POLICY=cash" in d.reasoning for d in decision.decisions)
+    assert "walk-forward" in decision.market_assessment
+    # the request's policy wins over the worker's: an arena's rule agent still trades by rules
+    rule_req = request(T0, held=[]).model_copy(update={"policy": "rule"})
+    assert asyncio.run(acts._family_decide(rule_req)) is None

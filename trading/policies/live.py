@@ -40,6 +40,7 @@ from trading.models import Action, AgentDecision, TradeDecision
 from trading.policies.base import DAY_MS, BarSeries, Family, get_family
 
 RULE = "rule"
+CASH = "cash"
 FAMILY_PREFIX = "family:"
 DAILY = "1d"
 PARAM_VALUE_MAX = 1e9
@@ -47,16 +48,19 @@ PARAM_VALUE_MAX = 1e9
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """A parsed ``policy``: the rule policy, or a family with its parameter overrides."""
+    """A parsed ``policy``: the rule policy, cash, or a family with its parameter overrides."""
 
-    family: str | None = None  # None: the rule policy
+    family: str | None = None  # None: the rule policy (or cash)
     params: dict[str, float | int | bool] = field(default_factory=dict)
+    cash: bool = False  # opens nothing: what the walk-forward's corrections leave (see below)
 
     @property
     def is_rule(self) -> bool:
-        return self.family is None
+        return self.family is None and not self.cash
 
     def text(self) -> str:
+        if self.cash:
+            return CASH
         if self.family is None:
             return RULE
         extra = "".join(f":{k}={_value_text(v)}" for k, v in sorted(self.params.items()))
@@ -78,6 +82,8 @@ class PolicySpec:
 
     def history_days(self) -> int:
         """Daily bars the family needs before its weight can be other than its warm-up 0."""
+        if self.family is None:
+            return 0
         params = self.build_params()
         days = [
             float(getattr(params, f.name))
@@ -110,13 +116,17 @@ def _parse_value(name: str, text: str) -> float | int | bool:
 
 
 def parse_policy(text: str) -> PolicySpec:
-    """``rule`` or ``family:<name>[:<param>=<value>...]``; a ValueError says what is wrong
-    (an unknown family lists the known ones, an unknown parameter the family's fields)."""
+    """``rule``, ``cash`` or ``family:<name>[:<param>=<value>...]``; a ValueError says what is
+    wrong (an unknown family lists the known ones, an unknown parameter the family's fields)."""
     raw = (text or "").strip()
     if raw in ("", RULE):
         return PolicySpec()
+    if raw == CASH:
+        return PolicySpec(cash=True)
     if not raw.startswith(FAMILY_PREFIX):
-        raise ValueError(f"policy {raw!r}: expected 'rule' or 'family:<name>[:<param>=<value>...]'")
+        raise ValueError(
+            f"policy {raw!r}: expected 'rule', 'cash' or 'family:<name>[:<param>=<value>...]'"
+        )
     name, *fields = raw[len(FAMILY_PREFIX) :].split(":")
     fam = get_family(name.strip())
     known = {f.name: f for f in dataclasses.fields(fam.params_type)}
@@ -257,3 +267,23 @@ def _act(
 
 def _hold(symbol: str, why: str, weights: dict[str, float], conf: float = 0.0) -> TradeDecision:
     return _act(symbol, Action.HOLD, 0.0, conf, why, weights)
+
+
+# ------------------------------------------------------------ cash
+
+CASH_REASON = (
+    "OCW_POLICY=cash: no policy passed the walk-forward's corrections (docs/backtests.md, "
+    "section 3), so the stand-in opens nothing; open positions keep their stops, trail and scorer"
+)
+
+
+def cash_decision(symbols: Sequence[str]) -> AgentDecision:
+    """The cash stand-in's answer: HOLD every symbol, with the reason in the assessment."""
+    return AgentDecision(
+        source="rule",
+        decisions=[
+            TradeDecision(ticker=s, action=Action.HOLD, confidence=0.0, reasoning=CASH_REASON)
+            for s in symbols
+        ],
+        market_assessment=CASH_REASON,
+    )
