@@ -521,6 +521,7 @@ class Engine:
                 "OCW_SYMBOLS": ",".join(SYMBOLS),
                 "OCW_SPEED": f"{self.speed:g}",
                 "OCW_LLM_ENABLED": "false",
+                "OCW_POLICY": "rule",  # wakes that lead to entries (the default, cash, opens none)
                 "OCW_WORKER_METRICS": f"127.0.0.1:{self.worker_metrics_port}",
                 "OCW_LISTENER_METRICS": f"127.0.0.1:{self.listener_metrics_port}",
                 # many entries and exits in a row cost fees: never let them halt the account

@@ -401,7 +401,10 @@ def verdict_lines(report: ResearchReport, names: dict[str, list[str]]) -> list[s
     )
     lines += [
         "",
-        "**The most defensive choice is cash** (no policy trading until one passes). Targets, "
+        "**The most defensive choice is cash** (no policy trading until one passes), and it is "
+        "the engine's default stand-in: `OCW_POLICY=cash` opens nothing when Claude does not "
+        "decide (no key, breaker open, budget spent) and leaves open positions to their stops, "
+        "trail and scorer; `OCW_POLICY=rule` or `family:<name>` trade on purpose. Targets, "
         f"for cash: {targets_text(v.chosen_targets, chosen)}.",
     ]
     if v.closest is not None and v.closest_targets is not None:

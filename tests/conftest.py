@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +17,11 @@ from workers.temporal_env import EPHEMERAL_STARTUP, find_binary
 from workflows import search_attributes
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Without Claude the engine's default stand-in is cash (OCW_POLICY=cash opens nothing, see
+# docs/backtests.md); the suite exercises the trading path, so the settings and processes it
+# starts decide with SPEC §7's rule policy unless a test says otherwise.
+os.environ["OCW_POLICY"] = "rule"
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -345,9 +345,10 @@ class Settings(BaseSettings):
     # agent vs agent (issue 15, workers/arena.py): who decides for this account, the extra
     # system-prompt text of its Claude, its own paper broker file, the accounts a listener wakes
     policy: str = Field(
-        default="rule",
-        description="the account's non-LLM decider: rule, or family:<name>[:<param>=<value>...] "
-        "(trading/policies; trades on the listener's daily bars)",
+        default="cash",
+        description="who decides when Claude does not: cash (opens nothing; the default, since "
+        "no policy passed the walk-forward's corrections, docs/backtests.md), rule (SPEC §7's "
+        "rule policy), or family:<name>[:<param>=<value>...] (trading/policies; daily bars)",
     )
     llm_prompt_extra: str = Field(
         default="",

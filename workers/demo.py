@@ -95,6 +95,10 @@ def run_demo(args: argparse.Namespace) -> int:
     home.mkdir(parents=True)
     speed = args.days * 86_400 / args.duration
     overrides: dict[str, object] = {"home": home, "mode": "replay", "speed": speed}
+    if "policy" not in base.model_fields_set:
+        # the engine's own stand-in is cash (it opens nothing); a demo shows the mechanics
+        # with SPEC §7's rule policy, and says that it loses out of sample
+        overrides["policy"] = "rule"
     if args.exchange_sim and "order_type" not in base.model_fields_set:
         # market orders unless OCW_ORDER_TYPE says otherwise: at ~10,000x the price moves past
         # an IOC limit (last ± 0.1 %) between the decision and the order, and the IOC expires
@@ -107,6 +111,11 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         f"OCW demo: {args.days:g} days of {source}, replayed in ~{args.duration:g}s (speed {speed:,.0f}x)"
     )
+    if settings.policy == "rule" and "policy" not in base.model_fields_set:
+        print(
+            "decider: SPEC §7's rule policy, to show the mechanics; it loses out of sample "
+            "(docs/backtests.md), so without Claude the engine's default is OCW_POLICY=cash"
+        )
     server = start_dev_server(settings, log_file=logs / "temporal.log", ui=True)
     print(f"Temporal dev server up; web UI http://localhost:{settings.temporal_ui_port}")
     for line in reach_commands(settings):

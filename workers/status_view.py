@@ -29,7 +29,10 @@ def render_status(view: StatusView) -> str:
     ]
     cfg = view.config
     if cfg is not None and (cfg.agent or cfg.policy != "rule"):  # an arena agent, a family
-        lines.insert(1, f"  decider: {cfg.agent or cfg.policy}")
+        decider = cfg.agent or cfg.policy
+        if cfg.policy == "cash":
+            decider += " (opens nothing without Claude: no policy passed the walk-forward)"
+        lines.insert(1, f"  decider: {decider}")
     for pos in view.positions:
         pnl = mark_value(pos.side, pos.qty, pos.avg_entry, pos.last_price) - pos.cost
         side = " short" if pos.side is PositionSide.SHORT else ""

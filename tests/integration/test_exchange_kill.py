@@ -121,6 +121,7 @@ class Engine:
             "OCW_MARKET_TASK_QUEUE": self.market_queue,
             "OCW_SYMBOLS": BTC,
             "OCW_LLM_ENABLED": "false",  # the rule policy decides
+            "OCW_POLICY": "rule",
             "OCW_MODE": "testnet",
             "OCW_MARKET": "spot",
             "OCW_BINANCE_SPOT_URL": self.sim.base_url,

@@ -20,3 +20,14 @@ def test_every_setting_shows_its_value_and_source_and_no_secret(monkeypatch, tmp
     assert "LIVE_TRADING" in rows  # read under its documented name
     assert all("very-secret-value-123" not in v for v, _ in rows.values())
     assert len(rows) == len(Settings.model_fields)
+
+
+def test_without_claude_the_default_stand_in_holds_cash(monkeypatch, tmp_path):
+    """No policy passed the walk-forward's corrections (docs/backtests.md), so the engine's
+    default decider without Claude is cash; the rule policy trades only when asked for."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OCW_POLICY", raising=False)  # the suite itself runs the rule policy
+    rows = {name: (value, source) for name, value, source in settings_sources(Settings())}
+    assert rows["OCW_POLICY"] == ("cash", "default")
+    monkeypatch.setenv("OCW_POLICY", "rule")
+    assert Settings().policy == "rule"
