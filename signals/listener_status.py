@@ -50,6 +50,18 @@ class ListenerStatus(Model):
     live: dict[str, Any] = Field(default_factory=dict)
     # who polls the trading task queue, as this listener sees it (workers/worker_watch.py)
     trading_worker: dict[str, Any] = Field(default_factory=dict)
+    # every account this listener wakes (an arena's too), by account: its own gate counters
+    # and wake delivery ("gate", "wakes_sent", "wake_failures", "account_missing", "wakes_held")
+    accounts: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def for_account(self, account: str | None) -> ListenerStatus:
+        """This status as one account sees it: its own gate and wakes when the listener wakes
+        several (the first account's are the top-level fields, as before)."""
+        own = self.accounts.get(account or "")
+        if own is None:
+            return self
+        fields = ("gate", "wakes_sent", "wake_failures", "account_missing", "wakes_held")
+        return self.model_copy(update={k: own[k] for k in fields if k in own})
 
 
 def status_path(home: Path) -> Path:
@@ -138,7 +150,12 @@ def _layers(counts: dict[str, Any]) -> str:
     return " ".join(f"{k} {counts.get(k, 0):,}" for k in ("G1", "G2", "G3", "G4", "watchdog"))
 
 
-def render_listener_status(status: ListenerStatus, at_ms: int | None = None) -> str:
+def render_listener_status(
+    status: ListenerStatus, at_ms: int | None = None, account: str | None = None
+) -> str:
+    """The status as ``ocw status`` prints it; with ``account``, that account's gate and wakes."""
+    others = sorted(a for a in status.accounts if a != account)
+    status = status.for_account(account)
     at_ms = now_ms() if at_ms is None else at_ms
     age_s = max(0.0, (at_ms - status.written_at_ms) / 1000)
     late = age_s > max(30.0, 3 * status.every_s)
@@ -176,6 +193,12 @@ def render_listener_status(status: ListenerStatus, at_ms: int | None = None) -> 
         f"  wakes sent {status.wakes_sent:,} (send failures {status.wake_failures}); "
         f"settings reads {sync.get('queries', 0)}, failures {sync.get('failures', 0)}"
     )
+    if account in status.accounts and others:
+        wakes = status.accounts
+        lines.append(
+            f"  gate and wakes above: {account}'s; this feed also wakes "
+            + ", ".join(f"{a} ({int(wakes[a].get('wakes_sent', 0)):,} wakes)" for a in others)
+        )
     if status.account_missing:
         lines.append(
             f"  NO RUNNING ACCOUNT: {status.wakes_held} wake reason(s) held; start it with "
@@ -243,7 +266,7 @@ def _live_lines(live: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_status_file(home: Path, at_ms: int | None = None) -> str:
+def render_status_file(home: Path, at_ms: int | None = None, account: str | None = None) -> str:
     """What ``ocw status`` prints for the listener; never raises."""
     path = status_path(home)
     try:
@@ -252,4 +275,4 @@ def render_status_file(home: Path, at_ms: int | None = None) -> str:
         return f"listener: status file unreadable ({err})"
     if status is None:
         return f"listener: no status file at {path} (has `ocw listen` run with this OCW_HOME?)"
-    return render_listener_status(status, at_ms)
+    return render_listener_status(status, at_ms, account)

@@ -25,7 +25,9 @@ def _ago(at_ms: int | None, now_ms: int) -> str:
     return f"{max(0.0, (now_ms - at_ms) / 1000):.0f} s ago"
 
 
-def render_health(health: MonitorHealth, now_ms: int | None = None) -> str:
+def render_health(
+    health: MonitorHealth, now_ms: int | None = None, account: str | None = None
+) -> str:
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     status = _status_of(health.listener)
     where = f" on {status.host}" if status and status.host else ""
@@ -42,7 +44,7 @@ def render_health(health: MonitorHealth, now_ms: int | None = None) -> str:
         head = "listener: not checked yet"
     lines = [head + f"; the monitor checks every {health.every_s:g} s"]
     if status is not None:
-        body = render_listener_status(status, at_ms=status.written_at_ms).splitlines()[1:]
+        body = render_listener_status(status, status.written_at_ms, account).splitlines()[1:]
         if health.listener_state != "up":
             lines.append(f"  its last status ({_ago(status.written_at_ms, now_ms)}):")
             body = ["  " + line for line in body]
@@ -80,6 +82,7 @@ async def listener_text(client: Client, settings: Settings) -> str:
         local = settings.paths()["home"] / "listener_status.json"
         why = f"no monitor to ask on Temporal ({type(err).__name__}); start `ocw worker`"
         if local.exists():
-            return f"{why}; the local status file says:\n{render_status_file(settings.home)}"
+            text = render_status_file(settings.home, account=settings.account)
+            return f"{why}; the local status file says:\n{text}"
         return f"listener: unknown: {why}"
-    return render_health(health)
+    return render_health(health, account=settings.account)

@@ -116,6 +116,17 @@ class Listener:
                 )
 
 
+def _wake_status(gate: Gate, dispatcher: WakeDispatcher | None) -> dict[str, object]:
+    """One account's gate counters and wake delivery, for the status file."""
+    return {
+        "gate": gate.counters.as_dict(),
+        "wakes_sent": dispatcher.sent if dispatcher else 0,
+        "wake_failures": dispatcher.failures if dispatcher else 0,
+        "account_missing": dispatcher.account_missing if dispatcher else False,
+        "wakes_held": dispatcher.held if dispatcher else 0,
+    }
+
+
 def _once_per_wake(*hooks: Callable[[Wake], Awaitable[None]]) -> Callable[[Wake], Awaitable[None]]:
     """The boards' hooks before a wake, run once per wake id (every account of an arena gets
     the same candle's wake: one write serves them all)."""
@@ -667,6 +678,10 @@ class ListenerService:
             sentiment=self.sentiment.status(),
             live=self._live_status(),
             trading_worker=self.worker_watch.status() if self.worker_watch else {},
+            accounts={
+                self.settings.account: _wake_status(self.gate, dispatcher),
+                **{lane.account: _wake_status(lane.gate, lane.dispatcher) for lane in self.lanes},
+            },
         )
 
     def _live_status(self) -> dict[str, object]:

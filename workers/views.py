@@ -256,6 +256,8 @@ class Views:
         except Exception:  # noqa: BLE001 - no monitor: the local file, if any
             return self._listener_file()
         status = health.listener or {}
+        own = (status.get("accounts") or {}).get(self.settings.account)
+        status = {**status, **own} if isinstance(own, dict) else status  # an arena agent's
         checked = health.listener_checked_ms or 0
         return {
             "state": health.listener_state,
@@ -282,6 +284,7 @@ class Views:
             return {"state": "unreadable", "error": str(err)}
         if status is None:
             return {"state": "no status file (is `ocw listen` running?)"}
+        status = status.for_account(self.settings.account)
         age_s = max(0.0, time.time() - status.written_at_ms / 1000)
         state = "up" if age_s <= 3 * status.every_s + 5 else "silent"
         return {

@@ -98,6 +98,7 @@ async def test_two_agents_trade_one_feed_independently(tmp_path: Path) -> None:
         async with AsyncClient(transport=ASGITransport(app=app), base_url="http://ocw") as http:
             served = (await http.get("/api/arena")).json()
         shown = run_ocw(["status"], env)  # OCW_ACCOUNT is none of the agents: the board
+        agent_shown = run_ocw(["status"], {**env, "OCW_ACCOUNT": "arena-tsmom"})
         stopped = run_ocw(["arena", "stop", "--wait", "60"], env)
         finals = {agent: await status(agent)() for agent in handles}
     finally:
@@ -131,6 +132,11 @@ async def test_two_agents_trade_one_feed_independently(tmp_path: Path) -> None:
     assert rows["tsmom"]["decider"] == FAMILY
     assert shown.returncode == 0, shown.stderr
     assert "arena arena (running)" in shown.stdout and FAMILY[:30] in shown.stdout
+    # an agent's own status: its lane of the one listener, and the other account on the feed
+    assert agent_shown.returncode == 0, agent_shown.stderr
+    assert "gate and wakes above: arena-tsmom's; this feed also wakes arena-rule (" in (
+        agent_shown.stdout
+    ), agent_shown.stdout
 
     assert stopped.returncode == 0, stopped.stderr
     assert "arena arena (stopped)" in stopped.stdout

@@ -63,3 +63,30 @@ def test_never_checked_and_failed_checks() -> None:
     )
     assert "listener: not checked yet" in text
     assert "2 failed check(s), last: journal unreachable" in text
+
+
+def test_an_arena_agent_sees_its_own_gate_and_wakes() -> None:
+    """One listener wakes several accounts (an arena): each account's `ocw status` shows the
+    gate and the wakes of its own lane, and names the other accounts on the feed."""
+    lanes = {
+        "arena-rule": {"gate": {"ticks": 900, "woken": 7}, "wakes_sent": 7, "wake_failures": 0},
+        "arena-claude": {
+            "gate": {"ticks": 900, "woken": 31},
+            "wakes_sent": 30,
+            "wake_failures": 2,
+            "account_missing": True,
+            "wakes_held": 3,
+        },
+    }
+    listener = {**_health().listener, "gate": {"ticks": 900, "woken": 7}, "wakes_sent": 7}
+    health = _health(listener={**listener, "accounts": lanes})
+    claude = render_health(health, NOW, account="arena-claude")
+    assert "31 woken" in claude and "wakes sent 30 (send failures 2)" in claude
+    assert "NO RUNNING ACCOUNT: 3 wake reason(s) held" in claude
+    assert "this feed also wakes arena-rule (7 wakes)" in claude
+    rule = render_health(health, NOW, account="arena-rule")
+    assert "7 woken" in rule and "wakes sent 7 (send failures 0)" in rule
+    assert "NO RUNNING ACCOUNT" not in rule and "arena-claude (30 wakes)" in rule
+    # an account the listener does not wake, or no account: the top-level fields, as before
+    assert "this feed also wakes" not in render_health(health, NOW, account="other")
+    assert "wakes sent 7" in render_health(health, NOW)
