@@ -28,6 +28,7 @@ from activities.trading import TradingActivities
 from trading.config import Settings
 from workers.account import configure_when_ready, ensure_account
 from workers.brokers import build_broker
+from workers.gc_watch import GcWatch
 from workers.monitor import ensure_monitor
 from workers.reconcile import reconcile_forever
 from workers.telemetry import install_metrics
@@ -64,6 +65,7 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
     except ValueError as err:
         raise SetupError(f"OCW_POLICY: {err}") from None
     install_metrics(settings.worker_metrics, "worker")  # before the client's runtime
+    GcWatch().install()  # a long collection pause is logged: it would look like tick lag
     client = await connect(settings, attempts=5)  # no server: one clear line in ~5 s
     activities = build_activities(settings, client)
     exchange = exchange_of(activities)
