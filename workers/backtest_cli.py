@@ -439,7 +439,10 @@ def settings_defaults() -> dict[str, object]:
     except ValueError as err:
         raise SetupError(f"invalid settings: {err}") from None
     shared = set(BacktestParams.model_fields) & set(Settings.model_fields)
-    return {name: getattr(settings, name) for name in sorted(shared)}
+    values: dict[str, object] = {name: getattr(settings, name) for name in sorted(shared)}
+    # live, the rule policy's plans apply only while plans apply at all (workers/wiring.py)
+    values["rule_exit_plans"] = settings.exit_plans and settings.rule_exit_plans
+    return values
 
 
 def _params_from_args(args: argparse.Namespace) -> BacktestParams:

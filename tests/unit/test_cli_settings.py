@@ -31,3 +31,18 @@ def test_without_claude_the_default_stand_in_holds_cash(monkeypatch, tmp_path):
     assert rows["OCW_POLICY"] == ("cash", "default")
     monkeypatch.setenv("OCW_POLICY", "rule")
     assert Settings().policy == "rule"
+
+
+def test_a_backtest_applies_the_rule_plans_only_where_the_engine_would(monkeypatch, tmp_path):
+    """`ocw backtest` runs what the live engine is configured to do: the rule policy's exit
+    plans need OCW_RULE_EXIT_PLANS and OCW_EXIT_PLANS both, as in workers/wiring.py."""
+    from workers.backtest_cli import settings_defaults
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OCW_RULE_EXIT_PLANS", "true")
+    assert settings_defaults()["rule_exit_plans"] is True
+    monkeypatch.setenv("OCW_EXIT_PLANS", "false")
+    assert settings_defaults()["rule_exit_plans"] is False
+    monkeypatch.delenv("OCW_RULE_EXIT_PLANS")
+    monkeypatch.delenv("OCW_EXIT_PLANS")
+    assert settings_defaults()["rule_exit_plans"] is False
