@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,25 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         env[f"OCW_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env
+
+
+async def poll_until(
+    cond: Callable[[], Awaitable[bool]],
+    timeout: float,
+    *,
+    stop: asyncio.Event,
+    poll: Callable[[], Awaitable[None]],
+    every_s: float,
+) -> bool:
+    """Print what is new (``poll``) and ask ``cond`` every ``every_s`` until it holds; False
+    when ``stop`` is set (Ctrl-C) or ``timeout`` passes first. Both demos wait with it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        await poll()
+        if await cond():
+            return True
+        await asyncio.sleep(every_s)
+    return False
 
 
 def demo_files(
@@ -293,14 +312,8 @@ async def _demo(
                     printed_trades.add(trade.trade_id)
                     print("  exit     " + render_trade(trade), flush=True)
 
-    async def wait_for(cond, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not stop.is_set():
-            await poll()
-            if await cond():
-                return True
-            await asyncio.sleep(0.25)
-        return False
+    async def wait_for(cond: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+        return await poll_until(cond, timeout, stop=stop, poll=poll, every_s=0.25)
 
     async def replay_done() -> bool:
         return service.server is not None and service.server.done.is_set()

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from activities.paper_broker import PaperBroker
@@ -33,7 +34,7 @@ from workers.arena import (
     split_agents,
     write_arena,
 )
-from workers.demo import demo_files, reach_commands, settings_env
+from workers.demo import demo_files, poll_until, reach_commands, settings_env
 from workers.status_view import fmt_time, render_decision, render_trade
 from workers.temporal_env import SetupError, connect, start_dev_server, stop_process
 
@@ -168,14 +169,8 @@ async def _arena_demo(
                         printed.add((name, trade.trade_id))
                         print(f"  {name:<{width}} exit {render_trade(trade)}", flush=True)
 
-    async def wait_for(cond, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not stop.is_set():
-            await poll()
-            if await cond():
-                return True
-            await asyncio.sleep(0.5)
-        return False
+    async def wait_for(cond: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+        return await poll_until(cond, timeout, stop=stop, poll=poll, every_s=0.5)
 
     async def replay_done() -> bool:
         return service.server is not None and service.server.done.is_set()

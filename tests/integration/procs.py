@@ -29,6 +29,28 @@ def ocw(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     )
 
 
+def run_demo(
+    args: list[str], env: dict[str, str], home: Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`ocw demo ARGS` to its end (a few tens of seconds here). If it overruns ``timeout`` the
+    test fails with where it stood: its output and the tails of its logs (under home/demo)."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "workers.cli", "demo", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as err:
+        import pytest
+
+        logs = sorted((home / "demo" / "logs").glob("*.log"))
+        tails = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
+        out = err.stdout.decode() if isinstance(err.stdout, bytes) else err.stdout or ""
+        pytest.fail(f"the demo did not end in {timeout:.0f} s\n{out[-3000:]}\n{tails}")
+
+
 async def wait_for(
     cond: Callable[[], Awaitable[Any]], timeout: float, what: str, poll: float = 0.25
 ) -> Any:

@@ -4,14 +4,12 @@ worker's real anthropic client) against the rule policy on one replay, then the 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from activities.journal import Journal
-from tests.integration.procs import free_port
+from tests.integration.procs import free_port, run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +24,11 @@ def test_demo_arena_runs_claude_against_the_rule_policy(tmp_path: Path) -> None:
     }
     for name in ("OCW_MODE", "OCW_ACCOUNT", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"):
         env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "demo", "--arena", "--generated"]
-        + ["--agents", "rule,claude:claude-sonnet-4-6", "--days", "3", "--duration", "12"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=150,
+    done = run_demo(
+        ["--arena", "--generated", "--agents", "rule,claude:claude-sonnet-4-6"]
+        + ["--days", "3", "--duration", "12"],
+        env,
+        home,
     )
     out = done.stdout
     context = f"{out[-4000:]}\n{done.stderr[-2000:]}"

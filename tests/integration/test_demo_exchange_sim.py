@@ -10,15 +10,13 @@ from __future__ import annotations
 import bisect
 import csv
 import os
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from signals.replay_server import load_replay_bars
-from tests.integration.procs import free_port
+from tests.integration.procs import free_port, run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -38,20 +36,9 @@ def test_demo_trades_through_ccxt_on_the_local_exchange(tmp_path: Path) -> None:
     for name in ("OCW_MODE", "OCW_ORDER_TYPE", "OCW_SLIPPAGE_BPS", "OCW_FEE_RATE"):
         env.pop(name, None)
     worker_log = home / "demo" / "logs" / "worker.log"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "workers.cli", "demo", "--generated", "--exchange-sim"]
-            + ["--days", "3", "--duration", "12"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,  # 20 s here alone; a CI run once passed 150 s
-        )
-    except subprocess.TimeoutExpired as err:  # say where it stood: the demo's own logs
-        logs = sorted((home / "demo" / "logs").glob("*.log"))
-        tails = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
-        out = err.stdout.decode() if isinstance(err.stdout, bytes) else err.stdout or ""
-        pytest.fail(f"the demo did not end in 300 s\n{out[-3000:]}\n{tails}")
+    done = run_demo(
+        ["--generated", "--exchange-sim", "--days", "3", "--duration", "12"], env, home
+    )  # 20 s here alone; a CI run once passed 150 s
     out = done.stdout
     context = f"{out[-3000:]}\n{done.stderr[-2000:]}"
     assert done.returncode == 0, context
