@@ -92,6 +92,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_api as api
     from workflows import decision_books as books
     from workflows import ui_text
+    from workflows.patches import decide_patches
     from workflows.position import PositionWorkflow
     from workflows.search_attributes import OCW_DECIDED_BY
 
@@ -106,6 +107,10 @@ STUCK_EXIT_SAFETY_INTERVALS = 10  # an exit unanswered this long is looked up
 RULE_DECIDE_LOCAL_PATCH = "rule-decide-local"
 # the wake's view and context from the listener's decision board (activities/decision_board.py)
 DECISION_BOARD_PATCH = "decision-view-from-board"
+VIEW_AND_CONTEXT_PATCH = "view-and-context-together"
+# a run that records this marker decides every patch below in its first task (_decide_patches)
+EARLY_PATCHES = "patches-in-first-task"
+LATER_PATCHES = (VIEW_AND_CONTEXT_PATCH, DECISION_BOARD_PATCH, RULE_DECIDE_LOCAL_PATCH)
 # the board's sheet serves while younger than this (wall seconds at speed 1; a replay divides
 # by its speed, never below the floor): a wake worked off later asks the listener for the
 # market as it is then, so a stale wake is still seen as stale. The listener writes it before
@@ -427,6 +432,7 @@ class DecisionWorkflow:
 
     @workflow.run
     async def run(self, inp: DecisionInput) -> None:
+        decide_patches(EARLY_PATCHES, LATER_PATCHES)
         s = self._s
         if inp.state is None:
             await self._contained("account start", self._start_account(inp.seed))
@@ -635,7 +641,7 @@ class DecisionWorkflow:
             # workflow-task round trip less per wake, issue 14; recorded histories keep order)
             context = (
                 asyncio.create_task(self._market_context(cfg.symbols))
-                if workflow.patched("view-and-context-together")
+                if workflow.patched(VIEW_AND_CONTEXT_PATCH)
                 else None
             )
             view = await self._market_view(cfg.symbols, cfg.decision_interval)

@@ -69,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import activity_api as api
     from workflows import ui_text
+    from workflows.patches import decide_patches
     from workflows.search_attributes import OCW_EXIT_REASON, OCW_POSITION_STATUS
 
 BTC = "BTC/USDT"
@@ -85,6 +86,9 @@ BOARD_MAX_AGE_FRACTION = 0.05
 # a lean position's agent check reads the feature board (younger than this share of the agent
 # interval: 9 s live, written every 2 s) before it asks the listener; histories before it did not
 AGENT_VIEW_PATCH = "agent-view-from-board"
+SAFETY_JOINS_AGENT_PATCH = "safety-joins-agent-wake"
+EARLY_PATCHES = "patches-in-first-task"  # see workflows/decision.py decide_patches
+LATER_PATCHES = (SAFETY_JOINS_AGENT_PATCH, AGENT_VIEW_PATCH)
 STALE_MIN_S = 10.0
 # a rejected exit is asked again by the safety layer after 1, 2, 4, ... safety intervals
 EXIT_BACKOFF_MAX_INTERVALS = 20
@@ -170,6 +174,7 @@ class PositionWorkflow:
 
     @workflow.run
     async def run(self, inp: PositionInput) -> ClosedTrade | None:
+        decide_patches(EARLY_PATCHES, LATER_PATCHES)
         s = self._state
         now = self._now_ms()
         if s.next_safety_ms is None:
@@ -207,7 +212,7 @@ class PositionWorkflow:
                 s.next_agent_ms = now + _ms(self._input.params.agent_interval_s)
                 self._agent = asyncio.create_task(self._agent_tick())
                 if s.next_safety_ms - now < SAFETY_JOIN_MS and workflow.patched(
-                    "safety-joins-agent-wake"
+                    SAFETY_JOINS_AGENT_PATCH
                 ):
                     s.next_safety_ms = now  # in this wake-up: a sub-second timer fires late
                     continue

@@ -18,6 +18,7 @@ from activities.journal import Journal
 from activities.learner_store import LearnerActivities, LearnerStore
 from activities.paper_broker import PaperBroker
 from activities.trading import TradingActivities
+from tests.replay.replaying import replayer
 from tests.workflows.fakes import FakeMarket, FakeRegimes, PriceScript, ScriptedPolicy
 from trading.exit_plan import stop_loss_pct_for
 from trading.models import (
@@ -31,7 +32,7 @@ from trading.models import (
     WakeCondition,
 )
 from trading.state import DecisionInput, DecisionState, EngineConfig, PositionInput
-from workflows.decision import DecisionWorkflow
+from workflows.decision import LATER_PATCHES, DecisionWorkflow
 from workflows.position import PositionWorkflow
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
@@ -589,3 +590,34 @@ async def test_a_paper_futures_account_books_funding_by_side(ts_env, tmp_path, a
     booked = rig.broker.income()
     assert len(booked) == 2 and len({e.income_id for e in booked}) == 2
     assert all(e.time_ms > pos.entry_time_ms and e.time_ms % (8 * 3_600_000) == 0 for e in booked)
+
+
+async def test_a_new_run_records_every_patch_in_its_first_workflow_task(ts_env, tmp_path):
+    """A patch asked for after a local activity can land a task later than the activity's
+    marker when a task is cut (the chaos test's worker kill, 2026-12-03), and a replay then
+    fails on it. A new run decides every patch in its first task (workflows/patches.py): all
+    its patch markers come out of that task, before any local activity's marker, so a cycle
+    that falls back to the listener records none and a replay cannot misplace one."""
+    market = FakeMarket()
+    market.board_fresh = False  # the board cannot serve: the cycle asks the listener
+    rig = Rig(ts_env, tmp_path, market, ScriptedPolicy())
+    async with rig.worker():
+        handle = await rig.start(lean_ticks=True)
+        await handle.signal(DecisionWorkflow.wake, Wake(reason="by hand"))
+        await _until(handle, lambda s: s.counters.wakes_handled == 1 and not s.queue, ts_env)
+        history = await handle.fetch_history()
+    events = list(history.events)
+    started = [e.event_id for e in events if e.HasField("workflow_task_started_event_attributes")]
+    markers = [
+        (e.event_id, e.marker_recorded_event_attributes)
+        for e in events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    patches = [(i, m) for i, m in markers if m.marker_name == "core_patch"]
+    local = [i for i, m in markers if m.marker_name == "core_local_activity"]
+    assert len(patches) == 1 + len(LATER_PATCHES)  # the early marker and every later one
+    assert len(started) > 1 and all(i < started[1] for i, _ in patches)  # the first task's
+    assert local and max(i for i, _ in patches) < min(local)
+    # and the history replays (the cycle's own calls recorded nothing more)
+    replay = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert replay.replay_failure is None
