@@ -385,7 +385,10 @@ async def test_listen_live_bootstrap_stream_cut_repair_and_wakes(tmp_path: Path)
             "a reconnect and a REST gap repair",
         )
         assert ws.cuts == 1 and ws.closes_lost == SYMBOLS[KEPT:]
-        assert after_cut.live["repair"]["bars"] == len(SYMBOLS) - KEPT  # the lost 1m bars
+        # the lost 1m closes; on a loaded machine the reconnect can pass one more minute close,
+        # whose bars (one per symbol) the repair brings too: never fewer, never a partial minute
+        extra = after_cut.live["repair"]["bars"] - (len(SYMBOLS) - KEPT)
+        assert extra >= 0 and extra % len(SYMBOLS) == 0, after_cut.live["repair"]
         assert after_cut.stream["disconnects"] == 1
         assert after_cut.stream["watchdog_reconnects"] == 0
         assert "ConnectionClosed" in after_cut.stream["last_error"]
