@@ -204,7 +204,8 @@ class TradingActivities:
         return decision
 
     async def _family_decide(self, req: DecideRequest) -> AgentDecision | None:
-        """The family's decision when the account's policy is one (None: the rule policy)."""
+        """The decision of the account's policy when it is cash or a family (None: the rule
+        policy decides)."""
         text = req.policy or self.policy
         if not text or text == "rule":
             return None

@@ -57,11 +57,18 @@ class ListenerStatus(Model):
     def for_account(self, account: str | None) -> ListenerStatus:
         """This status as one account sees it: its own gate and wakes when the listener wakes
         several (the first account's are the top-level fields, as before)."""
-        own = self.accounts.get(account or "")
-        if own is None:
-            return self
-        fields = ("gate", "wakes_sent", "wake_failures", "account_missing", "wakes_held")
-        return self.model_copy(update={k: own[k] for k in fields if k in own})
+        return self.model_copy(update=own_lane({"accounts": self.accounts}, account))
+
+
+# one account's part of the status, top level and in ``accounts``
+WAKE_FIELDS = ("gate", "wakes_sent", "wake_failures", "account_missing", "wakes_held")
+
+
+def own_lane(status: dict[str, Any], account: str | None) -> dict[str, Any]:
+    """``account``'s wake fields from a status (the file's, or the monitor's copy as a dict);
+    empty when the listener does not wake it by name (one account: the top level is its)."""
+    own = (status.get("accounts") or {}).get(account or "")
+    return {k: own[k] for k in WAKE_FIELDS if k in own} if isinstance(own, dict) else {}
 
 
 def status_path(home: Path) -> Path:

@@ -57,10 +57,10 @@ class Lockstep:
         waiting = "the listener to read the frames"
         try:
             while any(self.seen.get(key, -1) < event_ms for key in streams):
-                await self._pause(deadline, waiting)
+                await self._pause(deadline, waiting, self.poll_s)
             waiting = "the wakes to be delivered"
             while not all(d.idle() for d in self.dispatchers):
-                await self._pause(deadline, waiting)
+                await self._pause(deadline, waiting, self.poll_s)
             woken = [
                 d.workflow_id
                 for d in self.dispatchers
@@ -96,7 +96,7 @@ class Lockstep:
             log.debug("lockstep: %s not readable (%s)", workflow_id, err)
             return False
 
-    async def _pause(self, deadline: float, waiting: str, pause: float | None = None) -> None:
+    async def _pause(self, deadline: float, waiting: str, pause: float) -> None:
         if time.monotonic() >= deadline:
             raise TimeoutError(waiting)
-        await asyncio.sleep(self.poll_s if pause is None else pause)
+        await asyncio.sleep(pause)

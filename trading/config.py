@@ -339,6 +339,12 @@ class Settings(BaseSettings):
         description="how often the listener writes the decision board between wakes (it also "
         "writes it just before each wake it sends)",
     )
+
+    @property
+    def rule_plans_apply(self) -> bool:
+        """The rule policy's exit plans apply live only while exit plans apply at all."""
+        return self.exit_plans and self.rule_exit_plans
+
     feature_board_every_s: float = Field(
         default=2.0, gt=0, le=60, description="how often the listener writes the feature board"
     )

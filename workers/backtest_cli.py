@@ -440,8 +440,7 @@ def settings_defaults() -> dict[str, object]:
         raise SetupError(f"invalid settings: {err}") from None
     shared = set(BacktestParams.model_fields) & set(Settings.model_fields)
     values: dict[str, object] = {name: getattr(settings, name) for name in sorted(shared)}
-    # live, the rule policy's plans apply only while plans apply at all (workers/wiring.py)
-    values["rule_exit_plans"] = settings.exit_plans and settings.rule_exit_plans
+    values["rule_exit_plans"] = settings.rule_plans_apply  # as live (workers/wiring.py)
     return values
 
 

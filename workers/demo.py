@@ -32,6 +32,7 @@ from activities.paper_broker import PaperBroker
 from trading.config import Settings
 from trading.market_data import find_symbol_csv, generate_market, shared_data_dir, write_ohlcv_csv
 from trading.models import Balances
+from trading.policies.live import RULE
 from workers.status_view import fmt_time, render_decision, render_trade
 from workers.temporal_env import SetupError, connect, start_dev_server, stop_process
 
@@ -114,10 +115,11 @@ def run_demo(args: argparse.Namespace) -> int:
     home.mkdir(parents=True)
     speed = args.days * 86_400 / args.duration
     overrides: dict[str, object] = {"home": home, "mode": "replay", "speed": speed}
-    if "policy" not in base.model_fields_set:
-        # the engine's own stand-in is cash (it opens nothing); a demo shows the mechanics
-        # with SPEC §7's rule policy, and says that it loses out of sample
-        overrides["policy"] = "rule"
+    # the engine's own stand-in is cash (it opens nothing); unless told otherwise a demo shows
+    # the mechanics with SPEC §7's rule policy, and says that it loses out of sample
+    demo_rules = "policy" not in base.model_fields_set
+    if demo_rules:
+        overrides["policy"] = RULE
     if args.exchange_sim and "order_type" not in base.model_fields_set:
         # market orders unless OCW_ORDER_TYPE says otherwise: at ~10,000x the price moves past
         # an IOC limit (last ± 0.1 %) between the decision and the order, and the IOC expires
@@ -130,7 +132,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         f"OCW demo: {args.days:g} days of {source}, replayed in ~{args.duration:g}s (speed {speed:,.0f}x)"
     )
-    if settings.policy == "rule" and "policy" not in base.model_fields_set:
+    if demo_rules:
         print(
             "decider: SPEC §7's rule policy, to show the mechanics; it loses out of sample "
             "(docs/backtests.md), so without Claude the engine's default is OCW_POLICY=cash"

@@ -4,7 +4,8 @@ A trading worker holding thousands of cached workflows has millions of live Pyth
 a full (generation 2) collection walks all of them while every workflow task waits: a pause of
 seconds would show up as safety-tick lag without any Temporal metric pointing at it. This module
 times every collection through ``gc.callbacks``; a pause above ``log_above_s`` is logged with
-its generation and the objects it walked, and the totals are kept for the status and benches.
+its generation and the objects it walked (counted only then: listing them costs), and the
+per-generation counts and times stay in ``GcWatch.stats`` for whoever holds the watch.
 """
 
 from __future__ import annotations
@@ -24,14 +25,6 @@ class GcStats:
     seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     max_s: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     long_pauses: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "collections": list(self.collections),
-            "seconds": [round(s, 3) for s in self.seconds],
-            "max_s": [round(s, 3) for s in self.max_s],
-            "long_pauses": self.long_pauses,
-        }
 
 
 class GcWatch:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.worker import Worker
@@ -116,8 +117,8 @@ class Listener:
                 )
 
 
-def _wake_status(gate: Gate, dispatcher: WakeDispatcher | None) -> dict[str, object]:
-    """One account's gate counters and wake delivery, for the status file."""
+def _wake_status(gate: Gate, dispatcher: WakeDispatcher | None) -> dict[str, Any]:
+    """One account's gate counters and wake delivery, for the status file (WAKE_FIELDS)."""
     return {
         "gate": gate.counters.as_dict(),
         "wakes_sent": dispatcher.sent if dispatcher else 0,
@@ -493,10 +494,10 @@ class ListenerService:
         """SPEC's 5 min of silence on the replay clock, but never shorter than three gaps
         between the replay's own frames (coarse base bars at a low speed are sparse). A lockstep
         replay is silent by design while the engine works, so it has none."""
-        settings = self.settings
-        watchdog = settings.scaled(settings.watchdog_s)
         if self.replay_options is not None and self.replay_options.lockstep:
             return float("inf")
+        settings = self.settings
+        watchdog = settings.scaled(settings.watchdog_s)
         if self.server is not None and self.replay_options is not None:
             per_bar = self.replay_options.updates_per_bar + 1
             gap = interval_seconds(self.server.base_interval) / settings.speed / per_bar
@@ -656,7 +657,7 @@ class ListenerService:
         """Counters for the status file (``ocw status``)."""
         market_ms, stale, series = store_staleness(self.store)
         stream = self.stream.stats if self.stream else None
-        dispatcher = self.dispatcher
+        own = _wake_status(self.gate, self.dispatcher)  # the top level: the first account's
         return ListenerStatus(
             written_at_ms=int(time.time() * 1000),
             started_at_ms=self.started_at_ms,
@@ -665,21 +666,17 @@ class ListenerService:
             mode=self.settings.mode,
             every_s=self.status_writer.every_s,
             market_time_ms=market_ms,
-            gate=self.gate.counters.as_dict(),
             stream={k: v for k, v in vars(stream).items()} if stream else {},
             store=dict(self.store.stats),
             stale_series=stale,
             series=series,
-            wakes_sent=dispatcher.sent if dispatcher else 0,
-            wake_failures=dispatcher.failures if dispatcher else 0,
-            account_missing=dispatcher.account_missing if dispatcher else False,
-            wakes_held=dispatcher.held if dispatcher else 0,
+            **own,
             gate_sync=vars(self.gate_sync.stats) if self.gate_sync else {},
             sentiment=self.sentiment.status(),
             live=self._live_status(),
             trading_worker=self.worker_watch.status() if self.worker_watch else {},
             accounts={
-                self.settings.account: _wake_status(self.gate, dispatcher),
+                self.settings.account: own,
                 **{lane.account: _wake_status(lane.gate, lane.dispatcher) for lane in self.lanes},
             },
         )

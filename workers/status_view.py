@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from trading.exit_plan import describe as describe_plan
 from trading.models import ClosedTrade, PositionSide
+from trading.policies.live import CASH
 from trading.safety import mark_value
 from trading.state import DecisionLogEntry, Incident, StatusView
 from workflows.ui_text import price, qty
@@ -30,7 +31,7 @@ def render_status(view: StatusView) -> str:
     cfg = view.config
     if cfg is not None and (cfg.agent or cfg.policy != "rule"):  # an arena agent, a family
         decider = cfg.agent or cfg.policy
-        if cfg.policy == "cash":
+        if cfg.policy == CASH:
             decider += " (opens nothing without Claude: no policy passed the walk-forward)"
         lines.insert(1, f"  decider: {decider}")
     for pos in view.positions:

@@ -249,6 +249,7 @@ class Views:
     async def listener(self) -> dict[str, Any]:
         """The listener's health as the monitor last saw it through Temporal (any host); the
         listener's local status file only when no monitor runs."""
+        from signals.listener_status import own_lane
         from workers.monitor import monitor_health
 
         try:
@@ -256,8 +257,7 @@ class Views:
         except Exception:  # noqa: BLE001 - no monitor: the local file, if any
             return self._listener_file()
         status = health.listener or {}
-        own = (status.get("accounts") or {}).get(self.settings.account)
-        status = {**status, **own} if isinstance(own, dict) else status  # an arena agent's
+        status = {**status, **own_lane(status, self.settings.account)}  # an arena agent's
         checked = health.listener_checked_ms or 0
         return {
             "state": health.listener_state,

@@ -39,7 +39,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         search_attributes=settings.search_attributes,
         lean_ticks=settings.lean_ticks,
         exit_plans=settings.exit_plans,
-        rule_exit_plans=settings.exit_plans and settings.rule_exit_plans,
+        rule_exit_plans=settings.rule_plans_apply,
         shorts=settings.shorts and settings.market == "futures",
         leverage=settings.futures_leverage,
         paper_funding=settings.market == "futures" and settings.mode in ("paper", "replay"),

@@ -425,7 +425,7 @@ def backtest_params(settings: Settings) -> BacktestParams:
     shorts = settings.shorts and settings.market == "futures"
     values = {n: getattr(settings, n) for n in shared}
     # the rule policy writes plans live when both settings say so (workers/wiring.py)
-    values["rule_exit_plans"] = settings.exit_plans and settings.rule_exit_plans
+    values["rule_exit_plans"] = settings.rule_plans_apply
     return BacktestParams(**values, agent_every_bars=0, perpetual=shorts, allow_shorts=shorts)
 
 
