@@ -267,18 +267,7 @@ class PaperBroker:
             )
         else:
             cur.execute("DELETE FROM holdings WHERE symbol = ?", (req.symbol,))
-        return Fill(
-            client_order_id=req.client_order_id,
-            position_id=req.position_id,
-            symbol=req.symbol,
-            side=req.side,
-            status=OrderStatus.FILLED,
-            qty=qty,
-            price=price,
-            fee=fee,
-            market_time_ms=req.market_time_ms,
-            reason=req.reason,
-        )
+        return self._fill(req, OrderStatus.FILLED, qty, price, fee, req.reason)
 
     def _execute_short(
         self,
@@ -329,30 +318,26 @@ class PaperBroker:
             )
         else:
             cur.execute("DELETE FROM shorts WHERE symbol = ?", (req.symbol,))
+        return self._fill(req, OrderStatus.FILLED, qty, price, fee, req.reason)
+
+    @classmethod
+    def _reject(cls, req: OrderRequest, reason: str) -> Fill:
+        return cls._fill(req, OrderStatus.REJECTED, 0.0, 0.0, 0.0, reason)
+
+    @staticmethod
+    def _fill(
+        req: OrderRequest, status: OrderStatus, qty: float, price: float, fee: float, reason: str
+    ) -> Fill:
+        """The order's outcome, echoing the request's ids, side and market time."""
         return Fill(
             client_order_id=req.client_order_id,
             position_id=req.position_id,
             symbol=req.symbol,
             side=req.side,
-            status=OrderStatus.FILLED,
+            status=status,
             qty=qty,
             price=price,
             fee=fee,
-            market_time_ms=req.market_time_ms,
-            reason=req.reason,
-        )
-
-    @staticmethod
-    def _reject(req: OrderRequest, reason: str) -> Fill:
-        return Fill(
-            client_order_id=req.client_order_id,
-            position_id=req.position_id,
-            symbol=req.symbol,
-            side=req.side,
-            status=OrderStatus.REJECTED,
-            qty=0.0,
-            price=0.0,
-            fee=0.0,
             market_time_ms=req.market_time_ms,
             reason=reason,
         )

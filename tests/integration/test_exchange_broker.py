@@ -9,9 +9,7 @@ attempt can no longer land" rule real and the tests quick.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any
 
 import ccxt.async_support as ccxt_async
 import pytest
@@ -19,6 +17,15 @@ import pytest
 from activities.ccxt_binance import binance_client
 from activities.exchange_broker import ExchangeBroker, ExchangeConfig, OrderInDoubt
 from signals.exchange_sim import ExchangeSim, FaultKind
+from tests.integration.exchange_fixtures import (
+    BTC,
+    RECV_MS,
+    fresh,
+    make_broker,
+    sim,
+    spot,
+    usdm,
+)
 from trading.models import (
     OrderRequest,
     OrderStatus,
@@ -31,66 +38,7 @@ from trading.models import (
 
 pytestmark = pytest.mark.integration
 
-BTC = "BTC/USDT"
-RECV_MS = 1_000
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[ExchangeSim]:
-    exchange = ExchangeSim([BTC, "ETH/USDT"], spot_balances={"USDT": 10_000}, futures_wallet=10_000)
-    async with exchange:
-        yield exchange
-
-
-@pytest.fixture(autouse=True)
-def fresh(sim: ExchangeSim) -> None:
-    sim.reset()
-    sim.max_fill_qty = None
-    sim.slippage = 0
-    sim.set_price(BTC, 50_000)
-    sim.set_price("ETH/USDT", 3_000)
-
-
-def make_broker(sim: ExchangeSim, market: str = "spot", **config: Any) -> ExchangeBroker:
-    client = binance_client(
-        market,  # type: ignore[arg-type]
-        api_key=sim.api_key,
-        secret=sim.secret,
-        base_url=sim.base_url,
-        recv_window_ms=RECV_MS,
-        timeout_ms=config.pop("timeout_ms", 3_000),
-    )
-    cfg = ExchangeConfig(
-        market=market,  # type: ignore[arg-type]
-        symbols=(BTC, "ETH/USDT"),
-        recv_window_ms=RECV_MS,
-        clock_skew_ms=200,
-        poll_s=0.05,
-        resolve_s=config.pop("resolve_s", 8.0),
-        settle_s=config.pop("settle_s", 0.5),
-        **config,
-    )
-    return ExchangeBroker(client, cfg)
-
-
-@pytest.fixture
-async def spot(sim: ExchangeSim) -> AsyncIterator[ExchangeBroker]:
-    broker = make_broker(sim)
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.close()
-
-
-@pytest.fixture
-async def usdm(sim: ExchangeSim) -> AsyncIterator[ExchangeBroker]:
-    broker = make_broker(sim, "futures")
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.close()
+__all__ = ["fresh", "sim", "spot", "usdm"]  # the shared fixtures this module's tests use
 
 
 def order(coid: str, side: Side = Side.BUY, qty: float = 0.01, ref: float = 50_000) -> OrderRequest:

@@ -17,9 +17,9 @@ from typing import Any
 import ccxt.async_support as ccxt
 import pytest
 
-from activities.ccxt_binance import binance_client
-from activities.exchange_broker import ExchangeBroker, ExchangeConfig
+from activities.exchange_broker import ExchangeBroker
 from signals.exchange_sim import ExchangeSim, FaultKind, ccxt_overrides
+from tests.integration.exchange_fixtures import BTC, fresh, make_broker, sim, spot, usdm
 from trading.leverage import liquidation_price
 from trading.models import (
     OrderRequest,
@@ -35,69 +35,10 @@ from trading.reconcile import BookPosition, ReconcileInput, reconcile
 
 pytestmark = pytest.mark.integration
 
-BTC = "BTC/USDT"
+__all__ = ["fresh", "sim", "spot", "usdm"]  # the shared fixtures this module's tests use
 PERP = "BTC/USDT:USDT"
-RECV_MS = 1_000
 SHORT = PositionSide.SHORT
 D = Decimal
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[ExchangeSim]:
-    exchange = ExchangeSim([BTC, "ETH/USDT"], spot_balances={"USDT": 10_000}, futures_wallet=10_000)
-    async with exchange:
-        yield exchange
-
-
-@pytest.fixture(autouse=True)
-def fresh(sim: ExchangeSim) -> None:
-    sim.reset()
-    sim.max_fill_qty = None
-    sim.slippage = 0
-    sim.set_price(BTC, 50_000)
-    sim.set_price("ETH/USDT", 3_000)
-
-
-def make_broker(sim: ExchangeSim, market: str = "futures", **config: Any) -> ExchangeBroker:
-    client = binance_client(
-        market,  # type: ignore[arg-type]
-        api_key=sim.api_key,
-        secret=sim.secret,
-        base_url=sim.base_url,
-        recv_window_ms=RECV_MS,
-        timeout_ms=config.pop("timeout_ms", 3_000),
-    )
-    cfg = ExchangeConfig(
-        market=market,  # type: ignore[arg-type]
-        symbols=(BTC, "ETH/USDT"),
-        recv_window_ms=RECV_MS,
-        clock_skew_ms=200,
-        poll_s=0.05,
-        resolve_s=config.pop("resolve_s", 8.0),
-        settle_s=config.pop("settle_s", 0.5),
-        **config,
-    )
-    return ExchangeBroker(client, cfg)
-
-
-@pytest.fixture
-async def usdm(sim: ExchangeSim) -> AsyncIterator[ExchangeBroker]:
-    broker = make_broker(sim)
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.close()
-
-
-@pytest.fixture
-async def spot(sim: ExchangeSim) -> AsyncIterator[ExchangeBroker]:
-    broker = make_broker(sim, "spot")
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.close()
 
 
 @pytest.fixture
@@ -402,7 +343,7 @@ async def test_a_cover_whose_answer_was_lost_is_looked_up_not_resent(
 
 
 async def test_a_cover_held_past_the_client_timeout_is_found(sim: ExchangeSim) -> None:
-    broker = make_broker(sim, timeout_ms=300)
+    broker = make_broker(sim, "futures", timeout_ms=300)
     try:
         await broker.place_order(order("ht-1", Side.SELL))
         sim.fault(FaultKind.DELAY_AFTER, path="/fapi/v1/order", method="POST", delay_s=1.0)

@@ -24,6 +24,7 @@ from trading.models import (
     Fill,
     LLMCallInfo,
     OrderStatus,
+    PositionSide,
     Side,
     TradeDecision,
 )
@@ -368,7 +369,7 @@ def test_rows_since_under_the_monitors_cursor_reads_each_row_once(
 
 
 def test_a_short_trade_keeps_its_side(journal: Journal) -> None:
-    short = make_trade("s-1", 12.0).model_copy(update={"side": "short"})
+    short = make_trade("s-1", 12.0).model_copy(update={"side": PositionSide.SHORT})
     assert journal.record_trade("paper", short)
     assert journal.record_trade("paper", make_trade("l-1", 5.0))
     sides = {t.trade_id: t.side for t in journal.trades("paper")}
@@ -398,5 +399,5 @@ def test_a_journal_from_before_shorts_gains_the_side_column(tmp_path: Path) -> N
             (old,) = j.trades("paper")
             assert old.side == "long" and old.pnl == pytest.approx(9.8)
     with Journal(path) as j:
-        j.record_trade("paper", make_trade("s-2", 3.0).model_copy(update={"side": "short"}))
+        j.record_trade("paper", make_trade("s-2", 3.0).model_copy(update={"side": PositionSide.SHORT}))
         assert {t.trade_id: t.side for t in j.trades("paper")}["s-2"] == "short"
