@@ -399,5 +399,7 @@ def test_a_journal_from_before_shorts_gains_the_side_column(tmp_path: Path) -> N
             (old,) = j.trades("paper")
             assert old.side == "long" and old.pnl == pytest.approx(9.8)
     with Journal(path) as j:
-        j.record_trade("paper", make_trade("s-2", 3.0).model_copy(update={"side": PositionSide.SHORT}))
+        j.record_trade(
+            "paper", make_trade("s-2", 3.0).model_copy(update={"side": PositionSide.SHORT})
+        )
         assert {t.trade_id: t.side for t in j.trades("paper")}["s-2"] == "short"
