@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import sys
@@ -81,11 +82,22 @@ from bench._harness import (  # noqa: E402
     total,
     write_market,
 )
+from bench._stalls import (  # noqa: E402
+    STALL_HEADER,
+    Timeline,
+    merge_spans,
+    stall_rows,
+    task_wait_spans,
+    worker_marks,
+)
 
 TARGETS_P99_S = {1000: 1.2, 2000: 2.0}
 # a check woken by a timer this short came right after an agent check that fell due just
 # before it: the dev server fires a sub-second timer after about 1 s
 SHORT_TIMER_S = 1.0
+# a workflow task that waited this long at the server is part of a stall
+STALL_WAIT_S = 1.0
+STALL_LEAD_S = 5.0  # the stall table's "before" columns cover this many seconds
 PROCS = ("worker", "server", "listener")
 
 
@@ -127,6 +139,8 @@ class Result:
     stale_checks: int = 0
     incidents: int = 0
     problems: list[str] = field(default_factory=list)
+    stalls: list[tuple[str, ...]] = field(default_factory=list)  # STALL_HEADER rows
+    stacks: Path | None = None  # py-spy dumps of the worker over the window (--pyspy)
 
 
 def _q(after: Samples, before: Samples, name: str, q: float, match=None) -> tuple[float, float]:
@@ -241,6 +255,28 @@ async def statuses(eng: Engine, ids: list[str], res: Result) -> None:
     await asyncio.gather(*(one(w) for w in ids))
 
 
+async def dump_stacks(pid: int, out: Path, until: float, every_s: float) -> None:
+    """``py-spy dump`` of the worker every ``every_s`` (non-blocking: the worker never pauses),
+    each under a line with its unix time, to read beside the stall table."""
+    spy = Path(sys.executable).with_name("py-spy")
+    with open(out, "a") as f:
+        while time.monotonic() < until:
+            began = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(
+                str(spy),
+                "dump",
+                "--nonblocking",
+                "--pid",
+                str(pid),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            text, _ = await proc.communicate()
+            f.write(f"=== {time.time():.3f}\n{text.decode(errors='replace')}\n")
+            f.flush()
+            await asyncio.sleep(max(0.0, every_s - (time.monotonic() - began)))
+
+
 async def count_running(eng: Engine) -> int:
     try:
         c = await eng.client.count_workflows(
@@ -276,6 +312,13 @@ async def run_n(n: int, args: argparse.Namespace, market: Market, root: Path) ->
         w0 = time.time()
         peaks: dict[str, int] = {}
         end = time.monotonic() + args.minutes * 60
+        pids = {name: eng.procs[name].pid for name in PROCS if name in eng.procs}
+        timeline = Timeline(pids, eng.client)
+        sampler = asyncio.create_task(timeline.run(end))
+        dumper = None
+        if args.pyspy:
+            res.stacks = eng.logs / "worker-stacks.txt"
+            dumper = asyncio.create_task(dump_stacks(pids["worker"], res.stacks, end, args.pyspy))
         while time.monotonic() < end:
             await asyncio.sleep(min(10.0, max(0.0, end - time.monotonic())))
             for name, smp in eng.proc_samples().items():
@@ -287,6 +330,11 @@ async def run_n(n: int, args: argparse.Namespace, market: Market, root: Path) ->
                 break
         w1 = time.time()
         p1 = eng.proc_samples()
+        for task in (sampler, dumper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         b = scrape_all(eng)
         res.window_s = w1 - w0
         for name in PROCS:
@@ -301,8 +349,10 @@ async def run_n(n: int, args: argparse.Namespace, market: Market, root: Path) ->
         hists = await histories(eng.client, sample)
         res.sampled = len(hists)
         lags, late, wait, waits, short, rest = [], [], [], [], [], []
+        spans = []
         for events in hists.values():
             waits += task_waits(events, w0, w1)
+            spans += task_wait_spans(events, w0, w1, STALL_WAIT_S)
             for c in safety_checks(events):
                 if c.interval_s is None or not w0 <= c.t < w1:
                     continue
@@ -316,6 +366,8 @@ async def run_n(n: int, args: argparse.Namespace, market: Market, root: Path) ->
         res.lag, res.timer_late, res.task_wait = Stats.of(lags), Stats.of(late), Stats.of(wait)
         res.all_waits = Stats.of(waits)
         res.short_woken, res.lag_rest = Stats.of(short), Stats.of(rest)
+        marks = worker_marks(eng.procs["worker"].log.read_text(errors="replace"))
+        res.stalls = stall_rows(merge_spans(spans), timeline, marks, w0, STALL_LEAD_S)
         await statuses(eng, sample, res)
         res.running_end = await count_running(eng)
     finally:
@@ -396,6 +448,18 @@ def print_block(res: Result, args: argparse.Namespace) -> None:
     print(f"== {n} positions ==")
     for line in table(("figure", "value"), rows, right=False):
         print("  " + line)
+    if res.stalls:
+        print(
+            f"  stalls (sampled workflow tasks that waited ≥ {STALL_WAIT_S:g} s, merged; CPU of "
+            f"worker/server/listener in the stall and the {STALL_LEAD_S:g} s before; the "
+            "machine's CPU is % of one core over all cores; probe: GetSystemInfo round trip):"
+        )
+        for line in table(STALL_HEADER, res.stalls):
+            print("    " + line)
+    else:
+        print(f"  stalls: no sampled workflow task waited ≥ {STALL_WAIT_S:g} s")
+    if res.stacks is not None:
+        print(f"  worker stacks (py-spy every {args.pyspy:g} s): {res.stacks}")
 
 
 def errors_of(res: Result) -> int:
@@ -516,8 +580,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed (default 1)")
     parser.add_argument("--out", default=None, help="run folder (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep logs and state")
+    parser.add_argument(
+        "--pyspy",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="dump the worker's Python stacks with py-spy every SECONDS of the window (into its "
+        "logs folder; implies --keep; py-spy must be installed)",
+    )
     args = parser.parse_args(argv)
     args.overrides = overrides_from(args)
+    if args.pyspy:
+        args.keep = True
     started = time.monotonic()
     results = asyncio.run(main_async(args))
     print_summary(results)

@@ -29,6 +29,7 @@ from trading.config import Settings
 from workers.account import configure_when_ready, ensure_account
 from workers.brokers import build_broker
 from workers.gc_watch import GcWatch
+from workers.loop_watch import LoopWatch
 from workers.monitor import ensure_monitor
 from workers.reconcile import reconcile_forever
 from workers.telemetry import install_metrics
@@ -131,10 +132,12 @@ async def run_trading_worker(settings: Settings, stop: asyncio.Event) -> None:
             reconciler = asyncio.create_task(
                 _reconcile_later(client, settings, activities, stop), name="reconcile"
             )
+            # a stalled loop is logged: tasks would wait at the server with no metric saying why
+            loop_watch = asyncio.create_task(LoopWatch().watch(stop), name="loop-watch")
             try:
                 await stop.wait()
             finally:
-                for task in (owner, reconciler):
+                for task in (owner, reconciler, loop_watch):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
