@@ -429,9 +429,13 @@ def _progress(total: int, quiet: bool, desc: str):
 # ------------------------------------------------------------ commands
 
 
-def settings_defaults() -> dict[str, object]:
+def settings_defaults(llm: bool = False) -> dict[str, object]:
     """The engine's settings (``OCW_*`` / ``.env``) for every parameter a backtest shares with
-    live trading, so a backtest runs what the live engine is configured to do."""
+    live trading, so a backtest runs what the live engine is configured to do.
+
+    Exit plans apply as live: the rule policy's while ``rule_plans_apply``; with ``llm``
+    (Claude decides) Claude's whenever ``OCW_EXIT_PLANS`` is on, the rule policy's fallback
+    bars still writing theirs only under ``rule_plans_apply`` (``LLMDecisions.rule_plans``)."""
     from trading.config import Settings
 
     try:
@@ -440,12 +444,13 @@ def settings_defaults() -> dict[str, object]:
         raise SetupError(f"invalid settings: {err}") from None
     shared = set(BacktestParams.model_fields) & set(Settings.model_fields)
     values: dict[str, object] = {name: getattr(settings, name) for name in sorted(shared)}
-    values["rule_exit_plans"] = settings.rule_plans_apply  # as live (workers/wiring.py)
+    # as live (workers/wiring.py): the engine applies the plans an entry carries
+    values["rule_exit_plans"] = settings.exit_plans if llm else settings.rule_plans_apply
     return values
 
 
 def _params_from_args(args: argparse.Namespace) -> BacktestParams:
-    values: dict[str, object] = settings_defaults()
+    values: dict[str, object] = settings_defaults(llm=bool(getattr(args, "llm", False)))
     if args.config:
         try:
             given = json.loads(Path(args.config).read_text())
@@ -641,6 +646,7 @@ def open_llm_source(
         run_budget_usd=budget,
         on_replay_miss=args.llm_replay_miss,
         start_ms=start,
+        rule_plans=settings.rule_plans_apply,
     )
 
 
@@ -659,6 +665,10 @@ def llm_rows(report) -> list[tuple[str, str]]:
             + f", run {report.run_id})",
         ),
         ("LLM fallbacks to rules", fallbacks),
+        (
+            "LLM entries with an exit plan / shorts",
+            f"{report.entries_with_plan} / {report.short_entries}",
+        ),
         (
             "LLM training cutoff",
             f"{cutoff}" + (" (period starts before it!)" if report.before_training_cutoff else ""),

@@ -42,11 +42,23 @@ from activities.llm_cache import CacheMode, LLMStore
 from trading.agent_contract import PROMPT_VERSION, AgentLimits
 from trading.backtest.data import BacktestData
 from trading.backtest.params import BacktestParams
-from trading.backtest.policy import Intent, RuleDecisions
+from trading.backtest.policy import Intent, RuleDecisions, intent_of
 from trading.llm_pricing import before_cutoff, training_cutoff
-from trading.models import Action, AgentDecision, LLMCallInfo, Model
+from trading.models import (
+    Action,
+    AgentDecision,
+    LLMCallInfo,
+    Model,
+    PositionParams,
+    PositionSide,
+)
 from trading.snapshot import EngineStatus, PositionMark, RegimeReading, SnapshotContext
-from trading.state import MEMORY_MAX_CHARS, AccountView, DecideRequest, OpenPosition
+from trading.state import (
+    MEMORY_MAX_CHARS,
+    AccountView,
+    DecideRequest,
+    OpenPosition,
+)
 from workers.temporal_env import SetupError
 
 if TYPE_CHECKING:
@@ -101,6 +113,8 @@ class LLMBacktestReport(Model):
     fallbacks: dict[str, int] = Field(default_factory=dict)  # rule-policy bars, by LLM error
     rejected_decisions: int = 0  # single decisions dropped by validation
     adds_ignored: int = 0  # ADD decisions: the backtester adds only on the scorer's verdict
+    entries_with_plan: int = 0  # BUY / SHORT decisions of Claude's that carried an exit plan
+    short_entries: int = 0  # Claude's SHORT decisions (long/short runs only)
     training_cutoff: str | None = None
     before_training_cutoff: bool = False  # the period starts before the model's cutoff
     bars_before_cutoff: int = 0  # decision bars whose market time lies before it
@@ -157,6 +171,10 @@ def backtest_llm_config(
         trail_pct=params.trail_pct,
         drawdown_halt_pct=params.drawdown_halt_pct,
         decision_interval=timeframe,
+        fee_rate=params.fee_rate,
+        exit_plan_required=base.limits.exit_plan_required,  # the engine's setting, as live
+        shorts=params.allow_shorts,  # SHORT / COVER offered on a long/short perpetual run
+        leverage=max(1, int(params.leverage)),
     )
     return replace(
         base,
@@ -186,6 +204,7 @@ class LLMDecisions:
         retry_initial_s: float = 2.0,
         retry_max_s: float = 20.0,
         start_ms: int | None = None,
+        rule_plans: bool = False,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -196,6 +215,9 @@ class LLMDecisions:
         self.max_attempts = max_attempts
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        # a bar the rule policy decides writes its plans only where live it would
+        # (Settings.rule_plans_apply); Claude's plans act whenever the run applies plans
+        self.rule_plans = rule_plans
         self.rules = RuleDecisions(data, params.default_position_pct, params.max_position_pct)
         cfg = acts.config
         cutoff = training_cutoff(cfg.model, cfg.training_cutoffs)
@@ -239,9 +261,19 @@ class LLMDecisions:
     # ------------------------------------------------------------ DecisionSource
 
     def intents(
-        self, step: int, held: set[str], group_weights: dict[str, float] | None = None
+        self,
+        step: int,
+        held: set[str],
+        group_weights: dict[str, float] | None = None,
+        short: set[str] | None = None,
+        plan_params: PositionParams | None = None,
+        short_group_weights: dict[str, float] | None = None,
     ) -> dict[str, Intent]:
-        """Claude's decisions at ``step``; the rule policy's when the LLM failed this bar."""
+        """Claude's decisions at ``step``; the rule policy's when the LLM failed this bar.
+
+        ``short`` and ``plan_params`` come from a long/short run and a run that applies exit
+        plans (the engine passes them to a source that takes them); the fallback gets them
+        as the live rule policy would."""
         if self._bt is None:
             raise RuntimeError("LLMDecisions.attach(backtester) was not called")
         request = self.request(step)
@@ -255,7 +287,14 @@ class LLMDecisions:
             self._fallbacks[failure] += 1
             self.report.fallbacks = dict(sorted(self._fallbacks.items()))
             self._previous_fallback = True
-            return self.rules.intents(step, held, group_weights)
+            return self.rules.intents(
+                step,
+                held,
+                group_weights,
+                short=short,
+                plan_params=plan_params if self.rule_plans else None,
+                short_group_weights=short_group_weights,
+            )
         self._previous_fallback = False
         self.report.llm_decided += 1
         self.report.rejected_decisions += len(decision.rejected)
@@ -288,16 +327,24 @@ class LLMDecisions:
             max_position_pct=self.params.max_position_pct,
             max_exposure=self.params.max_exposure,
             context=self._context(account, t_close),
+            shorts=self.params.allow_shorts,
         )
 
     def _account_view(self, step: int) -> AccountView:
         bt = self._bt
         assert bt is not None
         positions = []
-        value = 0.0
+        gross = value = 0.0
         for symbol, pos in bt.positions.items():
             price = bt.last_close.get(symbol, pos.avg_entry)
-            value += pos.qty * price
+            notional = pos.qty * price
+            gross += notional
+            # a short's worth to the equity is its collateral plus open PnL (Backtester._values)
+            value += (
+                2.0 * pos.qty * pos.avg_entry - notional
+                if pos.side is PositionSide.SHORT
+                else notional
+            )
             peak, trough = self._extremes(symbol, pos.entry_time_ms, step)
             positions.append(
                 OpenPosition(
@@ -314,6 +361,7 @@ class LLMDecisions:
                     signal_weights=dict(pos.signal_weights),
                     peak_price=max(peak, price),
                     trough_price=min(trough, price),
+                    side=pos.side,
                 )
             )
         equity = bt.cash + value
@@ -321,7 +369,7 @@ class LLMDecisions:
         return AccountView(
             portfolio_value=equity,
             cash=bt.cash,
-            exposure=value / equity if equity > 0 else 0.0,
+            exposure=gross / equity if equity > 0 else 0.0,  # gross, as live
             drawdown=max(0.0, 1.0 - equity / peak_equity) if peak_equity > 0 else 0.0,
             halted=bt.halted,
             positions=positions,
@@ -430,14 +478,20 @@ class LLMDecisions:
             self.report.api_requests += 1
 
     def _to_intents(self, decision: AgentDecision) -> dict[str, Intent]:
+        """The validated decisions as intents: SHORT a BUY on the short side, COVER a SELL,
+        each entry with its exit plan (``intent_of``); ADD is not backtested."""
         hold = Intent(Action.HOLD, 0.0, 0.0, {})
         out = {s: hold for s in self.data.symbols}
         for d in decision.decisions:
-            action = Action(d.action)
-            if action is Action.ADD:
+            if Action(d.action) is Action.ADD:
                 self.report.adds_ignored += 1
                 continue
-            out[d.ticker] = Intent(action, d.position_pct, d.confidence, dict(d.signal_weights))
+            intent = intent_of(d)
+            if intent.exit_plan is not None:
+                self.report.entries_with_plan += 1
+            if Action(d.action) is Action.SHORT:
+                self.report.short_entries += 1
+            out[d.ticker] = intent
         return out
 
 
@@ -455,6 +509,7 @@ def open_llm_decisions(
     start_ms: int | None = None,
     max_attempts: int = 3,
     retry_initial_s: float = 2.0,
+    rule_plans: bool = False,
 ) -> LLMDecisions:
     """An ``LLMDecisions`` for one backtest, its cache in ``store_path``; checks credentials
     up front when every bar must be asked (record mode)."""
@@ -476,4 +531,5 @@ def open_llm_decisions(
         start_ms=start_ms,
         max_attempts=max_attempts,
         retry_initial_s=retry_initial_s,
+        rule_plans=rule_plans,
     )

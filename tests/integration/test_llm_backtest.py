@@ -370,3 +370,107 @@ async def test_auth_error_stops_the_run(server, bars_dir, tmp_path) -> None:
         await asyncio.to_thread(run_with, bars_dir, tmp_path / "llm.db", refuse, server)
     assert "LLMAuthError" in str(info.value) and KEY not in str(info.value)
     assert len(server.requests) == 1
+
+
+def short_plan(price: float, symbol: str = "BTC/USDT") -> dict[str, Any]:
+    """A short's plan, mirrored: stop 10 % above, target 10 % below, invalid 0.2 % up."""
+    return {
+        "stop_price": round(price * 1.10, 8),
+        "target_price": round(price * 0.90, 8),
+        "invalidation": {
+            "metric": f"{symbol}:price",
+            "operator": "gt",
+            "threshold": round(price * 1.002, 8),
+            "reason": "breakdown failed",
+        },
+    }
+
+
+def short_while_flat(body: dict[str, Any]) -> ScriptedReply:
+    """SHORT BTC with its plan whenever the account holds nothing; hold otherwise."""
+    if "open positions: none" in prompt_of(body):
+        price = price_in_prompt(body, "BTC/USDT")
+        entry = {
+            "ticker": "BTC/USDT",
+            "action": "SHORT",
+            "position_pct": 0.25,
+            "confidence": 0.8,
+            "reasoning": "test short",
+            "signal_weights": {"trend": -0.6},
+            "exit_plan": short_plan(price),
+        }
+        return tool_reply(DECISION_TOOL, decisions(entry))
+    return tool_reply(DECISION_TOOL, decisions())
+
+
+@pytest.fixture(scope="module")
+def perp_dir(bars_dir, tmp_path_factory) -> Path:
+    """The same bars with a funding file per symbol (a positive rate: shorts receive it)."""
+    folder = tmp_path_factory.mktemp("llm-bt-perp")
+    for path in bars_dir.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    start = 1_735_689_600_000  # 2025-01-01
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        lines = ["timestamp,funding_rate"]
+        lines += [f"{start + i * 8 * 3_600_000},0.0001" for i in range(400)]
+        (folder / f"binance_{symbol}_perp_funding_8h.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def run_long_short(perp_dir: Path, store: Path, srv, plans: bool) -> Any:
+    """A long/short perpetual run through the Python API, plans applied or not."""
+    from activities.llm_agent import LLMConfig
+    from trading.agent_contract import AgentLimits
+
+    srv.responder = short_while_flat
+    symbols = ["BTC/USDT", "ETH/USDT"]
+    loaded = load_backtest_data(perp_dir, symbols, "4h", *window(), perpetual=True)
+    params = BacktestParams(**PARAMS, perpetual=True, allow_shorts=True, rule_exit_plans=plans)
+    base = LLMConfig(limits=AgentLimits(universe=symbols))
+    with open_llm_decisions(
+        base,
+        loaded.data,
+        params,
+        symbols,
+        store,
+        cache_mode="record",
+        run_id=f"ls-{plans}",
+        run_budget_usd=None,
+        retry_initial_s=0.0,
+    ) as source:
+        backtester = Backtester(loaded.data, params, source)
+        source.attach(backtester)
+        return backtester.run(*window()), source.report
+
+
+async def test_claudes_shorts_and_their_plans_act_in_a_long_short_run(
+    server, perp_dir, tmp_path
+) -> None:
+    """Issue 15: on a long/short perpetual run Claude is offered SHORT / COVER, its SHORT is a
+    short in the backtester with its exit plan, the account it is shown next says SHORT, and
+    the plan's invalidation closes the short as it would live; without plans it does not."""
+    result, report = await asyncio.to_thread(
+        run_long_short, perp_dir, tmp_path / "a.db", server, True
+    )
+    system = json.dumps(server.requests[0].body.get("system"))
+    assert "long and short" in system  # the contract offers shorts on this run
+    tool = next(t for t in server.requests[0].body["tools"] if t["name"] == DECISION_TOOL)
+    assert "SHORT" in json.dumps(tool["input_schema"]) and "COVER" in json.dumps(tool)
+    assert report.fallbacks == {} and report.rejected_decisions == 0
+    assert report.short_entries >= 2 and report.entries_with_plan == report.short_entries
+    assert any("- BTC/USDT SHORT entry" in prompt_of(r.body) for r in server.requests)
+    assert result.trades and all(t.side.value == "short" for t in result.trades)
+    invalidated = [t for t in result.trades if t.exit_reason == "plan_invalidated"]
+    assert invalidated, [t.exit_reason for t in result.trades]
+    assert result.plan_events["entries"] == len(result.trades)
+    assert result.plan_events["invalidated: price"] == len(invalidated)
+    assert result.funding_paid < 0  # a positive rate is received by a short
+
+    server.requests.clear()
+    plain, plain_report = await asyncio.to_thread(
+        run_long_short, perp_dir, tmp_path / "b.db", server, False
+    )
+    assert plain_report.short_entries == 1  # one short, held to the end: no plan closes it
+    assert [t.exit_reason for t in plain.trades] != [t.exit_reason for t in result.trades]
+    assert not any(t.exit_reason == "plan_invalidated" for t in plain.trades)
+    assert plain.plan_events.get("entries", 0) == 0

@@ -46,3 +46,16 @@ def test_a_backtest_applies_the_rule_plans_only_where_the_engine_would(monkeypat
     monkeypatch.delenv("OCW_RULE_EXIT_PLANS")
     monkeypatch.delenv("OCW_EXIT_PLANS")
     assert settings_defaults()["rule_exit_plans"] is False
+
+
+def test_an_llm_backtest_applies_claudes_plans_whenever_exit_plans_are_on(monkeypatch, tmp_path):
+    """Live, Claude's plans act under OCW_EXIT_PLANS alone; the rule policy's need both."""
+    from workers.backtest_cli import settings_defaults
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OCW_EXIT_PLANS", "true")
+    monkeypatch.setenv("OCW_RULE_EXIT_PLANS", "false")
+    assert settings_defaults(llm=True)["rule_exit_plans"] is True
+    assert settings_defaults()["rule_exit_plans"] is False
+    monkeypatch.setenv("OCW_EXIT_PLANS", "false")
+    assert settings_defaults(llm=True)["rule_exit_plans"] is False
