@@ -69,13 +69,21 @@ class Sample:
     cpu_s: dict[str, float]  # cumulative user + system seconds per process
     busy_s: float  # the machine's cumulative non-idle CPU seconds (all cores)
     probe_s: float  # GetSystemInfo round trip (nan: failed)
+    steal_s: float = 0.0  # cumulative CPU seconds the hypervisor gave other guests
 
 
 def machine_busy_s(stat: str, clk_tck: int) -> float:
-    """Non-idle CPU seconds of all cores from the first line of /proc/stat."""
+    """Non-idle CPU seconds of all cores from the first line of /proc/stat (steal excluded:
+    time this machine wanted and the hypervisor gave to another guest)."""
     fields = [int(x) for x in stat.splitlines()[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / clk_tck
+    return (sum(fields[:7]) - idle) / clk_tck
+
+
+def machine_steal_s(stat: str, clk_tck: int) -> float:
+    """Stolen CPU seconds of all cores (the 8th field of /proc/stat's first line)."""
+    fields = [int(x) for x in stat.splitlines()[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0) / clk_tck
 
 
 @dataclass
@@ -104,14 +112,16 @@ class Timeline:
                 smp = read_proc(pid)
                 if smp is not None:
                     cpu[name] = smp.cpu_s
-            busy = float("nan")
+            busy = steal = float("nan")
             with contextlib.suppress(OSError):
-                busy = machine_busy_s(Path("/proc/stat").read_text(), tck)
-            self.samples.append(Sample(time.time(), cpu, busy, probe))
+                stat = Path("/proc/stat").read_text()
+                busy, steal = machine_busy_s(stat, tck), machine_steal_s(stat, tck)
+            self.samples.append(Sample(time.time(), cpu, busy, probe, steal))
             await asyncio.sleep(max(0.0, self.every_s - (time.perf_counter() - began)))
 
     def usage(self, t0: float, t1: float) -> tuple[dict[str, float], float, float]:
-        """CPU % of one core per process and of the machine in [t0, t1], and the worst probe."""
+        """CPU % of one core per process and of the machine in [t0, t1], and the worst probe
+        (the machine's stolen share: ``steal``)."""
         inside = [s for s in self.samples if t0 <= s.t <= t1]
         before = [s for s in self.samples if s.t < t0]
         first = before[-1] if before else (inside[0] if inside else None)
@@ -126,6 +136,7 @@ class Timeline:
             if name in first.cpu_s
         }
         busy = 100.0 * (last.busy_s - first.busy_s) / dt
+        cpu["steal"] = 100.0 * (last.steal_s - first.steal_s) / dt
         probes = [s.probe_s for s in inside + ([last] if after else []) if s.probe_s == s.probe_s]
         return cpu, busy, max(probes, default=float("nan"))
 
@@ -185,6 +196,7 @@ def stall_rows(
                 f"{pct(cpu, 'worker')}/{pct(cpu, 'server')}/{pct(cpu, 'listener')}",
                 f"{pct(pre, 'worker')}/{pct(pre, 'server')}/{pct(pre, 'listener')}",
                 f"{busy:.0f} ({pre_busy:.0f})" if busy == busy else "-",
+                f"{pct(cpu, 'steal')} ({pct(pre, 'steal')})",
                 f"{probe * 1000:.0f}" if probe == probe else "-",
                 "; ".join(seen[:3]) or "-",
             )
@@ -200,6 +212,7 @@ STALL_HEADER = (
     "CPU % w/s/l in",
     "w/s/l before",
     "machine % (before)",
+    "steal % (before)",
     "probe max ms",
     "worker log",
 )

@@ -12,7 +12,13 @@ environment's settings plus the arena's shared ``settings``. Only the decider di
 * ``family:<name>[:<param>=<value>...]``: a policy family of ``trading/policies`` on the
   listener's daily bars (``trading/policies/live.py``).
 
-Any agent spec takes ``:name=<name>`` to name its account. The definition is written to
+Any agent spec takes ``:name=<name>`` to name its account, and ``:keys=<PREFIX>`` to trade its
+own exchange account (testnet or live): its key and secret are read from the environment
+variables ``<PREFIX>_API_KEY`` and ``<PREFIX>_SECRET_KEY`` (optional ``<PREFIX>_SPOT_URL`` /
+``<PREFIX>_FUTURES_URL``: another endpoint for it) when its worker starts; only the prefix is
+written anywhere. Agents on an exchange each need their own account: two on one would merge
+their positions (one position per symbol) and see each other's orders as strangers, so an
+arena of several agents on testnet or live is refused unless every agent has its own keys. The definition is written to
 ``OCW_HOME/arena.json`` by ``ocw arena start``, which then runs one trading worker per agent in
 its process; ``ocw listen --arena`` reads it and wakes every agent's account from one feed (one
 gate per account: each agent's own timer and wake conditions). ``ocw arena status`` (and
@@ -26,9 +32,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 import tomllib
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +70,8 @@ PER_AGENT = {
     "home",
 }
 PROMPT_MAX_CHARS = 8000
+KEYS_PATTERN = r"^[A-Z][A-Z0-9_]{0,39}$"
+EXCHANGE_MODES = ("testnet", "live")
 
 
 class AgentSpec(BaseModel):
@@ -71,6 +81,9 @@ class AgentSpec(BaseModel):
     prompt_file: str | None = None  # claude: where the extra prompt came from
     prompt_text: str = Field(default="", max_length=PROMPT_MAX_CHARS)
     policy: str = "rule"  # family: the policy text (trading/policies/live.py)
+    # testnet / live: the prefix of the environment variables holding this agent's exchange
+    # key and secret (never the values: the arena file is not a secret store)
+    keys: str | None = Field(default=None, pattern=KEYS_PATTERN)
 
     def label(self) -> str:
         if self.kind == "claude":
@@ -82,7 +95,7 @@ class AgentSpec(BaseModel):
         """What makes two definitions the same agent (the prompt by its hash)."""
         sha = hashlib.sha256(self.prompt_text.encode()).hexdigest()[:16] if self.prompt_text else ""
         return {"kind": self.kind, "name": self.name, "model": self.model, "policy": self.policy,
-                "prompt": sha}  # fmt: skip
+                "prompt": sha, "keys": self.keys}  # fmt: skip
 
 
 class ArenaSpec(BaseModel):
@@ -147,11 +160,18 @@ def parse_agent(
         raise SetupError("an empty agent spec")
     kind, *fields = raw.split(":")
     kind = kind.strip().lower()
-    name = None
+    name = keys = None
     rest: list[str] = []
     for f in fields:
         if f.startswith("name="):
             name = f[len("name=") :].strip()
+        elif f.startswith("keys="):
+            keys = f[len("keys=") :].strip()
+            if not re.match(KEYS_PATTERN, keys):
+                raise SetupError(
+                    f"agent {raw!r}: keys={keys!r} must be an environment variable prefix "
+                    "(capital letters, digits, '_'; e.g. keys=ARENA_RULE)"
+                )
         else:
             rest.append(f)
     model = prompt = None
@@ -188,6 +208,7 @@ def parse_agent(
             prompt_file=prompt,
             prompt_text=prompt_text,
             policy=policy,
+            keys=keys,
         )
     except ValidationError as err:
         raise SetupError(f"agent {raw!r}: {err.errors()[0]['msg']} ({name!r})") from None
@@ -202,8 +223,9 @@ def _agent_from_table(item: dict[str, Any], default_model: str, base_dir: Path) 
     """An ``[[agents]]`` table of an arena file: ``spec = "<cli spec>"`` or its fields."""
     if "spec" in item:
         spec = str(item["spec"])
-        if "name" in item:
-            spec += f":name={item['name']}"
+        for field_name in ("name", "keys"):
+            if field_name in item:
+                spec += f":{field_name}={item[field_name]}"
         return parse_agent(spec, default_model, base_dir)
     kind = str(item.get("kind", "")).lower()
     parts = [kind]
@@ -216,11 +238,13 @@ def _agent_from_table(item: dict[str, Any], default_model: str, base_dir: Path) 
         for key, value in (item.get("params") or {}).items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             parts.append(f"{key}={text}")
-    unknown = set(item) - {"kind", "name", "model", "prompt_file", "family", "params"}
+    unknown = set(item) - {"kind", "name", "model", "prompt_file", "family", "params", "keys"}
     if unknown:
         raise SetupError(f"arena file: agent {item}: unknown field(s) {', '.join(sorted(unknown))}")
     if "name" in item:
         parts.append(f"name={item['name']}")
+    if "keys" in item:
+        parts.append(f"keys={item['keys']}")
     return parse_agent(":".join(parts), default_model, base_dir)
 
 
@@ -332,8 +356,66 @@ def _explicit(base: Settings) -> dict[str, Any]:
     return {k: getattr(base, k) for k in base.model_fields_set}
 
 
-def agent_settings(base: Settings, arena: ArenaSpec, agent: AgentSpec) -> Settings:
-    """One agent's settings: the shared ones, and what makes it this agent."""
+def agent_credentials(agent: AgentSpec, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The agent's exchange key, secret and endpoints from ``<keys>_*`` variables; {} without
+    ``keys``. A missing key or secret is refused by name (never by value)."""
+    if agent.keys is None:
+        return {}
+    key, secret = environ.get(f"{agent.keys}_API_KEY"), environ.get(f"{agent.keys}_SECRET_KEY")
+    missing = [
+        n
+        for n, v in ((f"{agent.keys}_API_KEY", key), (f"{agent.keys}_SECRET_KEY", secret))
+        if not v
+    ]
+    if missing:
+        raise SetupError(
+            f"agent {agent.name!r} trades with keys={agent.keys}: set {' and '.join(missing)} "
+            "in the environment"
+        )
+    out: dict[str, Any] = {"binance_api_key": key, "binance_api_secret": secret}
+    for suffix, name in (("SPOT_URL", "binance_spot_url"), ("FUTURES_URL", "binance_futures_url")):
+        url = environ.get(f"{agent.keys}_{suffix}")
+        if url:
+            out[name] = url
+    return out
+
+
+def check_exchange_accounts(
+    base: Settings, arena: ArenaSpec, environ: Mapping[str, str] | None = None
+) -> None:
+    """Refuse an arena whose agents would share one exchange account (testnet / live):
+    several agents need keys each, and no two the same key."""
+    mode = shared_settings(base, arena).mode
+    if mode not in EXCHANGE_MODES or len(arena.agents) < 2:
+        return
+    env = os.environ if environ is None else environ
+    without = [a.name for a in arena.agents if a.keys is None]
+    if without:
+        raise SetupError(
+            f"OCW_MODE={mode}: agents {', '.join(without)} have no exchange account of their "
+            "own: give every agent :keys=<PREFIX> (its key in <PREFIX>_API_KEY and "
+            "<PREFIX>_SECRET_KEY); agents on one account would merge their positions"
+        )
+    owners: dict[str, str] = {}
+    for agent in arena.agents:
+        key = str(agent_credentials(agent, env)["binance_api_key"])
+        if key in owners:
+            raise SetupError(
+                f"OCW_MODE={mode}: agents {owners[key]} and {agent.name} have the same API key "
+                f"({owners[key]}'s and {agent.name}'s keys= variables): each agent needs an "
+                "exchange account of its own"
+            )
+        owners[key] = agent.name
+
+
+def agent_settings(
+    base: Settings,
+    arena: ArenaSpec,
+    agent: AgentSpec,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """One agent's settings: the shared ones, and what makes it this agent; with ``environ``
+    (the worker that trades for it) its own exchange credentials too (``agent_credentials``)."""
     from workers.cli import load_settings
 
     shared = shared_settings(base, arena)
@@ -350,6 +432,8 @@ def agent_settings(base: Settings, arena: ArenaSpec, agent: AgentSpec) -> Settin
     }
     if agent.kind == "claude":
         per_agent["llm_model"] = agent.model
+    if environ is not None:
+        per_agent.update(agent_credentials(agent, environ))
     return load_settings({**_explicit(base), **arena.settings, **per_agent})
 
 
@@ -372,7 +456,8 @@ async def run_arena(base: Settings, arena: ArenaSpec, stop: asyncio.Event) -> No
     from activities.llm_agent import llm_configured
     from workers.trading_worker import run_trading_worker
 
-    every = [agent_settings(base, arena, a) for a in arena.agents]
+    check_exchange_accounts(base, arena)
+    every = [agent_settings(base, arena, a, os.environ) for a in arena.agents]
     claude = [a.name for a in arena.agents if a.kind == "claude"]
     if claude and not llm_configured():
         raise SetupError(
@@ -499,7 +584,8 @@ async def arena_json(client: Client, settings: Settings) -> dict[str, Any]:
 def describe(arena: ArenaSpec) -> list[str]:
     lines = [f"arena {arena.name}: {len(arena.agents)} agents on one feed"]
     for agent in arena.agents:
-        lines.append(f"  {arena.account(agent):<28} {agent.label()}")
+        own = f"  (exchange account: {agent.keys}_API_KEY)" if agent.keys else ""
+        lines.append(f"  {arena.account(agent):<28} {agent.label()}{own}")
     if arena.settings:
         shared = ", ".join(f"{k}={v}" for k, v in sorted(arena.settings.items()))
         lines.append(f"  shared: {shared}")

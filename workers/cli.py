@@ -499,6 +499,7 @@ def cmd_arena(args: argparse.Namespace) -> int:
         arena_board,
         arena_path,
         build_arena,
+        check_exchange_accounts,
         describe,
         load_arena_file,
         read_arena,
@@ -548,6 +549,7 @@ def cmd_arena(args: argparse.Namespace) -> int:
             )
         else:
             arena = arena.model_copy(update={"started_at_ms": int(time.time() * 1000)})
+        check_exchange_accounts(settings, arena)  # before anything is written or started
         write_arena(settings, arena)
         print("\n".join(describe(arena)), flush=True)
         print(

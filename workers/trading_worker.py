@@ -194,6 +194,10 @@ def exchange_of(activities: TradingActivities) -> ExchangeBroker | None:
     return venue if isinstance(venue, ExchangeBroker) else None
 
 
+OWN_RETRY_FIRST_S = 2.0  # an account whose set-up failed (exchange down, bad key) is retried
+OWN_RETRY_MAX_S = 60.0
+
+
 async def own_account(
     client: Client,
     settings: Settings,
@@ -204,11 +208,30 @@ async def own_account(
     """The trading side owns the account: start its DecisionWorkflow when it has never run,
     then hand it this worker's configuration (a validated update). A closed account is never
     replaced here; the worker still serves its positions and says what to do."""
-    try:
-        state = await ensure_account(client, settings, broker, exchange)
-    except SetupError as err:
-        log.error("%s", err)
-        return
+    attempt = 0
+    while True:
+        try:
+            state = await ensure_account(client, settings, broker, exchange)
+            break
+        except SetupError as err:
+            log.error("%s", err)
+            return
+        except Exception as err:  # noqa: BLE001 - an exchange or server error: said, retried
+            attempt += 1
+            wait_s = min(OWN_RETRY_MAX_S, OWN_RETRY_FIRST_S * 2 ** (attempt - 1))
+            log.error(
+                "account %s not set up (attempt %d): %s: %s; trying again in %.0f s",
+                settings.account,
+                attempt,
+                type(err).__name__,
+                err,
+                wait_s,
+            )
+            try:
+                await asyncio.wait_for(stop.wait(), wait_s)
+                return
+            except TimeoutError:
+                continue
     if state.created:
         log.info("account %s created (%s)", settings.account, state.workflow_id)
     try:

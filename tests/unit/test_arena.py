@@ -24,6 +24,7 @@ from trading.state import AccountView, DecideRequest, OpenPosition
 from workers.arena import (
     agent_settings,
     build_arena,
+    check_exchange_accounts,
     listener_settings,
     load_arena_file,
     parse_agent,
@@ -168,6 +169,69 @@ def test_every_agent_trades_the_same_market_with_its_own_decider(tmp_path: Path)
     listen = listener_settings(base, arena)
     assert listen["account"] == "arena-rule"
     assert listen["wake_accounts"] == ["arena-claude-haiku", "arena-tsmom"]
+
+
+KEYS_ENV = {
+    "ARENA_RULE_API_KEY": "key-rule",
+    "ARENA_RULE_SECRET_KEY": "secret-rule",
+    "ARENA_RULE_SPOT_URL": "http://127.0.0.1:9001",
+    "ARENA_TS_API_KEY": "key-ts",
+    "ARENA_TS_SECRET_KEY": "secret-ts",
+}
+
+
+def test_each_agent_trades_its_own_exchange_account_on_testnet(tmp_path: Path) -> None:
+    """Agents on an exchange each need their own account: one key pair per agent, read from
+    the variables its keys= prefix names, never written into the arena file."""
+    base = Settings(home=tmp_path, symbols=["BTC/USDT"], llm_enabled=False, mode="testnet")
+    arena = build_arena(["rule:keys=ARENA_RULE", "family:tsmom:keys=ARENA_TS:name=ts"])
+    assert [a.keys for a in arena.agents] == ["ARENA_RULE", "ARENA_TS"]
+    check_exchange_accounts(base, arena, KEYS_ENV)
+    rule, ts = (agent_settings(base, arena, a, KEYS_ENV) for a in arena.agents)
+    assert rule.binance_api_key.get_secret_value() == "key-rule"
+    assert rule.binance_api_secret.get_secret_value() == "secret-rule"
+    assert rule.binance_spot_url == "http://127.0.0.1:9001"
+    assert ts.binance_api_key.get_secret_value() == "key-ts" and ts.binance_spot_url is None
+    assert agent_settings(base, arena, arena.agents[0]).binance_api_key is None  # no environ
+    write_arena(base, arena)
+    written = (tmp_path / "arena.json").read_text()
+    assert "ARENA_RULE" in written
+    assert not any(v in written for v in ("key-rule", "secret-rule", "key-ts", "secret-ts"))
+    assert read_arena(base) == arena
+
+
+@pytest.mark.parametrize(
+    ("agents", "env", "message"),
+    [
+        (["rule:keys=ARENA_RULE", "family:tsmom"], KEYS_ENV, "agents tsmom have no exchange"),
+        (["rule", "family:tsmom"], KEYS_ENV, "agents rule, tsmom have no exchange account"),
+        (
+            ["rule:keys=ARENA_RULE", "family:tsmom:keys=ARENA_TS"],
+            {**KEYS_ENV, "ARENA_TS_API_KEY": "key-rule"},
+            "agents rule and tsmom have the same API key",
+        ),
+        (
+            ["rule:keys=ARENA_RULE", "family:tsmom:keys=ARENA_NONE"],
+            KEYS_ENV,
+            "set ARENA_NONE_API_KEY and ARENA_NONE_SECRET_KEY in the environment",
+        ),
+    ],
+)
+def test_agents_that_would_share_an_exchange_account_are_refused(
+    tmp_path: Path, agents: list[str], env: dict[str, str], message: str
+) -> None:
+    base = Settings(home=tmp_path, mode="testnet")
+    with pytest.raises(SetupError, match=message) as info:
+        check_exchange_accounts(base, build_arena(agents), env)
+    text = str(info.value)  # names variables, never their values
+    assert not any(v in text for v in ("key-rule", "secret-rule", "key-ts", "secret-ts"))
+
+
+def test_paper_arenas_and_a_lone_agent_need_no_keys(tmp_path: Path) -> None:
+    check_exchange_accounts(Settings(home=tmp_path), build_arena(["rule", "family:tsmom"]), {})
+    check_exchange_accounts(Settings(home=tmp_path, mode="testnet"), build_arena(["rule"]), {})
+    with pytest.raises(SetupError, match="keys='arena_rule' must be an environment variable"):
+        parse_agent("rule:keys=arena_rule")
 
 
 def test_the_arena_file_round_trips(tmp_path: Path) -> None:

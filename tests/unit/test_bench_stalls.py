@@ -12,6 +12,7 @@ from bench._stalls import (
     Span,
     Timeline,
     machine_busy_s,
+    machine_steal_s,
     merge_spans,
     stall_rows,
     task_wait_spans,
@@ -38,9 +39,10 @@ def test_overlapping_spans_merge_into_one_stall_and_apart_ones_do_not():
     assert merge_spans([]) == []
 
 
-def test_machine_busy_counts_everything_but_idle_and_iowait():
-    stat = "cpu  100 5 50 1000 20 3 2 0 0 0\ncpu0 1 2 3 4\n"
+def test_machine_busy_counts_everything_but_idle_iowait_and_steal():
+    stat = "cpu  100 5 50 1000 20 3 2 40 0 0\ncpu0 1 2 3 4\n"
     assert machine_busy_s(stat, 100) == pytest.approx((100 + 5 + 50 + 3 + 2) / 100)
+    assert machine_steal_s(stat, 100) == pytest.approx(0.4)
 
 
 def test_usage_and_rows_read_the_samples_around_a_stall():
@@ -65,8 +67,9 @@ def test_usage_and_rows_read_the_samples_around_a_stall():
     assert len(marks) == 1 and marks[0].start == pytest.approx(10.8)
     rows = stall_rows([Span(10.5, 11.5, 4, 1.0)], tl, marks, t0=8.0, lead_s=2.0)
     assert rows[0][:4] == ("+2.5", "1.0", "4", "1.00")
-    assert rows[0][4].startswith("10/100/") and rows[0][7] == "900"
-    assert rows[0][8] == "loop blocked 1.20 s"
+    assert rows[0][4].startswith("10/100/") and rows[0][8] == "900"
+    assert rows[0][7] == "0 (0)"  # no CPU stolen by the hypervisor
+    assert rows[0][9] == "loop blocked 1.20 s"
 
 
 def test_a_long_gc_line_becomes_the_span_it_paused():
