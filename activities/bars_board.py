@@ -8,7 +8,13 @@ and decision boards (a SQLite file under ``OCW_HOME`` on one host, PostgreSQL th
 ``OCW_DB_URL`` on several): before each wake it sends and every ``OCW_BARS_BOARD_EVERY_S``, but
 only when a symbol's newest daily bar changed (a new day) or the row is a minute old.
 
-The reader (the family decider) keeps only the bars that closed at or before the decision's
+Beside the bars, the board holds each symbol's settled funding prints (``[funding time,
+rate]``, oldest first: a carry family averages the last K of them), in a row of their own
+(``<board>/8h/funding``) written when a print arrives: live from the derivatives monitor's
+``/fapi/v1/fundingRate`` history, in a replay from the funding files beside the replay's bars,
+up to the replay's clock.
+
+The reader (the family decider) keeps only the bars (and prints) at or before the decision's
 market time, so a board written later never leaks the future into a decision. When the
 board's newest bar of a symbol is more than two days older than that market time the symbol
 is reported stale and holds (never sells) until the board catches up.
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,10 +48,17 @@ STALE_MS = 2 * 86_400_000
 MAX_BARS = 1000
 
 Row = list[float]  # [close_time, high, low, close]
+Print = list[float]  # [funding time, rate]
+MAX_PRINTS = 200
+MAX_RATE = 0.05  # per 8 h: Binance caps funding far below this
 
 
 def sheet_name(board: str) -> str:
     return f"{board}/{INTERVAL}/bars"
+
+
+def funding_sheet_name(board: str) -> str:
+    return f"{board}/8h/funding"
 
 
 @dataclass
@@ -52,6 +66,7 @@ class BarsSheet:
     written_at: float
     host: str
     bars: dict[str, list[Row]] = field(default_factory=dict)
+    funding: dict[str, list[Print]] = field(default_factory=dict)  # settled prints per symbol
 
     def newest(self, symbol: str) -> int | None:
         rows = self.bars.get(symbol)
@@ -70,11 +85,23 @@ class BarsBoard(BoardTable):
         sql = self.db.dialect.upsert(TABLE, ["board", "written_at", "host", "bars"], "board")
         self.db.execute(sql, (sheet_name(board), now, host, body))
 
-    def read(self, board: str) -> BarsSheet | None:
+    def write_funding(
+        self, board: str, prints: dict[str, list[Print]], host: str, now: float
+    ) -> None:
         self._schema()
-        row = self.db.execute(
-            f"SELECT written_at, host, bars FROM {TABLE} WHERE board = ?", (sheet_name(board),)
-        ).one()
+        body = json.dumps({s: p for s, p in sorted(prints.items())}, separators=(",", ":"))
+        sql = self.db.dialect.upsert(TABLE, ["board", "written_at", "host", "bars"], "board")
+        self.db.execute(sql, (funding_sheet_name(board), now, host, body))
+
+    def read(self, board: str) -> BarsSheet | None:
+        """The bars row with the funding row's prints (when there is one); None: no bars."""
+        self._schema()
+        rows = self.db.execute(
+            f"SELECT board, written_at, host, bars FROM {TABLE} WHERE board IN (?, ?)",
+            (sheet_name(board), funding_sheet_name(board)),
+        ).rows
+        by_name = {str(r["board"]): r for r in rows}
+        row = by_name.get(sheet_name(board))
         if row is None:
             return None
         out = BarsSheet(written_at=float(row["written_at"]), host=str(row["host"]))
@@ -85,6 +112,19 @@ class BarsBoard(BoardTable):
                 if isinstance(r, list) and len(r) == 4 and all(v == v and v > 0 for v in r)
             ]
             out.bars[symbol] = sorted(good, key=lambda r: r[0])
+        funding = by_name.get(funding_sheet_name(board))
+        if funding is not None:
+            for symbol, prints in json.loads(funding["bars"]).items():
+                good = {
+                    int(p[0]): float(p[1])
+                    for p in prints
+                    if isinstance(p, list)
+                    and len(p) == 2
+                    and all(isinstance(v, int | float) and math.isfinite(v) for v in p)
+                    and p[0] > 0
+                    and abs(p[1]) <= MAX_RATE
+                }
+                out.funding[symbol] = [[float(t), r] for t, r in sorted(good.items())]
         return out
 
 
@@ -103,10 +143,14 @@ class BarsBoardWriter:
         every_s: float,
         host: str,
         clock: Callable[[], float] = time.time,
+        funding: Callable[[], dict[str, list[tuple[int, float]]]] | None = None,
     ) -> None:
         self.board = board
         self.name = name
         self.snapshot = snapshot
+        self.funding = funding  # settled prints known now (None: this listener has none)
+        self._funding_signature: tuple | None = None
+        self._funding_written_at = 0.0
         self.every_s = max(0.05, every_s)
         self.host = host
         self.clock = clock
@@ -118,11 +162,40 @@ class BarsBoardWriter:
 
     async def before_wake(self, *_: object) -> None:
         await self.write_if_changed()
+        await self.write_funding_if_changed()
 
     async def run(self) -> None:
         while True:
             await self.write_if_changed()
+            await self.write_funding_if_changed()
             await asyncio.sleep(self.every_s)
+
+    async def write_funding_if_changed(self) -> bool:
+        """The funding row, when a print arrived or the row is a minute old (never raises)."""
+        if self.funding is None:
+            return False
+        async with self._lock:
+            prints = {s: p[-MAX_PRINTS:] for s, p in self.funding().items() if p}
+            if not prints:
+                return False
+            signature = tuple(sorted((s, len(p), p[-1][0]) for s, p in prints.items()))
+            fresh = self.clock() - self._funding_written_at < REWRITE_S
+            if signature == self._funding_signature and fresh:
+                return False
+            rows = {s: [[float(t), float(r)] for t, r in p] for s, p in prints.items()}
+            try:
+                await asyncio.to_thread(
+                    self.board.write_funding, self.name, rows, self.host, self.clock()
+                )
+            except DB_ERRORS as err:
+                self.errors += 1
+                if self.errors == 1 or self.errors % 100 == 0:
+                    log.warning("bars board funding not written (%d times): %s", self.errors, err)
+                return False
+            self._funding_signature = signature
+            self._funding_written_at = self.clock()
+            self.writes += 1
+            return True
 
     async def write_if_changed(self) -> bool:
         async with self._lock:

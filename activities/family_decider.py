@@ -43,6 +43,7 @@ class FamilyDecider:
         derivatives = (req.context.derivatives or {}) if req.context else {}
         bars: dict[str, BarSeries | None] = {}
         stale: dict[str, str] = {}
+        need = spec.funding_prints()
         for symbol in symbols:
             why = stale_reason(sheet, symbol, as_of)
             if why is not None or sheet is None:
@@ -51,8 +52,14 @@ class FamilyDecider:
                 continue
             funding = derivatives.get(symbol)
             rate = getattr(funding, "funding_rate", None) if funding is not None else None
+            prints = [p for p in sheet.funding.get(symbol, []) if p[0] <= as_of]
+            have = len(prints) if prints else (1 if rate is not None else 0)
+            if have < need:  # a carry without its prints holds: it never sells on a gap
+                stale[symbol] = f"{have} of {need} funding prints on the board"
+                bars[symbol] = None
+                continue
             bars[symbol] = await asyncio.to_thread(
-                series_from_rows, sheet.bars.get(symbol, []), as_of, rate
+                series_from_rows, sheet.bars.get(symbol, []), as_of, rate, prints
             )
         positions = req.account_view.positions
         return family_decision(

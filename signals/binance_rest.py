@@ -247,6 +247,19 @@ class BinanceRest:
             raise RestDataError(f"premiumIndex for {symbol}: expected an object, got {row!r:.80}")
         return row
 
+    async def funding_rate_history(self, symbol: str, limit: int = 100) -> list[dict[str, Any]]:
+        """``/fapi/v1/fundingRate``: the last ``limit`` settled funding prints, oldest first
+        (weight 1; Binance shares a 500 per 5 minutes limit among its callers)."""
+        rows = await self._call(
+            "futures",
+            1,
+            "fapiPublicGetFundingRate",
+            {"symbol": _exchange_id(symbol), "limit": max(1, min(limit, 1000))},
+        )
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise RestDataError(f"fundingRate for {symbol}: expected a list of objects")
+        return rows
+
     async def _futures_data(
         self, method: str, symbol: str, period: str, limit: int
     ) -> list[dict[str, Any]]:

@@ -139,6 +139,28 @@ def _rows(rows: Sequence[dict[str, Any]], where: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: r["timestamp"])
 
 
+FUNDING_PERIOD_MS = 8 * 3_600_000
+FUNDING_HISTORY_ROWS = 100  # prints fetched (about 33 days): a carry averages at most 21
+FUNDING_REFETCH_MS = 3_600_000  # asked again hourly, and once a new print is due
+
+
+def parse_funding_history(rows: Sequence[Any]) -> list[tuple[int, float]]:
+    """``fundingRate`` rows -> [(funding time ms, rate)], oldest first, one per time; a row that
+    is not a finite, plausible rate with a positive time is an error (the whole answer is)."""
+    out: dict[int, float] = {}
+    for row in rows:
+        if not isinstance(row, dict):
+            raise DerivativesError(f"fundingRate: not an object: {row!r:.60}")
+        t = row.get("fundingTime")
+        rate = _num(row, "fundingRate", "fundingRate")
+        if not isinstance(t, int | str) or not str(t).isdigit() or int(t) <= 0:
+            raise DerivativesError(f"fundingRate: bad fundingTime {t!r:.30}")
+        if abs(rate) > 0.05:
+            raise DerivativesError(f"fundingRate: implausible funding rate {rate}")
+        out[int(t)] = rate
+    return sorted(out.items())
+
+
 def parse_premium(row: dict[str, Any]) -> tuple[float, float, int | None]:
     """``premiumIndex`` -> (last funding rate, mark price, next funding time)."""
     funding = _num(row, "lastFundingRate", "premiumIndex")
@@ -277,6 +299,9 @@ class DerivativesMonitor:
         self._updated: dict[str, dict[str, int]] = {s: {} for s in self.symbols}
         self.errors: dict[str, str] = {}  # "BTC/USDT funding" -> last error
         self.refreshes = 0
+        # settled funding prints per symbol (a carry family's input), and when last asked
+        self.funding_prints: dict[str, list[tuple[int, float]]] = {s: [] for s in self.symbols}
+        self._funding_asked: dict[str, int] = {}
 
     # ------------------------------------------------------------ polling
 
@@ -297,6 +322,9 @@ class DerivativesMonitor:
         )
         premium, oi, taker, ls, spot = results
         now = self.clock()
+        if self._funding_due(symbol, now):
+            self._funding_asked[symbol] = now
+            await self._refresh_funding_history(symbol)
         self._apply(symbol, "funding", premium, now, self._take_premium)
         self._apply(symbol, "open_interest", oi, now, self._take_oi)
         self._apply(symbol, "taker", taker, now, self._take_taker)
@@ -328,6 +356,40 @@ class DerivativesMonitor:
             return
         self._updated[symbol][reading] = now
         self.errors.pop(key, None)
+
+    def _funding_due(self, symbol: str, now: int) -> bool:
+        """Whether to ask for the funding history: never asked, an hour since, or a print due
+        since the newest one (asked at most once a minute then)."""
+        asked = self._funding_asked.get(symbol)
+        if asked is None or now - asked >= FUNDING_REFETCH_MS:
+            return True
+        prints = self.funding_prints.get(symbol) or []
+        due = prints and now >= prints[-1][0] + FUNDING_PERIOD_MS + 60_000
+        return bool(due) and now - asked >= 60_000
+
+    async def _refresh_funding_history(self, symbol: str) -> None:
+        """Merge the exchange's latest settled prints into the symbol's history; a failure is
+        recorded (``errors``) and the history kept as it was."""
+        key = f"{symbol} funding history"
+        try:
+            rows = await self.rest.funding_rate_history(symbol, FUNDING_HISTORY_ROWS)
+            fresh = parse_funding_history(rows)
+        except asyncio.CancelledError:
+            raise
+        except DerivativesError as err:
+            self._note_error(key, str(err))
+            return
+        except Exception as err:  # noqa: BLE001 - recorded like every other reading
+            self._note_error(key, f"{type(err).__name__}: {err}")
+            return
+        merged = dict(self.funding_prints.get(symbol) or [])
+        merged.update(fresh)
+        self.funding_prints[symbol] = sorted(merged.items())[-FUNDING_HISTORY_ROWS * 2 :]
+        self.errors.pop(key, None)
+
+    def funding_history(self) -> dict[str, list[tuple[int, float]]]:
+        """Every symbol's settled funding prints, oldest first (the bars board writes them)."""
+        return {s: list(p) for s, p in self.funding_prints.items() if p}
 
     def _note_error(self, key: str, text: str) -> None:
         if self.errors.get(key) != text:

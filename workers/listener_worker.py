@@ -7,8 +7,10 @@ very same client it uses for Binance; only the URL differs.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -50,7 +52,7 @@ from signals.wake_dispatcher import WakeDispatcher
 from trading import metrics
 from trading.alerts import worker_alert
 from trading.config import Settings, interval_seconds
-from trading.market_data import resample
+from trading.market_data import find_funding_csv, load_funding_csv, resample
 from trading.models import Bar, SymbolFeatures, Wake
 from trading.snapshot import MarketContext, MarketContextRequest
 from workers.account import warm_update
@@ -72,6 +74,27 @@ class ReplayOptions:
     start_ms: int | None = None
     updates_per_bar: int = 4
     lockstep: bool = False  # the replay waits for the engine after each bar (signals/lockstep.py)
+
+
+def replay_funding(files: list[Path], symbols: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """Each symbol's funding prints from ``binance_<SYMBOL>_perp_funding_8h.csv`` beside the
+    replay's bar files (the shared data's layout); symbols without one have none. A file that
+    does not parse is logged and skipped: the replay runs, its carry family then holds."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    folders = list(dict.fromkeys(Path(f).parent for f in files))
+    for symbol in symbols:
+        for folder in folders:
+            path = find_funding_csv(folder, symbol)
+            if path is None:
+                continue
+            try:
+                times, rates = load_funding_csv(path)
+            except (OSError, ValueError) as err:
+                log.warning("replay funding of %s not loaded: %s", symbol, err)
+                break
+            out[symbol] = [(int(t), float(r)) for t, r in zip(times, rates, strict=True)]
+            break
+    return out
 
 
 @dataclass
@@ -211,6 +234,8 @@ class ListenerService:
         self.repaired_bars = 0
         self.worker_watch: WorkerWatch | None = None
         self.lockstep: Lockstep | None = None
+        # a replay's settled funding prints per symbol, from the files beside its bars
+        self.replay_funding: dict[str, list[tuple[int, float]]] = {}
 
     def prepare_replay(self) -> ReplayPlan:
         opts = self.replay_options
@@ -232,6 +257,7 @@ class ListenerService:
             if before:
                 self.store.seed(symbol, "1d", resample(before, "1d")[-self.store.maxlen :])
         self.plan = plan
+        self.replay_funding = replay_funding(opts.files, self.settings.symbols)
         return plan
 
     async def run(self, stop: asyncio.Event, exit_when_replay_done: bool = False) -> None:
@@ -616,12 +642,26 @@ class ListenerService:
         def daily() -> dict[str, list[Bar]]:
             return {sym: self.store.closed_bars(sym, BARS_INTERVAL) for sym in s.symbols}
 
+        def funding() -> dict[str, list[tuple[int, float]]]:
+            """Settled prints known now: the replay's files up to its clock, or live the
+            derivatives monitor's /fapi/v1/fundingRate history."""
+            if self.replay_options is not None:
+                now = self.gate.market_time_ms
+                if now is None:
+                    return {}
+                return {
+                    sym: prints[: bisect.bisect_right(prints, (now, math.inf))]
+                    for sym, prints in self.replay_funding.items()
+                }
+            return self.derivatives.funding_history() if self.derivatives is not None else {}
+
         return BarsBoardWriter(
             BarsBoard.from_settings(s),
             s.market_task_queue,
             daily,
             s.bars_board_every_s / s.speed,
             socket.gethostname(),
+            funding=funding,
         )
 
     def decision_writer(self, market: MarketActivities) -> DecisionSheetWriter:

@@ -230,6 +230,11 @@ async def test_derivatives_monitor_through_ccxt(server: BinanceRestServer) -> No
         }
         for i in range(31)
     ]
+    d.funding_history["BTCUSDT"] = [
+        {"symbol": "BTCUSDT", "fundingTime": t - (150 - i) * 8 * H, "fundingRate": f"{i * 1e-6:.8f}",
+         "markPrice": "50000"}
+        for i in range(150)
+    ]  # fmt: skip
     server.spot_prices["BTCUSDT"] = 50_000.0
     futures = client(server, "futures")
     monitor = DerivativesMonitor(futures, ["BTC/USDT", "ETH/USDT"], clock=lambda: t)
@@ -256,5 +261,13 @@ async def test_derivatives_monitor_through_ccxt(server: BinanceRestServer) -> No
         "/futures/data/topLongShortAccountRatio",
         "/api/v3/ticker/price",
     } <= paths
+    # the settled funding history: the last 100 prints, oldest first; none for ETH (recorded)
+    history = monitor.funding_history()
+    assert set(history) == {"BTC/USDT"} and len(history["BTC/USDT"]) == 100
+    assert history["BTC/USDT"][0] == (t - 100 * 8 * H, pytest.approx(50e-6))
+    assert history["BTC/USDT"][-1] == (t - 8 * H, pytest.approx(149e-6))
+    assert "-1121" in monitor.errors["ETH/USDT funding history"]
+    asked = next(r for r in server.requests if r.path == "/fapi/v1/fundingRate")
+    assert asked.query == {"symbol": "BTCUSDT", "limit": "100"}
     oi = next(r for r in server.requests if r.path == "/futures/data/openInterestHist")
     assert oi.query == {"symbol": "BTCUSDT", "period": "5m", "limit": "289"}

@@ -58,6 +58,8 @@ class DerivativesData:
     open_interest: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     taker: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     top_long_short: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # /fapi/v1/fundingRate rows ({"symbol", "fundingTime", "fundingRate", "markPrice"})
+    funding_history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class BinanceRestServer:
@@ -107,6 +109,7 @@ class BinanceRestServer:
         app.router.add_get("/fapi/v1/exchangeInfo", self._futures_exchange_info)
         app.router.add_get("/fapi/v1/klines", self._futures_klines)
         app.router.add_get("/fapi/v1/premiumIndex", self._premium_index)
+        app.router.add_get("/fapi/v1/fundingRate", self._funding_rate)
         app.router.add_get("/fapi/v1/time", self._time)
         app.router.add_get("/futures/data/openInterestHist", self._open_interest_hist)
         app.router.add_get("/futures/data/takerlongshortRatio", self._taker_ratio)
@@ -285,6 +288,25 @@ class BinanceRestServer:
         if name not in rows:
             return _error(400, -1121, "Invalid symbol.")
         return web.json_response(rows[name])
+
+    async def _funding_rate(self, request: web.Request) -> web.Response:
+        """Binance's settled funding history: oldest first, ``limit`` (default 100, at most
+        1000) rows; ``startTime`` / ``endTime`` bound it (without them: the most recent)."""
+        name = request.query.get("symbol", "")
+        rows = self.derivatives.funding_history.get(name)
+        if rows is None:
+            return _error(400, -1121, "Invalid symbol.")
+        try:
+            limit = int(request.query.get("limit", 100))
+            start = int(request.query.get("startTime", 0))
+            end = int(request.query.get("endTime", 2**62))
+        except ValueError:
+            return _error(400, -1100, "Illegal characters found in a parameter.")
+        if not 1 <= limit <= 1000:
+            return _error(400, -1130, "Invalid data sent for a parameter.")
+        kept = [r for r in rows if start <= int(r["fundingTime"]) <= end]
+        kept = kept[:limit] if "startTime" in request.query else kept[-limit:]
+        return web.json_response(kept)
 
     def _history(
         self, request: web.Request, table: dict[str, list[dict[str, Any]]]

@@ -80,7 +80,7 @@ def test_a_claude_agent_reads_its_prompt_file(tmp_path: Path) -> None:
         ("family:tsmom:window=3", "has no parameter 'window'"),
         ("family:tsmom:lookback_days=abc", "not a number"),
         ("family:tsmom:lookback_days=-3", "positive"),
-        ("family:carry", "funding history"),
+        ("family:carry:prints=0", "prints must be an integer >= 1"),
         ("family:breakout:entry_days=5:exit_days=9", "shorter than entry_days"),
         ("rule:name=has space", "pattern"),
     ],
@@ -395,6 +395,58 @@ def test_the_family_decides_on_the_listeners_daily_bars(tmp_path: Path) -> None:
     assert sheet is not None and len(sheet.bars["BTC/USDT"]) == 40
     assert stale_reason(None, "BTC/USDT", 0) is not None
     assert json.loads(json.dumps(sheet.bars["ETH/USDT"][0]))[0] == T0 + DAY_MS - 1
+
+
+def test_a_carry_decides_on_the_funding_prints_of_the_board(tmp_path: Path) -> None:
+    """Carry averages the last K settled prints the listener put on the board (those at or
+    before the decision); with fewer than K it holds and says how many it has; rows that are
+    not plausible prints never reach it."""
+    board = BarsBoard(tmp_path / "prices.db")
+    store = {s: daily_bars(s, 30, 0.0) for s in ("BTC/USDT", "ETH/USDT")}
+    as_of = store["BTC/USDT"][-1].close_time + 4 * 3_600_000
+    eight = 8 * 3_600_000
+    prints = {  # BTC: shorts pay longs (long carry); ETH: only two prints so far
+        "BTC/USDT": [(as_of - eight * k, -0.0001) for k in (5, 4, 3, 2, 1, 0)],
+        "ETH/USDT": [(as_of - eight * k, -0.0001) for k in (1, 0)],
+    }
+    later = {"BTC/USDT": [(as_of + eight, 0.01)]}  # after the decision: never seen
+    writer = BarsBoardWriter(
+        board,
+        "ocw-market",
+        lambda: store,
+        1.0,
+        "host",
+        funding=lambda: {s: [*p, *later.get(s, [])] for s, p in prints.items()},
+    )
+
+    async def run():
+        assert await writer.write_if_changed() and await writer.write_funding_if_changed()
+        assert not await writer.write_funding_if_changed()  # no new print: not rewritten
+        decider = FamilyDecider(BarsReader(BarsBoard(tmp_path / "prices.db"), "ocw-market"))
+        out = await decider.decide(request(as_of, held=[]), parse_policy("family:carry:prints=3"))
+        decider.close()
+        return out
+
+    decided = {d.ticker: d for d in asyncio.run(run()).decisions}
+    assert decided["BTC/USDT"].action == Action.BUY
+    assert decided["ETH/USDT"].action == Action.HOLD
+    assert "2 of 3 funding prints on the board" in decided["ETH/USDT"].reasoning
+    sheet = BarsBoard(tmp_path / "prices.db").read("ocw-market")
+    assert sheet is not None and len(sheet.funding["BTC/USDT"]) == 7
+    # a hand-broken row on the board is dropped, not trusted
+    board.write_funding(
+        "ocw-market", {"BTC/USDT": [[1.0, 0.9], [2.0, float("nan")], [3.0, 1e-4]]}, "h", 0.0
+    )
+    assert BarsBoard(tmp_path / "prices.db").read("ocw-market").funding["BTC/USDT"] == [[3.0, 1e-4]]
+
+
+def test_series_from_rows_prefers_the_board_prints_to_the_current_rate() -> None:
+    rows = [[T0 + (i + 1) * DAY_MS - 1, 2.0, 1.0, 1.5] for i in range(3)]
+    as_of = T0 + 3 * DAY_MS - 1
+    with_prints = series_from_rows(rows, as_of, 0.0005, [[T0, 1e-4], [as_of + 1, 9e-4]])
+    assert with_prints is not None and list(with_prints.funding[1]) == [1e-4]
+    current = series_from_rows(rows, as_of, 0.0005)
+    assert current is not None and list(current.funding[1]) == [0.0005]
 
 
 def test_the_cash_policy_opens_nothing_and_says_why(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from signals.derivatives import (
     annualised_basis,
     long_short_z,
     oi_changes,
+    parse_funding_history,
     parse_premium,
     taker_ratio,
     to_reading_fields,
@@ -127,6 +128,16 @@ class FakeFutures:
         self._maybe_fail("spot")
         return 50_000.0
 
+    async def funding_rate_history(self, symbol: str, limit: int) -> list[dict]:
+        self._maybe_fail("history")
+        self.history_calls = getattr(self, "history_calls", 0) + 1
+        return list(self.history)[-limit:]
+
+    history: list[dict] = [
+        {"symbol": "BTCUSDT", "fundingTime": T0 - 8 * 3_600_000 * k, "fundingRate": "0.0001"}
+        for k in (2, 1, 0)
+    ]
+
 
 async def test_monitor_readings_cadence_missing_and_stale() -> None:
     rest = FakeFutures()
@@ -183,3 +194,59 @@ async def test_view_carries_liquidations_and_their_cascade() -> None:
     view = monitor.view()
     assert view.liquidations == summary and view.extreme is True
     assert monitor.next_delay_s() == monitor.fast_cadence_s
+
+
+async def test_the_funding_history_is_kept_merged_and_refreshed_when_a_print_is_due() -> None:
+    """A carry family needs the last K settled prints: the monitor asks /fapi/v1/fundingRate
+    once, then hourly or when a new print is due, merges what it hears, keeps the old history
+    on a failure (recorded in ``errors``), and refuses an implausible answer."""
+    rest = FakeFutures()
+    now = [T0 + 60_000]
+    monitor = DerivativesMonitor(
+        rest,  # type: ignore[arg-type]
+        ["BTC/USDT"],
+        cadence_s=300,
+        fast_cadence_s=60,
+        clock=lambda: now[0],
+    )
+    await monitor.refresh()
+    prints = monitor.funding_history()["BTC/USDT"]
+    assert [t for t, _ in prints] == [T0 - 16 * 3_600_000, T0 - 8 * 3_600_000, T0]
+    assert all(r == pytest.approx(0.0001) for _, r in prints) and rest.history_calls == 1
+    now[0] += 5 * 60_000  # five minutes on, no print due: not asked again
+    await monitor.refresh()
+    assert rest.history_calls == 1
+    rest.history = [*rest.history, {"fundingTime": T0 + 8 * 3_600_000, "fundingRate": "-0.0002"}]
+    now[0] = T0 + 8 * 3_600_000 + 2 * 60_000  # the next print is due
+    await monitor.refresh()
+    prints = monitor.funding_history()["BTC/USDT"]
+    assert rest.history_calls == 2 and len(prints) == 4 and prints[-1][1] == pytest.approx(-2e-4)
+    rest.fail = {"history"}
+    now[0] += 3_600_000
+    await monitor.refresh()
+    assert "418" in monitor.errors["BTC/USDT funding history"]
+    assert monitor.funding_history()["BTC/USDT"] == prints  # kept as it was
+    rest.fail = set()
+    rest.history = [{"fundingTime": T0 + 16 * 3_600_000, "fundingRate": "0.9"}]
+    now[0] += 3_600_000
+    await monitor.refresh()
+    assert "implausible funding rate" in monitor.errors["BTC/USDT funding history"]
+    assert monitor.funding_history()["BTC/USDT"] == prints
+    assert "funding history" not in monitor.snapshot("BTC/USDT").updated_ms  # not a reading
+
+
+def test_parse_funding_history_sorts_dedupes_and_refuses_bad_rows() -> None:
+    rows = [
+        {"fundingTime": 3, "fundingRate": "0.0002"},
+        {"fundingTime": "1", "fundingRate": "0.0001"},
+        {"fundingTime": 3, "fundingRate": "0.0003"},
+    ]
+    assert parse_funding_history(rows) == [(1, 0.0001), (3, 0.0003)]
+    for bad in (
+        [{"fundingTime": 1, "fundingRate": "nan"}],
+        [{"fundingTime": -5, "fundingRate": "0.0001"}],
+        [{"fundingRate": "0.0001"}],
+        ["x"],
+    ):
+        with pytest.raises(DerivativesError):
+            parse_funding_history(bad)

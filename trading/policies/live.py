@@ -22,8 +22,12 @@ family's stops and exits are the engine's own (the PositionWorkflow's safety lay
 History needed: the longest ``*_days`` field of the family's parameters, in daily bars (the
 default ``trend_tsmom`` needs 200, ``tsmom`` 90, ``breakout`` 21, ``trend_filter`` 200). A live
 listener bootstraps ``OCW_DAILY_BARS`` (400) daily bars per symbol; a replay seeds them from its
-files before the replay's start (up to 500). ``carry`` needs a funding history the listener does
-not keep: it runs with ``prints=1`` on the current funding rate of the snapshot only.
+files before the replay's start (up to 500). ``carry`` averages the last ``prints`` settled
+funding prints, which the listener keeps on the bars board (live: Binance's
+``/fapi/v1/fundingRate``, the last 100, about 33 days; a replay: the funding files beside its
+bars); a symbol with fewer prints than that holds, as one without bars. Where the board has
+no prints at all (derivatives off), the snapshot's current rate counts as one print, which
+serves ``prints=1`` only.
 """
 
 from __future__ import annotations
@@ -69,6 +73,12 @@ class PolicySpec:
     def family_record(self) -> Family:
         assert self.family is not None
         return get_family(self.family)
+
+    def funding_prints(self) -> int:
+        """How many settled funding prints a decision needs (0: the family reads none)."""
+        if self.family is None or not self.family_record().needs_funding:
+            return 0
+        return int(getattr(self.build_params(), "prints", 1))
 
     def build_params(self, shorts: bool = False) -> Any:
         """The family's parameters: its defaults, the spec's overrides, and ``long_only``
@@ -145,11 +155,6 @@ def parse_policy(text: str) -> PolicySpec:
             parsed = float(parsed)
         params[key] = parsed
     spec = PolicySpec(family=fam.name, params=params)
-    if fam.needs_funding and int(params.get("prints", 0)) != 1:
-        raise ValueError(
-            f"policy {raw!r}: carry needs a funding history the listener does not keep; "
-            "run it on the current funding rate with prints=1"
-        )
     try:
         spec.build_params()
     except (TypeError, ValueError) as err:
@@ -161,18 +166,28 @@ def parse_policy(text: str) -> PolicySpec:
 
 
 def series_from_rows(
-    rows: Sequence[Sequence[float]], as_of_ms: int, funding_rate: float | None = None
+    rows: Sequence[Sequence[float]],
+    as_of_ms: int,
+    funding_rate: float | None = None,
+    prints: Sequence[Sequence[float]] | None = None,
 ) -> BarSeries | None:
     """Daily bars ``[close_time, high, low, close]`` (oldest first) that closed by
-    ``as_of_ms`` as a ``BarSeries``; None when none did. ``funding_rate``: the current rate as
-    one print at the last bar's close (carry with ``prints=1``)."""
+    ``as_of_ms`` as a ``BarSeries``; None when none did. ``prints``: settled funding prints
+    ``[time, rate]`` (oldest first), those at or before ``as_of_ms`` kept; without any,
+    ``funding_rate`` (the current rate) as one print at the last bar's close."""
     kept = [r for r in rows if int(r[0]) <= as_of_ms]
     if not kept:
         return None
     arr = np.asarray(kept, dtype=float)
     close_time = arr[:, 0].astype(np.int64)
     funding = None
-    if funding_rate is not None and math.isfinite(funding_rate):
+    seen = [p for p in (prints or []) if int(p[0]) <= as_of_ms]
+    if seen:
+        funding = (
+            np.asarray([int(p[0]) for p in seen], dtype=np.int64),
+            np.asarray([float(p[1]) for p in seen]),
+        )
+    elif funding_rate is not None and math.isfinite(funding_rate):
         funding = (np.asarray([close_time[-1]], dtype=np.int64), np.asarray([funding_rate]))
     return BarSeries(
         close=arr[:, 3],
