@@ -27,7 +27,7 @@ from signals.exchange_sim import ExchangeSim
 from tests.workflows.fakes import FakeMarket, ScriptedPolicy
 from tests.workflows.test_decision_workflow import SYMBOLS, Rig
 from trading.config import Settings
-from trading.models import Action, PositionParams, TradeDecision, Wake
+from trading.models import Action, PositionParams, Side, TradeDecision, Wake
 from trading.state import DecisionState
 from workers.reconcile import run_reconcile
 from workflows.decision import DecisionWorkflow
@@ -229,5 +229,89 @@ async def test_entry_stop_trail_outage_and_reconciliation(dev_env, sim, tmp_path
             texts.append((tmp_path / f"{rig.queue}-journal.db").read_bytes().decode("latin-1"))
             assert not any(sim.secret in t or sim.api_key in t for t in texts)
     finally:  # the last worker terminated the rig's workflows on its way out
+        await raw.close()
+        await broker.close()
+
+
+async def test_a_short_on_usdm_is_protected_above_and_booked_once_when_the_exchange_covers(
+    dev_env, sim, tmp_path
+):
+    """Issue 15 on the execution path: a SHORT on a USDⓈ-M account sells to open (a negative
+    position at the exchange), its PositionWorkflow places a reduce-only STOP_MARKET BUY above
+    the entry, and when the market rises through it the exchange covers; the next safety tick
+    books that cover once (no second buy) and the books equal the futures wallet."""
+    short_btc = [TradeDecision(ticker=BTC, action=Action.SHORT, position_pct=0.2)]
+    rig = Rig(
+        dev_env,
+        tmp_path,
+        SimMarket(sim),
+        ScriptedPolicy(lambda c, r: short_btc if c == 1 else []),
+    )
+    client = binance_client(
+        "futures", api_key=sim.api_key, secret=sim.secret, base_url=sim.base_url,
+        recv_window_ms=2000,
+    )  # fmt: skip
+    broker = ExchangeBroker(
+        client,
+        ExchangeConfig(
+            market="futures",
+            symbols=(BTC, ETH),
+            recv_window_ms=2000,
+            clock_skew_ms=200,
+            poll_s=0.05,
+            settle_s=1.0,
+        ),  # fmt: skip
+    )
+    await broker.start()
+    rig.trading = TradingActivities(broker, rig.trading.journal, dev_env.client)
+    rig.extra_activities = [
+        rig.trading.place_stop,
+        rig.trading.stop_status,
+        rig.trading.cancel_stop,
+    ]
+    raw = binance_client("futures", api_key=sim.api_key, secret=sim.secret, base_url=sim.base_url)
+    try:
+        async with rig.worker(**NO_CACHE):
+            handle = await rig.start(position=FAST, exchange_stops=True, shorts=True)
+            await handle.signal(DecisionWorkflow.wake, Wake(reason="w1"))
+            state: DecisionState = await until(handle, lambda s: BTC in s.positions, what="short")
+            pos = state.positions[BTC]
+            assert pos.side.value == "short"
+            ph = dev_env.client.get_workflow_handle(pos.workflow_id)
+            ps = await until(ph, lambda p: p.stop is not None and p.stop.working, what="stop")
+            held = {p["symbol"]: p for p in await raw.fetch_positions([BTC])}
+            contracts = float(held[raw.market(BTC)["symbol"]]["contracts"] or 0)
+            assert held[raw.market(BTC)["symbol"]]["side"] == "short"
+            assert contracts == pytest.approx(pos.qty)
+            # a conditional order lives in Binance's algo-order API: the broker lists both
+            (venue,) = [o for o in await broker.open_orders() if o.kind == "stop"]
+            assert venue.client_order_id == ps.stop.client_order_id and venue.side == Side.BUY
+            assert venue.stop_price > 50_000  # above the entry: it fires on a rise
+            sent = [
+                r.params
+                for r in sim.requests
+                if r.path == "/fapi/v1/algoOrder" and r.method == "POST"
+                and r.params.get("clientAlgoId", r.params.get("newClientOrderId"))
+                == ps.stop.client_order_id
+            ]  # fmt: skip
+            assert sent and sent[0]["reduceOnly"] == "true" and sent[0]["side"] == "BUY"
+
+            sim.set_price(BTC, venue.stop_price * 1.005)  # the market rises through it
+            ps = await until(ph, lambda p: p.status == "CLOSED", what="cover booked", timeout=60)
+            assert ps.exit_reason == "exchange_stop" and ps.trade is not None
+            assert ps.trade.pnl < 0  # a short that the market went against
+            buys = [f for f in ps.fills if f.side == "BUY"]
+            assert [f.client_order_id for f in buys] == [venue.client_order_id]
+            assert len(sim.ledger.order_ids(venue.client_order_id)) == 1  # covered once
+            assert {f.client_order_id for f in sim.ledger if f.side == "BUY"} == {
+                venue.client_order_id
+            }  # the engine sent no buy of its own on top of the exchange's cover
+            state = await until(handle, lambda s: not s.positions, what="books flat")
+            after = {p["symbol"]: p for p in await raw.fetch_positions([BTC])}
+            left = after.get(raw.market(BTC)["symbol"])
+            assert left is None or float(left["contracts"] or 0) == 0
+            balance = await raw.fetch_balance()
+            assert state.portfolio.cash == pytest.approx(balance["USDT"]["total"], abs=0.01)
+    finally:
         await raw.close()
         await broker.close()
