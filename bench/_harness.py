@@ -245,7 +245,9 @@ def hist_count(cum: list[tuple[float, float]]) -> float:
 
 
 def scrape(url: str, timeout: float = 10.0) -> Samples:
-    """One scrape of a /metrics endpoint; empty when it does not answer."""
+    """One scrape of a /metrics endpoint; empty when it does not answer (or there is none)."""
+    if not url:
+        return {}
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URL
             return parse_prometheus(resp.read().decode("utf-8", "replace"))
@@ -431,6 +433,22 @@ def add_worker_args(parser: argparse.ArgumentParser) -> None:
         metavar="OCW_NAME=VALUE",
         help="any other worker setting (repeatable)",
     )
+    parser.add_argument(
+        "--temporal-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="run against this Temporal server (a compose cluster, Temporal Cloud) instead of "
+        "a dev server of the bench's own; its namespace, TLS and API key come from the "
+        "environment's OCW_TEMPORAL_* / TEMPORAL_* variables. Only the bench's own workflows "
+        "are terminated at the end",
+    )
+    parser.add_argument(
+        "--server-metrics",
+        default=None,
+        metavar="URL",
+        help="with --temporal-address: that server's Prometheus /metrics (else its figures "
+        "and CPU are not measured)",
+    )
 
 
 def worker_overrides(
@@ -455,6 +473,13 @@ def worker_overrides(
             raise SystemExit(f"--set {key}: not a setting of this engine (trading/config.py)")
         env[key] = value
     return env
+
+
+def server_from(args: argparse.Namespace) -> dict[str, str | None]:
+    """``Engine`` keywords of ``--temporal-address`` / ``--server-metrics``."""
+    if args.server_metrics and not args.temporal_address:
+        raise SystemExit("--server-metrics goes with --temporal-address")
+    return {"server_address": args.temporal_address, "server_metrics_url": args.server_metrics}
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, str]:
@@ -493,6 +518,9 @@ class Engine:
     gate_outliers: bool = True  # False: the gate's z-score layer off (only the bench wakes)
     procs: dict[str, Proc] = field(default_factory=dict)
     client: Any = None
+    # an external Temporal server (--temporal-address) and its /metrics; None: the bench's own
+    server_address: str | None = None
+    server_metrics_url: str | None = None
 
     def __post_init__(self) -> None:
         from trading.config import Settings
@@ -504,11 +532,15 @@ class Engine:
         self.server_metrics_port = free_port()
         self.worker_metrics_port = free_port()
         self.listener_metrics_port = free_port()
-        address = f"127.0.0.1:{self.port}"
+        address = self.server_address or f"127.0.0.1:{self.port}"
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith(("OCW_", "TEMPORAL_"))
+            if (
+                not k.startswith(("OCW_", "TEMPORAL_"))
+                # an external server's namespace, TLS and key are the user's to give
+                or (self.server_address and k.startswith(("OCW_TEMPORAL_", "TEMPORAL_")))
+            )
             and k not in ("FRED_API_KEY", "ANTHROPIC_API_KEY", "LIVE_TRADING")
         }
         env.update(
@@ -552,7 +584,13 @@ class Engine:
         return f"http://127.0.0.1:{self.listener_metrics_port}/metrics"
 
     @property
+    def external(self) -> bool:
+        return self.server_address is not None
+
+    @property
     def server_metrics(self) -> str:
+        if self.external:
+            return self.server_metrics_url or ""
         return f"http://127.0.0.1:{self.server_metrics_port}/metrics"
 
     # ---- processes
@@ -574,15 +612,16 @@ class Engine:
     async def start(self, timeout_s: float = 300.0) -> None:
         from workers.temporal_env import connect, dev_server_command
 
-        cmd = dev_server_command(self.settings, (self.home / "temporal.db").resolve(), ui=False)
         self.home.mkdir(parents=True, exist_ok=True)
-        self._spawn("server", [*cmd, "--metrics-port", str(self.server_metrics_port)])
-        deadline = time.monotonic() + 60
-        while not _port_open(self.port):
-            self._check_alive()
-            if time.monotonic() > deadline:
-                raise SystemExit("the dev server did not listen within 60 s")
-            await asyncio.sleep(0.1)
+        if not self.external:
+            cmd = dev_server_command(self.settings, (self.home / "temporal.db").resolve(), ui=False)
+            self._spawn("server", [*cmd, "--metrics-port", str(self.server_metrics_port)])
+            deadline = time.monotonic() + 60
+            while not _port_open(self.port):
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise SystemExit("the dev server did not listen within 60 s")
+                await asyncio.sleep(0.1)
         python = sys.executable
         self._spawn("worker", [python, "-m", "workers.cli", "worker"])
         self._spawn(
@@ -663,14 +702,24 @@ class Engine:
     def proc_samples(self) -> dict[str, ProcSample | None]:
         return {name: read_proc(p.pid) for name, p in self.procs.items()}
 
+    def owns(self, workflow_id: str) -> bool:
+        """Whether a workflow is the bench's: its account, its monitor, its positions (on a
+        shared server nothing else is touched)."""
+        account = self.settings.account
+        return workflow_id in (
+            self.settings.decision_workflow_id,
+            f"ocw-monitor-{account}",
+        ) or workflow_id.startswith(f"ocw-position-{account}-")
+
     async def terminate_running(self, concurrency: int = 32) -> int:
-        """Terminate every running workflow (positions, the account, its monitor)."""
+        """Terminate the bench's running workflows (positions, the account, its monitor)."""
         if self.client is None:
             return 0
         ids = []
         with contextlib.suppress(Exception):
             async for wf in self.client.list_workflows("ExecutionStatus='Running'"):
-                ids.append(wf.id)
+                if self.owns(wf.id):
+                    ids.append(wf.id)
         gate = asyncio.Semaphore(concurrency)
 
         async def one(wid: str) -> None:

@@ -3,7 +3,8 @@
     .venv/bin/python bench/load.py [--n 10,100,300,1000,2000] [--minutes 5] [--warmup 60]
                                    [--spread 30] [--sample 50] [--cache N] [--slots N]
                                    [--activities N] [--pollers N] [--set OCW_NAME=VALUE]
-                                   [--speed 1] [--keep]
+                                   [--speed 1] [--keep] [--pyspy SECONDS]
+                                   [--temporal-address HOST:PORT [--server-metrics URL]]
 
 For each N, a fresh engine (bench/_harness.py): a dev server on its own ``OCW_HOME`` (its
 ``/metrics`` on a free port), ``ocw worker`` (``OCW_WORKER_METRICS`` on a free port; ``--cache``
@@ -14,6 +15,11 @@ For each N, a fresh engine (bench/_harness.py): a dev server on its own ``OCW_HO
 PositionWorkflows are started as the engine starts them (``start_position``), their stops out of
 reach, evenly over ``--spread`` seconds (positions open at any moment in real life, so their
 ticks do not fire in one burst); after ``--warmup`` seconds the window of ``--minutes`` begins.
+
+With ``--temporal-address`` the engine runs on that server (a compose cluster, Temporal
+Cloud) instead of a dev server of its own; the server's figures come from ``--server-metrics``
+when given, its CPU and RSS are not measured, and only the bench's own workflows are
+terminated at the end.
 
 Measured over the window, from outside:
 - safety-tick lag: (interval between consecutive safety checks − 30 s), a check being the
@@ -76,6 +82,7 @@ from bench._harness import (  # noqa: E402
     safety_checks,
     sample_ids,
     scrape,
+    server_from,
     start_positions,
     table,
     task_waits,
@@ -289,7 +296,9 @@ async def count_running(eng: Engine) -> int:
 
 async def run_n(n: int, args: argparse.Namespace, market: Market, root: Path) -> Result:
     res = Result(n=n)
-    eng = Engine(root / f"n{n}", market, overrides=args.overrides, speed=args.speed)
+    eng = Engine(
+        root / f"n{n}", market, overrides=args.overrides, speed=args.speed, **server_from(args)
+    )
     safety_s = 30.0
     began = time.monotonic()
     try:
@@ -525,6 +534,12 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
         "worker settings: "
         + (", ".join(f"{k}={v}" for k, v in sorted(args.overrides.items())) or "the defaults")
     )
+    if args.temporal_address:
+        print(
+            f"server: external at {args.temporal_address} ("
+            + (f"metrics {args.server_metrics}" if args.server_metrics else "no /metrics given")
+            + "; its CPU and RSS are not measured from here)"
+        )
     if args.minutes * 60 < 180:
         print(
             "note: a window shorter than the 3 min agent cadence under-counts the agent checks "

@@ -64,6 +64,7 @@ from bench._harness import (  # noqa: E402
     safety_checks,
     sample_ids,
     scrape,
+    server_from,
     start_positions,
     table,
     total,
@@ -355,7 +356,13 @@ async def main_async(args: argparse.Namespace) -> list[Phase]:
         + (", ".join(f"{k}={v}" for k, v in sorted(args.overrides.items())) or "the defaults")
         + "; gate outlier layer off"
     )
-    eng = Engine(root / "engine", market, overrides=args.overrides, gate_outliers=False)
+    eng = Engine(
+        root / "engine",
+        market,
+        overrides=args.overrides,
+        gate_outliers=False,
+        **server_from(args),
+    )
     phases: list[Phase] = []
     ok = False
     try:

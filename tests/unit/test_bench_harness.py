@@ -270,3 +270,28 @@ def test_a_local_decide_is_a_stage_of_its_own_and_leaves_no_risk_gap() -> None:
     assert stages["decide (local)"] == pytest.approx(0.015)  # view done -> marker
     assert stages["risk"] == pytest.approx(0.0)  # the order left in the same task
     assert cyc.done("decide") == pytest.approx(20.035)
+
+
+def test_an_external_server_keeps_the_users_temporal_settings_and_their_workflows(
+    tmp_path, monkeypatch
+) -> None:
+    """``--temporal-address``: the children get the user's namespace and key (a compose
+    cluster, Temporal Cloud), the bench starts no server, and only its own workflows are
+    terminated at the end; the bench's own dev server gets none of the user's settings."""
+    from bench._harness import Engine, Market, scrape
+
+    monkeypatch.setenv("OCW_TEMPORAL_NAMESPACE", "prod-like")
+    monkeypatch.setenv("OCW_ACCOUNT", "users-account")
+    market = Market(files=[], start_ms=0, prices={}, verdicts={})
+    ext = Engine(tmp_path / "a", market, server_address="temporal.example:7233")
+    assert ext.env["OCW_TEMPORAL_ADDRESS"] == "temporal.example:7233"
+    assert ext.env["OCW_TEMPORAL_NAMESPACE"] == "prod-like" and ext.external
+    assert ext.env["OCW_ACCOUNT"] == "bench"  # never the user's account
+    assert ext.server_metrics == "" and scrape(ext.server_metrics) == {}
+    assert ext.owns("ocw-decision-bench") and ext.owns("ocw-monitor-bench")
+    assert ext.owns("ocw-position-bench-load-BTC-7") and ext.owns("ocw-position-bench-3-BTC-1")
+    assert not ext.owns("ocw-decision-users-account") and not ext.owns("users-own-wf")
+    assert not ext.owns("ocw-position-benchmark-1")
+    own = Engine(tmp_path / "b", market)
+    assert own.env["OCW_TEMPORAL_ADDRESS"].startswith("127.0.0.1:")
+    assert "OCW_TEMPORAL_NAMESPACE" not in own.env and not own.external
