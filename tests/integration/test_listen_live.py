@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 
+from activities.bars_board import BarsBoard
 from activities.journal import Journal
 from signals.kline_frames import encode_kline_frame, exchange_symbol, stream_name
 from signals.listener_status import ListenerStatus, read_status, status_path
@@ -242,6 +243,12 @@ def serve_derivatives(server: LiveRestServer, now: int) -> None:
             "interestRate": "0.0001",
             "time": now,
         }
+        last_print = now - now % (8 * HOUR)
+        d.funding_history[name] = [
+            {"symbol": name, "fundingTime": last_print - k * 8 * HOUR, "fundingRate": "0.0001",
+             "markPrice": repr(mark)}
+            for k in range(29, -1, -1)
+        ]  # fmt: skip
         d.open_interest[name] = [
             {
                 "symbol": name,
@@ -474,6 +481,10 @@ async def test_listen_live_bootstrap_stream_cut_repair_and_wakes(tmp_path: Path)
             assert sorted(info["fresh"]) == sorted(
                 ["funding", "open_interest", "taker", "long_short", "basis"]
             ), (symbol, info)
+        # the settled funding history reached the bars board (a carry family's input)
+        sheet = BarsBoard.from_settings(settings).read(settings.market_task_queue)
+        assert sheet is not None
+        assert {s: len(p) for s, p in sheet.funding.items()} == {s: 30 for s in SYMBOLS}
         assert final.live["liquidations"]["connected"]
         assert final.gate["by_layer"]["G1"] >= len(SYMBOLS)
         assert final.wakes_sent >= 1 and final.wake_failures == 0
