@@ -146,9 +146,11 @@ async def test_a_board_whose_writer_stops_sends_the_checks_to_the_listener(dev_e
         await run.listener.stop()  # the listener dies: its board ages past 200 ms
         await asyncio.sleep(0.3)  # a check from now on finds it stale
         before = (await run.handle.query(PositionWorkflow.status)).safety_checks
-        state = await checks(run.handle, before + 2)
+        # a loaded machine can count a check that read the board just before the stop only
+        # after it: one more check than the two that must ask
+        state = await checks(run.handle, before + 2 + SLACK)
         await run.handle.terminate("test over")
 
     assert on_board <= SLACK
-    assert market.price_calls >= on_board + 2  # each check after the writer stopped asked it
+    assert market.price_calls >= on_board + 2  # the checks after the writer stopped asked it
     assert state.missed_checks == 0 and not state.price_stale
