@@ -158,8 +158,15 @@ class Rig:
 
 
 async def _until(
-    handle: WorkflowHandle, cond, env: WorkflowEnvironment, timeout_s: float = 30
+    handle: WorkflowHandle,
+    cond,
+    env: WorkflowEnvironment,
+    timeout_s: float = 30,
+    skip_time: bool = True,
 ) -> DecisionState:
+    """The state once ``cond`` holds, skipping 5 s of server time between looks; with
+    ``skip_time`` off it polls in real time instead (a skip while a local activity runs can
+    reach the workflow task's heartbeat and cut the task, which a task-layout test sees)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
@@ -168,7 +175,10 @@ async def _until(
             return state
         if loop.time() > deadline:
             raise AssertionError(f"condition not met: {state.counters}, {state.decided_by}")
-        await env.sleep(timedelta(seconds=5))
+        if skip_time:
+            await env.sleep(timedelta(seconds=5))
+        else:
+            await asyncio.sleep(0.05)
 
 
 async def test_wakes_during_a_running_decision_are_all_handled_in_one_cycle(ts_env, tmp_path):
@@ -238,7 +248,10 @@ async def test_a_lean_engine_decides_sizes_and_orders_in_one_workflow_task(ts_en
         handle = await rig.start(lean_ticks=True)
         await handle.signal(DecisionWorkflow.wake, Wake(reason="by hand"))
         state = await _until(
-            handle, lambda s: s.counters.wakes_handled == 1 and "BTC/USDT" in s.positions, ts_env
+            handle,
+            lambda s: s.counters.wakes_handled == 1 and "BTC/USDT" in s.positions,
+            ts_env,
+            skip_time=False,
         )
         history = await handle.fetch_history()
     assert len(policy.requests) == 1 and state.counters.orders == 1
@@ -519,8 +532,10 @@ async def test_a_lean_wake_decides_on_the_decision_board_in_its_own_workflow_tas
             await handle.signal(
                 DecisionWorkflow.wake, Wake(reason="candle_close", market_time_ms=now - 1)
             )
-            state = await _until(handle, lambda s, n=n: s.counters.wakes_handled == n, ts_env)
-        state = await _until(handle, lambda s: "BTC/USDT" in s.positions, ts_env)
+            state = await _until(
+                handle, lambda s, n=n: s.counters.wakes_handled == n, ts_env, skip_time=False
+            )
+        state = await _until(handle, lambda s: "BTC/USDT" in s.positions, ts_env, skip_time=False)
         history = await handle.fetch_history()
     assert state.counters.orders == 1 and market.board_decision_calls == 2
     events = list(history.events)
