@@ -1027,8 +1027,8 @@ def safety_checks(
     return out
 
 
-def task_waits(events: Iterable[Ev], t0: float, t1: float) -> list[float]:
-    """Schedule-to-start of every workflow task started in [t0, t1) (from its own events)."""
+def task_starts(events: Iterable[Ev], t0: float, t1: float) -> list[tuple[float, float]]:
+    """(scheduled, started) of every workflow task started in [t0, t1), from its own events."""
     scheduled: dict[int, float] = {}
     out = []
     for e in events:
@@ -1037,8 +1037,13 @@ def task_waits(events: Iterable[Ev], t0: float, t1: float) -> list[float]:
         elif e.kind == "WorkflowTaskStarted" and t0 <= e.t < t1:
             at = scheduled.get(e.attrs.get("scheduled", -1))
             if at is not None:
-                out.append(e.t - at)
+                out.append((at, e.t))
     return out
+
+
+def task_waits(events: Iterable[Ev], t0: float, t1: float) -> list[float]:
+    """Schedule-to-start of every workflow task started in [t0, t1)."""
+    return [started - at for at, started in task_starts(events, t0, t1)]
 
 
 @dataclass

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench._harness import Ev, read_proc
+from bench._harness import Ev, read_proc, task_starts
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,11 @@ class Span:
 
 def task_wait_spans(events: Iterable[Ev], t0: float, t1: float, min_wait_s: float) -> list[Span]:
     """[scheduled, started] of every workflow task started in [t0, t1) that waited ≥ min."""
-    scheduled: dict[int, float] = {}
-    out = []
-    for e in events:
-        if e.kind == "WorkflowTaskScheduled":
-            scheduled[e.id] = e.t
-        elif e.kind == "WorkflowTaskStarted" and t0 <= e.t < t1:
-            at = scheduled.get(e.attrs.get("scheduled", -1))
-            if at is not None and e.t - at >= min_wait_s:
-                out.append(Span(at, e.t, 1, e.t - at))
-    return out
+    return [
+        Span(at, started, 1, started - at)
+        for at, started in task_starts(events, t0, t1)
+        if started - at >= min_wait_s
+    ]
 
 
 def merge_spans(spans: Iterable[Span], gap_s: float = 0.0) -> list[Span]:

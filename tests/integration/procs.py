@@ -29,6 +29,32 @@ def ocw(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     )
 
 
+def run_ocw(
+    args: list[str], env: dict[str, str], timeout: float = 90
+) -> subprocess.CompletedProcess:
+    """`python -m workers.cli ARGS` to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def decision_status(handle: Any) -> Callable[[], Awaitable[Any]]:
+    """A reader of the account's DecisionWorkflow status: None until it answers."""
+    from workflows.decision import DecisionWorkflow
+
+    async def read() -> Any:
+        try:
+            return await handle.query(DecisionWorkflow.status)
+        except Exception:  # noqa: BLE001 - not started yet
+            return None
+
+    return read
+
+
 def run_demo(
     args: list[str], env: dict[str, str], home: Path, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

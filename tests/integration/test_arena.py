@@ -12,19 +12,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from httpx import ASGITransport, AsyncClient
 
 from activities.paper_broker import PaperBroker
-from tests.integration.procs import free_port, has, ocw, wait_for
+from tests.integration.procs import decision_status, free_port, has, ocw, run_ocw, wait_for
 from trading.config import Settings
 from trading.market_data import generate_market, write_ohlcv_csv
 from workers.api import create_app
 from workers.temporal_env import connect, start_dev_server, stop_process
-from workflows.decision import DecisionWorkflow
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +30,6 @@ SYMBOLS = ["BTC/USDT", "ETH/USDT"]
 DAYS = 3
 SECONDS = 12
 FAMILY = "family:tsmom:lookback_days=5:vol_days=5"
-
-
-def run_ocw(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
 
 
 async def test_two_agents_trade_one_feed_independently(tmp_path: Path) -> None:
@@ -73,13 +61,7 @@ async def test_two_agents_trade_one_feed_independently(tmp_path: Path) -> None:
         }
 
         def status(agent: str):
-            async def read():
-                try:
-                    return await handles[agent].query(DecisionWorkflow.status)
-                except Exception:  # noqa: BLE001 - not started yet
-                    return None
-
-            return read
+            return decision_status(handles[agent])
 
         for agent in handles:  # both accounts up before the feed starts
             await wait_for(lambda a=agent: status(a)(), 60, f"account arena-{agent}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,11 +20,10 @@ import pytest
 
 from activities.price_board import PriceBoard
 from signals.exchange_sim import ExchangeSim
-from tests.integration.procs import free_port, has, ocw, wait_for
+from tests.integration.procs import decision_status, free_port, has, ocw, run_ocw, wait_for
 from trading.config import Settings
 from trading.market_data import generate_market, write_ohlcv_csv
 from workers.temporal_env import connect, start_dev_server, stop_process
-from workflows.decision import DecisionWorkflow
 
 pytestmark = pytest.mark.integration
 
@@ -89,16 +87,6 @@ def key_of(agent: str) -> str:
 
 def secret_of(agent: str) -> str:
     return f"secret{agent}".ljust(64, "1")
-
-
-def run_ocw(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
 
 
 def base_env(home: Path) -> dict[str, str]:
@@ -166,13 +154,7 @@ async def test_each_agent_trades_on_its_own_exchange_account(tmp_path: Path) -> 
         handles = {a: client.get_workflow_handle(f"ocw-decision-arena-{a}") for a in AGENTS}
 
         def status(agent: str):
-            async def read():
-                try:
-                    return await handles[agent].query(DecisionWorkflow.status)
-                except Exception:  # noqa: BLE001 - not started yet
-                    return None
-
-            return read
+            return decision_status(handles[agent])
 
         for agent in handles:
             await wait_for(lambda a=agent: status(a)(), 60, f"account arena-{agent}")

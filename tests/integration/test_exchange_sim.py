@@ -25,11 +25,12 @@ from signals.exchange_sim import (
     ccxt_overrides,
 )
 from signals.exchange_sim.auth import sign
+from tests.integration.exchange_fixtures import BTC, fresh, sim
 from trading.models import Bar
 
 pytestmark = pytest.mark.integration
 
-BTC = "BTC/USDT"
+__all__ = ["fresh", "sim"]  # the shared exchange fixtures (exchange_fixtures.py)
 PERP = "BTC/USDT:USDT"
 D = Decimal
 
@@ -46,22 +47,6 @@ def client(sim: ExchangeSim, market: str = "spot", **config: Any) -> Any:
     }
     options = {**base["options"], **config.pop("options", {})}
     return cls({**base, **config, "options": options})
-
-
-@pytest.fixture(scope="module")
-async def sim() -> AsyncIterator[ExchangeSim]:
-    exchange = ExchangeSim([BTC, "ETH/USDT"], spot_balances={"USDT": 10_000})
-    async with exchange:
-        yield exchange
-
-
-@pytest.fixture(autouse=True)
-def fresh(sim: ExchangeSim) -> None:
-    sim.reset()
-    sim.max_fill_qty = None
-    sim.slippage = 0
-    sim.set_price(BTC, 50_000)
-    sim.set_price("ETH/USDT", 3_000)
 
 
 @pytest.fixture
