@@ -80,18 +80,18 @@ class BarsBoard(BoardTable):
     SCHEMA = SCHEMA
 
     def write(self, board: str, rows: dict[str, list[Row]], host: str, now: float) -> None:
-        self._schema()
-        body = json.dumps({s: r for s, r in sorted(rows.items())}, separators=(",", ":"))
-        sql = self.db.dialect.upsert(TABLE, ["board", "written_at", "host", "bars"], "board")
-        self.db.execute(sql, (sheet_name(board), now, host, body))
+        self._upsert(sheet_name(board), rows, host, now)
 
     def write_funding(
         self, board: str, prints: dict[str, list[Print]], host: str, now: float
     ) -> None:
+        self._upsert(funding_sheet_name(board), prints, host, now)
+
+    def _upsert(self, row_name: str, rows: dict[str, list], host: str, now: float) -> None:
         self._schema()
-        body = json.dumps({s: p for s, p in sorted(prints.items())}, separators=(",", ":"))
+        body = json.dumps({s: r for s, r in sorted(rows.items())}, separators=(",", ":"))
         sql = self.db.dialect.upsert(TABLE, ["board", "written_at", "host", "bars"], "board")
-        self.db.execute(sql, (funding_sheet_name(board), now, host, body))
+        self.db.execute(sql, (row_name, now, host, body))
 
     def read(self, board: str) -> BarsSheet | None:
         """The bars row with the funding row's prints (when there is one); None: no bars."""
@@ -149,15 +149,12 @@ class BarsBoardWriter:
         self.name = name
         self.snapshot = snapshot
         self.funding = funding  # settled prints known now (None: this listener has none)
-        self._funding_signature: tuple | None = None
-        self._funding_written_at = 0.0
         self.every_s = max(0.05, every_s)
         self.host = host
         self.clock = clock
         self.writes = 0
         self.errors = 0
-        self._signature: tuple | None = None
-        self._written_at = 0.0
+        self._last: dict[str, tuple[tuple, float]] = {}  # row -> (signature, written at)
         self._lock = asyncio.Lock()
 
     async def before_wake(self, *_: object) -> None:
@@ -179,23 +176,12 @@ class BarsBoardWriter:
             if not prints:
                 return False
             signature = tuple(sorted((s, len(p), p[-1][0]) for s, p in prints.items()))
-            fresh = self.clock() - self._funding_written_at < REWRITE_S
-            if signature == self._funding_signature and fresh:
-                return False
-            rows = {s: [[float(t), float(r)] for t, r in p] for s, p in prints.items()}
-            try:
-                await asyncio.to_thread(
-                    self.board.write_funding, self.name, rows, self.host, self.clock()
-                )
-            except DB_ERRORS as err:
-                self.errors += 1
-                if self.errors == 1 or self.errors % 100 == 0:
-                    log.warning("bars board funding not written (%d times): %s", self.errors, err)
-                return False
-            self._funding_signature = signature
-            self._funding_written_at = self.clock()
-            self.writes += 1
-            return True
+            return await self._write_changed(
+                "funding",
+                signature,
+                lambda: {s: [[float(t), float(r)] for t, r in p] for s, p in prints.items()},
+                self.board.write_funding,
+            )
 
     async def write_if_changed(self) -> bool:
         async with self._lock:
@@ -203,21 +189,36 @@ class BarsBoardWriter:
             if not any(bars.values()):
                 return False
             signature = tuple(sorted((s, len(b), b[-1].close_time) for s, b in bars.items() if b))
-            fresh = self.clock() - self._written_at < REWRITE_S
-            if signature == self._signature and fresh:
-                return False
-            rows = {s: bar_rows(b) for s, b in bars.items() if b}
-            try:
-                await asyncio.to_thread(self.board.write, self.name, rows, self.host, self.clock())
-            except DB_ERRORS as err:
-                self.errors += 1
-                if self.errors == 1 or self.errors % 100 == 0:
-                    log.warning("bars board not written (%d times): %s", self.errors, err)
-                return False
-            self._signature = signature
-            self._written_at = self.clock()
-            self.writes += 1
-            return True
+            return await self._write_changed(
+                "bars",
+                signature,
+                lambda: {s: bar_rows(b) for s, b in bars.items() if b},
+                self.board.write,
+            )
+
+    async def _write_changed(
+        self,
+        row: str,
+        signature: tuple,
+        rows_of: Callable[[], dict[str, list]],
+        write: Callable[[str, dict[str, list], str, float], None],
+    ) -> bool:
+        """``write`` the row's rows unless they are what was written last and that is younger
+        than REWRITE_S; a database error is counted and logged, never raised."""
+        last = self._last.get(row)
+        if last is not None and last[0] == signature and self.clock() - last[1] < REWRITE_S:
+            return False
+        try:
+            await asyncio.to_thread(write, self.name, rows_of(), self.host, self.clock())
+        except DB_ERRORS as err:
+            self.errors += 1
+            if self.errors == 1 or self.errors % 100 == 0:
+                what = "bars board" if row == "bars" else f"bars board {row}"
+                log.warning("%s not written (%d times): %s", what, self.errors, err)
+            return False
+        self._last[row] = (signature, self.clock())
+        self.writes += 1
+        return True
 
 
 class BarsReader:

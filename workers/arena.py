@@ -18,8 +18,9 @@ variables ``<PREFIX>_API_KEY`` and ``<PREFIX>_SECRET_KEY`` (optional ``<PREFIX>_
 ``<PREFIX>_FUTURES_URL``: another endpoint for it) when its worker starts; only the prefix is
 written anywhere. Agents on an exchange each need their own account: two on one would merge
 their positions (one position per symbol) and see each other's orders as strangers, so an
-arena of several agents on testnet or live is refused unless every agent has its own keys. The definition is written to
-``OCW_HOME/arena.json`` by ``ocw arena start``, which then runs one trading worker per agent in
+arena of several agents on testnet or live is refused unless every agent has its own keys.
+
+The definition is written to ``OCW_HOME/arena.json`` by ``ocw arena start``, which then runs one trading worker per agent in
 its process; ``ocw listen --arena`` reads it and wakes every agent's account from one feed (one
 gate per account: each agent's own timer and wake conditions). ``ocw arena status`` (and
 ``ocw status``, the dashboard's arena panel, ``GET /api/arena``) show the leaderboard

@@ -50,7 +50,6 @@ from trading.models import (
     LLMCallInfo,
     Model,
     PositionParams,
-    PositionSide,
 )
 from trading.snapshot import EngineStatus, PositionMark, RegimeReading, SnapshotContext
 from trading.state import (
@@ -334,17 +333,8 @@ class LLMDecisions:
         bt = self._bt
         assert bt is not None
         positions = []
-        gross = value = 0.0
         for symbol, pos in bt.positions.items():
             price = bt.last_close.get(symbol, pos.avg_entry)
-            notional = pos.qty * price
-            gross += notional
-            # a short's worth to the equity is its collateral plus open PnL (Backtester._values)
-            value += (
-                2.0 * pos.qty * pos.avg_entry - notional
-                if pos.side is PositionSide.SHORT
-                else notional
-            )
             peak, trough = self._extremes(symbol, pos.entry_time_ms, step)
             positions.append(
                 OpenPosition(
@@ -364,6 +354,9 @@ class LLMDecisions:
                     side=pos.side,
                 )
             )
+        # gross exposure, and what the positions add to the equity (a short: its collateral
+        # plus open PnL), as the engine books them
+        gross, value = bt.position_values()
         equity = bt.cash + value
         peak_equity = max(bt.peak_equity, equity)
         return AccountView(

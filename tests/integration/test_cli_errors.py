@@ -4,25 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.procs import free_port
+from tests.integration.procs import free_port, run_ocw
 
 pytestmark = pytest.mark.integration
-
-
-def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def base_env(home: Path, address: str, account: str = "nobody") -> dict[str, str]:
@@ -42,7 +31,7 @@ def one_line(done: subprocess.CompletedProcess) -> str:
 @pytest.mark.parametrize("command", [["close-all"], ["halt"], ["wake"], ["status"]])
 def test_a_wrong_account_is_one_line(dev_env, tmp_path, command):
     env = base_env(tmp_path, dev_env.client.service_client.config.target_host)
-    err = one_line(run(command, env))
+    err = one_line(run_ocw(command, env))
     assert "ocw-decision-nobody" in err
 
 
@@ -50,7 +39,7 @@ def test_no_server_is_one_line_within_seconds(tmp_path):
     env = base_env(tmp_path, f"127.0.0.1:{free_port()}")
     for command in (["worker"], ["close-all"], ["status"], ["reconcile", "--dry-run"]):
         started = time.monotonic()
-        err = one_line(run(command, env))
+        err = one_line(run_ocw(command, env))
         assert "cannot reach Temporal" in err and "connection refused" in err
         assert time.monotonic() - started < 15, command
 
@@ -58,5 +47,5 @@ def test_no_server_is_one_line_within_seconds(tmp_path):
 def test_live_without_live_trading_is_one_line(tmp_path):
     env = base_env(tmp_path, f"127.0.0.1:{free_port()}")
     env.update(OCW_MODE="live")
-    err = one_line(run(["reconcile"], env))
+    err = one_line(run_ocw(["reconcile"], env))
     assert "LIVE_TRADING=true" in err

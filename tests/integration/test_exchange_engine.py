@@ -62,12 +62,21 @@ async def sim() -> AsyncIterator[ExchangeSim]:
         yield exchange
 
 
-def make_broker(sim: ExchangeSim) -> ExchangeBroker:
+def make_broker(sim: ExchangeSim, market: str = "spot") -> ExchangeBroker:
     client = binance_client(
-        "spot", api_key=sim.api_key, secret=sim.secret, base_url=sim.base_url, recv_window_ms=2000
+        market,  # type: ignore[arg-type]
+        api_key=sim.api_key,
+        secret=sim.secret,
+        base_url=sim.base_url,
+        recv_window_ms=2000,
     )
     config = ExchangeConfig(
-        symbols=(BTC, ETH), recv_window_ms=2000, clock_skew_ms=200, poll_s=0.05, settle_s=1.0
+        market=market,  # type: ignore[arg-type]
+        symbols=(BTC, ETH),
+        recv_window_ms=2000,
+        clock_skew_ms=200,
+        poll_s=0.05,
+        settle_s=1.0,
     )
     return ExchangeBroker(client, config)
 
@@ -247,21 +256,7 @@ async def test_a_short_on_usdm_is_protected_above_and_booked_once_when_the_excha
         SimMarket(sim),
         ScriptedPolicy(lambda c, r: short_btc if c == 1 else []),
     )
-    client = binance_client(
-        "futures", api_key=sim.api_key, secret=sim.secret, base_url=sim.base_url,
-        recv_window_ms=2000,
-    )  # fmt: skip
-    broker = ExchangeBroker(
-        client,
-        ExchangeConfig(
-            market="futures",
-            symbols=(BTC, ETH),
-            recv_window_ms=2000,
-            clock_skew_ms=200,
-            poll_s=0.05,
-            settle_s=1.0,
-        ),  # fmt: skip
-    )
+    broker = make_broker(sim, "futures")
     await broker.start()
     rig.trading = TradingActivities(broker, rig.trading.journal, dev_env.client)
     rig.extra_activities = [

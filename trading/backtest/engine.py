@@ -357,7 +357,7 @@ class Backtester:
             value += p.qty * last.get(s, p.avg_entry)
         return value
 
-    def _values(self) -> tuple[float, float]:
+    def position_values(self) -> tuple[float, float]:
         """(gross exposure, what the positions add to the equity): a long's ``q·P``, a short's
         collateral plus open PnL ``q·(2E - P)``. Equal, to the last bit, without shorts."""
         gross = 0.0
@@ -373,7 +373,7 @@ class Backtester:
         return gross, value
 
     def _equity(self) -> float:
-        return self.cash + self._values()[1]
+        return self.cash + self.position_values()[1]
 
     # ------------------------------------------------------------ fills
 
@@ -654,7 +654,7 @@ class Backtester:
         for s, index, closes in self._index_closes:
             if index[step] >= 0:
                 last[s] = closes[step]
-        self._expo, value = self._values()
+        self._expo, value = self.position_values()
         equity = self.cash + value
         if self._restart_target is not None and equity >= self._restart_target:
             self._size_scale, self._restart_target = 1.0, None  # a reduced restart recovered
